@@ -1,1 +1,14 @@
-//! parley server.
+//! parley: a real-time WebSocket messaging server.
+//!
+//! Layers, innermost first: [`core`] holds the rules as plain state and functions;
+//! [`hub`] shares that state between connections, commits through a [`store::Store`] and
+//! fans frames out; [`connection`] runs one socket; [`server`] listens.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod core;
+pub mod hub;
+pub mod server;
+pub mod store;

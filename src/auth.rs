@@ -1,0 +1,152 @@
+//! Signed session tokens (JWT, HMAC-SHA256) and the server secret.
+
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a token asserts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// The user.
+    pub sub: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// Operator rights.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+}
+
+/// Why a token was refused; the text is sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("missing token")]
+    Missing,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The signature does not match or the token is malformed.
+    #[error("invalid token")]
+    Invalid,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Mint a token for `user` valid for `ttl`.
+pub fn mint(secret: &[u8], user: &str, admin: bool, ttl: Duration) -> String {
+    let iat = unix_now();
+    let claims = Claims {
+        sub: user.to_owned(),
+        iat,
+        exp: iat + ttl.as_secs(),
+        admin,
+    };
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 encoding cannot fail")
+}
+
+/// Check a token's signature and expiry.
+pub fn verify(secret: &[u8], token: Option<&str>) -> Result<Claims, AuthError> {
+    let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    decode::<Claims>(token, &DecodingKey::from_secret(secret), &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid,
+        })
+        .and_then(|c| {
+            if c.sub.is_empty() {
+                Err(AuthError::Invalid)
+            } else {
+                Ok(c)
+            }
+        })
+}
+
+/// The secret from the flag or environment, else the one kept in `data/secret`, made once.
+pub fn load_or_create_secret(given: Option<&str>, data: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = given.filter(|s| !s.is_empty()) {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = data.join("secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(data)
+        .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    write_private(&path, &secret)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(secret.into_bytes())
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let t = mint(b"s1", "alice", true, Duration::from_secs(60));
+        let c = verify(b"s1", Some(&t)).unwrap();
+        assert_eq!((c.sub.as_str(), c.admin), ("alice", true));
+        assert_eq!(verify(b"other", Some(&t)), Err(AuthError::Invalid));
+        assert_eq!(verify(b"s1", None), Err(AuthError::Missing));
+        assert_eq!(verify(b"s1", Some("garbage")), Err(AuthError::Invalid));
+        let expired = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "a".into(),
+                iat: 1,
+                exp: 2,
+                admin: false,
+            },
+            &EncodingKey::from_secret(b"s1"),
+        )
+        .unwrap();
+        assert_eq!(verify(b"s1", Some(&expired)), Err(AuthError::Expired));
+    }
+
+    #[test]
+    fn generated_secret_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_secret(None, dir.path()).unwrap();
+        let b = load_or_create_secret(None, dir.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(load_or_create_secret(Some("x"), dir.path()).unwrap(), b"x");
+    }
+}

@@ -1,0 +1,51 @@
+//! Server settings and their defaults.
+
+use parley_protocol::Limits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The SPEC's defaults for every limit.
+pub fn default_limits() -> Limits {
+    Limits {
+        recall_window_ms: 120_000,
+        inmail_delete_window_ms: 600_000,
+        recall_per_conversation: 1,
+        recall_period_ms: 86_400_000,
+        recall_throttle_messages: 30,
+        recall_throttle_window_ms: 60_000,
+        max_body_chars: 8_000,
+        max_frame_bytes: 64 * 1024,
+    }
+}
+
+/// Everything `parley serve` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Secret that signs tokens.
+    pub secret: Vec<u8>,
+    /// Data directory (the generated secret lives here).
+    pub data: PathBuf,
+    /// Limits announced in `hello` and enforced.
+    pub limits: Limits,
+    /// Bytes a session may have queued before it is cut off as a slow consumer.
+    pub max_queue_bytes: usize,
+    /// Grace period for sessions to drain on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults for a given secret, suited to tests.
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> Self {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            secret: secret.into(),
+            data: PathBuf::from("parley-data"),
+            limits: default_limits(),
+            max_queue_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

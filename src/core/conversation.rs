@@ -1,0 +1,787 @@
+//! One conversation's state and every rule that acts on it: send, read, recall, InMail
+//! delete, delete-for-me, mute, hide, typing, history and inbox views.
+
+use super::{deadline, Actor, Change, Ctx, Outcome, RecallTimer, Refusal, Target};
+use parley_protocol::{
+    AckResult, ConversationKind, ConversationView, InboxEntry, MessageId, MessageKind,
+    MessageState, MessageView, Millis, NotificationPreview, NotificationView, ReadReceipts,
+    RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame, UserId,
+};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+/// Largest history page.
+pub const MAX_PAGE: u32 = 100;
+
+/// Where a stored message stands for everyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Not removed.
+    None,
+    /// Recalled: a marker for everyone.
+    Recalled,
+    /// InMail deleted: gone for sender and primary recipient, kept by copied recipients.
+    InmailDeleted,
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    id: MessageId,
+    seq: u64,
+    sender: UserId,
+    sent_at: Millis,
+    kind: MessageKind,
+    body: Option<String>,
+    reply_to: Option<MessageId>,
+    to: Option<UserId>,
+    cc: Vec<UserId>,
+    removal: Removal,
+    /// Recall was offered and has been withdrawn (window closed or read); told once.
+    recall_closed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Member {
+    read_seq: u64,
+    muted: bool,
+    hidden: bool,
+    deleted: HashSet<u64>,
+    /// Seqs of messages with a notification not yet cleared, retracted or read.
+    notified: BTreeSet<u64>,
+}
+
+/// A conversation: its participants, messages and each participant's view of them.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    id: String,
+    kind: ConversationKind,
+    participants: Vec<UserId>,
+    title: Option<String>,
+    messages: Vec<Message>,
+    by_id: HashMap<MessageId, usize>,
+    members: HashMap<UserId, Member>,
+    /// Successful recall times per sender, for the per-period allowance.
+    recalls: HashMap<UserId, VecDeque<Millis>>,
+    /// (sender, client request id) → message index: a re-sent request finds its message.
+    requests: HashMap<(UserId, String), usize>,
+    last_activity: Millis,
+}
+
+/// How a message looks to one viewer, or `None` when it is gone for them.
+fn view_state(m: &Message, member: &Member, viewer: &str) -> Option<MessageState> {
+    match m.removal {
+        Removal::Recalled => Some(MessageState::Recalled),
+        Removal::InmailDeleted if m.sender == viewer || m.to.as_deref() == Some(viewer) => None,
+        _ if member.deleted.contains(&m.seq) => Some(MessageState::Deleted),
+        _ => Some(MessageState::Visible),
+    }
+}
+
+impl Conversation {
+    /// A new, empty conversation.
+    pub fn new(
+        id: String,
+        kind: ConversationKind,
+        participants: Vec<UserId>,
+        title: Option<String>,
+        now: Millis,
+    ) -> Self {
+        let members = participants
+            .iter()
+            .map(|p| (p.clone(), Member::default()))
+            .collect();
+        Conversation {
+            id,
+            kind,
+            participants,
+            title,
+            messages: Vec::new(),
+            by_id: HashMap::new(),
+            members,
+            recalls: HashMap::new(),
+            requests: HashMap::new(),
+            last_activity: now,
+        }
+    }
+
+    /// The conversation's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Every participant, creator first.
+    pub fn participants(&self) -> &[UserId] {
+        &self.participants
+    }
+
+    /// Whether `user` takes part.
+    pub fn is_participant(&self, user: &str) -> bool {
+        self.members.contains_key(user)
+    }
+
+    /// The time of the last message (or of creation).
+    pub fn last_activity(&self) -> Millis {
+        self.last_activity
+    }
+
+    /// The public shape of the conversation.
+    pub fn view(&self) -> ConversationView {
+        ConversationView {
+            id: self.id.clone(),
+            kind: self.kind,
+            participants: self.participants.clone(),
+            title: self.title.clone(),
+        }
+    }
+
+    /// The change that records this conversation's creation.
+    pub fn created(&self) -> Change {
+        Change::ConversationCreated {
+            conversation: self.view(),
+        }
+    }
+
+    fn member(&self, user: &str) -> Result<&Member, Refusal> {
+        self.members
+            .get(user)
+            .ok_or(Refusal::NotFound("conversation"))
+    }
+
+    fn everyone(&self, except: Option<&Actor>) -> Vec<Target> {
+        self.participants
+            .iter()
+            .map(|p| Target {
+                user: p.clone(),
+                except: except.filter(|a| &a.user == p).map(|a| a.session),
+            })
+            .collect()
+    }
+
+    /// Index of a message `viewer` can currently see (markers and tombstones included).
+    fn find_for(&self, viewer: &str, id: &str) -> Result<usize, Refusal> {
+        let member = self.member(viewer)?;
+        let idx = *self.by_id.get(id).ok_or(Refusal::NotFound("message"))?;
+        view_state(&self.messages[idx], member, viewer)
+            .map(|_| idx)
+            .ok_or(Refusal::NotFound("message"))
+    }
+
+    fn render(
+        &self,
+        m: &Message,
+        state: MessageState,
+        limits: &parley_protocol::Limits,
+    ) -> MessageView {
+        let recallable = m.kind == MessageKind::Message;
+        MessageView {
+            id: m.id.clone(),
+            conversation: self.id.clone(),
+            seq: m.seq,
+            sender: m.sender.clone(),
+            sent_at: m.sent_at,
+            kind: m.kind,
+            state,
+            body: (state == MessageState::Visible)
+                .then(|| m.body.clone())
+                .flatten(),
+            reply_to: m.reply_to.clone(),
+            to: m.to.clone(),
+            cc: m.cc.clone(),
+            recall_until: recallable
+                .then(|| deadline(m.sent_at, limits.recall_window_ms))
+                .flatten(),
+            delete_until: (!recallable)
+                .then(|| deadline(m.sent_at, limits.inmail_delete_window_ms))
+                .flatten(),
+        }
+    }
+
+    /// Whether someone other than the sender has read up to this message.
+    fn read_by_recipient(&self, m: &Message) -> bool {
+        self.members
+            .iter()
+            .any(|(u, mem)| *u != m.sender && mem.read_seq >= m.seq)
+    }
+
+    /// Check the sender may post here at all (blocks and connections per conversation kind).
+    fn check_may_post(&self, ctx: &Ctx, sender: &str) -> Result<(), Refusal> {
+        self.member(sender)?;
+        let others = self.participants.iter().filter(|p| *p != sender);
+        match self.kind {
+            ConversationKind::Direct => {
+                for other in others {
+                    ctx.directory.check_direct(sender, other)?;
+                }
+            }
+            ConversationKind::Inmail => {
+                for other in others {
+                    if ctx.directory.blocked_either(sender, other) {
+                        return Err(Refusal::RecipientUnavailable);
+                    }
+                }
+            }
+            // Blocks stop new groups with both users; an existing group keeps working,
+            // minus receipts and typing from the blocker.
+            ConversationKind::Group => {}
+        }
+        Ok(())
+    }
+
+    /// Store a new message (or find the one this request id already stored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        ctx: &Ctx,
+        actor: &Actor,
+        client_id: &str,
+        body: String,
+        reply_to: Option<MessageId>,
+        kind: MessageKind,
+        cc: Vec<UserId>,
+        new_id: impl FnOnce() -> MessageId,
+    ) -> Result<Outcome, Refusal> {
+        let sender = actor.user.as_str();
+        self.member(sender)?;
+        if let Some(&idx) = self
+            .requests
+            .get(&(actor.user.clone(), client_id.to_owned()))
+        {
+            let m = &self.messages[idx];
+            let state = view_state(m, &self.members[sender], sender);
+            let state = state.unwrap_or(MessageState::Recalled);
+            return Ok(Outcome::with_ack(AckResult::Sent {
+                message: self.render(m, state, ctx.limits),
+            }));
+        }
+        self.check_may_post(ctx, sender)?;
+        let chars = body.chars().count();
+        if chars == 0 || chars > ctx.limits.max_body_chars as usize {
+            return Err(Refusal::BodyTooLong(ctx.limits.max_body_chars));
+        }
+        if let Some(parent) = &reply_to {
+            self.find_for(sender, parent)?;
+        }
+        let seq = self.messages.last().map_or(1, |m| m.seq + 1);
+        let to = (kind == MessageKind::Inmail)
+            .then(|| self.participants.get(1).cloned())
+            .flatten();
+        let message = Message {
+            id: new_id(),
+            seq,
+            sender: sender.to_owned(),
+            sent_at: ctx.now,
+            kind,
+            body: Some(body),
+            reply_to,
+            to,
+            cc,
+            removal: Removal::None,
+            recall_closed: false,
+        };
+        let view = self.render(&message, MessageState::Visible, ctx.limits);
+        let idx = self.messages.len();
+        self.by_id.insert(message.id.clone(), idx);
+        self.requests
+            .insert((actor.user.clone(), client_id.to_owned()), idx);
+        self.messages.push(message);
+        self.last_activity = ctx.now;
+
+        let mut out = Outcome::with_ack(AckResult::Sent {
+            message: view.clone(),
+        });
+        out.changes.push(Change::MessageStored {
+            message: view.clone(),
+            client_id: client_id.to_owned(),
+        });
+        out.emit(
+            self.everyone(Some(actor)),
+            ServerFrame::Message {
+                message: view.clone(),
+            },
+        );
+        for (user, member) in self.members.iter_mut() {
+            if *user == sender {
+                // Your own message is read by you.
+                member.read_seq = seq;
+                member.hidden = false;
+                continue;
+            }
+            member.hidden = false;
+            if member.muted {
+                continue;
+            }
+            member.notified.insert(seq);
+            let preview = ctx.directory.settings(user).notification_preview;
+            out.emit(
+                vec![Target::all(user)],
+                ServerFrame::Notification {
+                    notification: notification(&view, preview),
+                },
+            );
+        }
+        if kind == MessageKind::Message {
+            if let Some(at) = view.recall_until {
+                out.timer = Some(RecallTimer {
+                    conversation: self.id.clone(),
+                    message: view.id.clone(),
+                    at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mark read up to a message. Receipts only move forward; a private read still ends recall.
+    pub fn read(&mut self, ctx: &Ctx, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
+        let reader = actor.user.as_str();
+        let idx = self.find_for(reader, message)?;
+        let seq = self.messages[idx].seq;
+        let member = self.members.get_mut(reader).expect("participant checked");
+        if seq <= member.read_seq {
+            return Ok(Outcome::ok());
+        }
+        let from = member.read_seq;
+        member.read_seq = seq;
+        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
+        for s in &cleared {
+            member.notified.remove(s);
+        }
+
+        let mut out = Outcome::ok();
+        out.changes.push(Change::ReadUpTo {
+            conversation: self.id.clone(),
+            user: reader.to_owned(),
+            seq,
+        });
+        let shares = ctx.directory.settings(reader).read_receipts == ReadReceipts::On;
+        let to = self
+            .participants
+            .iter()
+            .filter_map(|p| {
+                if p == reader {
+                    Some(Target::others_of(actor))
+                } else if shares && !ctx.directory.has_blocked(reader, p) {
+                    Some(Target::all(p))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        out.emit(
+            to,
+            ServerFrame::Read {
+                conversation: self.id.clone(),
+                user: reader.to_owned(),
+                message: message.to_owned(),
+                seq,
+            },
+        );
+        for m in self
+            .messages
+            .iter_mut()
+            .filter(|m| m.seq > from && m.seq <= seq)
+        {
+            let open =
+                deadline(m.sent_at, ctx.limits.recall_window_ms).is_some_and(|d| ctx.now < d);
+            if m.sender != reader
+                && m.kind == MessageKind::Message
+                && m.removal == Removal::None
+                && !m.recall_closed
+                && open
+            {
+                m.recall_closed = true;
+                out.emit(
+                    vec![Target::all(&m.sender)],
+                    ServerFrame::RecallClosed {
+                        conversation: self.id.clone(),
+                        message: m.id.clone(),
+                        reason: RecallClosedReason::Read,
+                    },
+                );
+            }
+        }
+        let ids = self.ids_of(&cleared);
+        if !ids.is_empty() {
+            out.emit(
+                vec![Target::all(reader)],
+                ServerFrame::NotificationRetracted {
+                    conversation: self.id.clone(),
+                    messages: ids,
+                    reason: RetractReason::Read,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn ids_of(&self, seqs: &[u64]) -> Vec<MessageId> {
+        seqs.iter()
+            .filter_map(|s| self.messages.iter().find(|m| m.seq == *s))
+            .map(|m| m.id.clone())
+            .collect()
+    }
+
+    /// Recalls by `sender` here within the recall period before `now`.
+    fn recent_recalls(&self, sender: &str, now: Millis, period_ms: u64) -> usize {
+        let since = now.saturating_sub(period_ms as i64);
+        self.recalls
+            .get(sender)
+            .map_or(0, |t| t.iter().filter(|&&at| at > since).count())
+    }
+
+    /// Recall a message for everyone. `sent_recently` is how many messages the sender sent
+    /// in the throttle window; the unread check and the removal happen in this one call.
+    pub fn recall(
+        &mut self,
+        ctx: &Ctx,
+        actor: &Actor,
+        message: &str,
+        sent_recently: u32,
+    ) -> Result<Outcome, Refusal> {
+        let me = actor.user.as_str();
+        let idx = self.find_for(me, message)?;
+        let m = &self.messages[idx];
+        if m.removal != Removal::None {
+            return Err(Refusal::NotFound("message"));
+        }
+        if m.kind != MessageKind::Message {
+            return Err(Refusal::WrongMessageKind(
+                "an InMail is deleted with delete_inmail, not recalled",
+            ));
+        }
+        if m.sender != me {
+            return Err(Refusal::NotSender);
+        }
+        let l = ctx.limits;
+        if !deadline(m.sent_at, l.recall_window_ms).is_some_and(|d| ctx.now < d) {
+            return Err(Refusal::RecallWindowClosed);
+        }
+        if self.read_by_recipient(m) {
+            return Err(Refusal::AlreadyRead);
+        }
+        if self.recent_recalls(me, ctx.now, l.recall_period_ms)
+            >= l.recall_per_conversation as usize
+        {
+            return Err(Refusal::RecallLimitReached);
+        }
+        if l.recall_throttle_window_ms > 0 && sent_recently > l.recall_throttle_messages {
+            return Err(Refusal::RecallThrottled);
+        }
+
+        let seq = m.seq;
+        let id = m.id.clone();
+        let m = &mut self.messages[idx];
+        m.removal = Removal::Recalled;
+        m.body = None;
+        m.recall_closed = true;
+        let since = ctx.now.saturating_sub(l.recall_period_ms as i64);
+        let times = self.recalls.entry(me.to_owned()).or_default();
+        times.retain(|&t| t > since);
+        times.push_back(ctx.now);
+
+        let mut out = Outcome::ok();
+        out.changes.push(Change::Recalled {
+            conversation: self.id.clone(),
+            message: id.clone(),
+        });
+        out.emit(
+            self.everyone(Some(actor)),
+            ServerFrame::Recalled {
+                conversation: self.id.clone(),
+                message: id.clone(),
+                mode: RemovalMode::Marker,
+            },
+        );
+        self.retract(&mut out, seq, &id, RetractReason::Recalled, |_| true);
+        Ok(out)
+    }
+
+    fn retract(
+        &mut self,
+        out: &mut Outcome,
+        seq: u64,
+        id: &str,
+        reason: RetractReason,
+        applies: impl Fn(&str) -> bool,
+    ) {
+        let mut to = Vec::new();
+        for (user, member) in self.members.iter_mut() {
+            if applies(user) && member.notified.remove(&seq) {
+                to.push(Target::all(user));
+            }
+        }
+        out.emit(
+            to,
+            ServerFrame::NotificationRetracted {
+                conversation: self.id.clone(),
+                messages: vec![id.to_owned()],
+                reason,
+            },
+        );
+    }
+
+    /// Delete an InMail for its sender and primary recipient, read or not; copies stay.
+    pub fn delete_inmail(
+        &mut self,
+        ctx: &Ctx,
+        actor: &Actor,
+        message: &str,
+    ) -> Result<Outcome, Refusal> {
+        let me = actor.user.as_str();
+        let idx = self.find_for(me, message)?;
+        let m = &self.messages[idx];
+        if m.removal != Removal::None {
+            return Err(Refusal::NotFound("message"));
+        }
+        if m.kind != MessageKind::Inmail {
+            return Err(Refusal::WrongMessageKind(
+                "only an InMail can be deleted for everyone; recall a message instead",
+            ));
+        }
+        if m.sender != me {
+            return Err(Refusal::NotSender);
+        }
+        if !deadline(m.sent_at, ctx.limits.inmail_delete_window_ms).is_some_and(|d| ctx.now < d) {
+            return Err(Refusal::InmailDeleteWindowClosed);
+        }
+        let (seq, id, primary) = (m.seq, m.id.clone(), m.to.clone());
+        let purge = m.cc.is_empty();
+        let m = &mut self.messages[idx];
+        m.removal = Removal::InmailDeleted;
+        if purge {
+            m.body = None;
+        }
+        let mut out = Outcome::ok();
+        out.changes.push(Change::InmailDeleted {
+            conversation: self.id.clone(),
+            message: id.clone(),
+            purge,
+        });
+        let mut to = vec![Target::others_of(actor)];
+        to.extend(primary.as_deref().map(Target::all));
+        out.emit(
+            to,
+            ServerFrame::Recalled {
+                conversation: self.id.clone(),
+                message: id.clone(),
+                mode: RemovalMode::Silent,
+            },
+        );
+        let primary = primary.unwrap_or_default();
+        self.retract(&mut out, seq, &id, RetractReason::Deleted, |u| u == primary);
+        Ok(out)
+    }
+
+    /// Delete a message from the requester's own view; nobody else is told.
+    pub fn delete_for_me(&mut self, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
+        let me = actor.user.as_str();
+        let idx = self.find_for(me, message)?;
+        let seq = self.messages[idx].seq;
+        let member = self.members.get_mut(me).expect("participant checked");
+        let mut out = Outcome::ok();
+        if member.deleted.insert(seq) {
+            member.notified.remove(&seq);
+            out.changes.push(Change::DeletedForMe {
+                conversation: self.id.clone(),
+                user: me.to_owned(),
+                message: message.to_owned(),
+            });
+            out.emit(
+                vec![Target::others_of(actor)],
+                ServerFrame::DeletedView {
+                    conversation: self.id.clone(),
+                    message: message.to_owned(),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Set the requester's mute and/or hide flags.
+    pub fn set_flags(
+        &mut self,
+        actor: &Actor,
+        muted: Option<bool>,
+        hidden: Option<bool>,
+    ) -> Result<Outcome, Refusal> {
+        self.member(&actor.user)?;
+        let member = self
+            .members
+            .get_mut(&actor.user)
+            .expect("participant checked");
+        member.muted = muted.unwrap_or(member.muted);
+        member.hidden = hidden.unwrap_or(member.hidden);
+        let (muted, hidden) = (member.muted, member.hidden);
+        let mut out = Outcome::ok();
+        out.changes.push(Change::MemberFlags {
+            conversation: self.id.clone(),
+            user: actor.user.clone(),
+            muted,
+            hidden,
+        });
+        out.emit(
+            vec![Target::others_of(actor)],
+            ServerFrame::ConversationState {
+                conversation: self.id.clone(),
+                muted,
+                hidden,
+            },
+        );
+        Ok(out)
+    }
+
+    /// Tell the others the requester is typing (not those the typer blocked).
+    pub fn typing(&self, ctx: &Ctx, actor: &Actor) -> Result<Outcome, Refusal> {
+        self.member(&actor.user)?;
+        let mut out = Outcome::ok();
+        let to = self
+            .participants
+            .iter()
+            .filter(|p| **p != actor.user && !ctx.directory.has_blocked(&actor.user, p))
+            .map(|p| Target::all(p))
+            .collect();
+        out.emit(
+            to,
+            ServerFrame::Typing {
+                conversation: self.id.clone(),
+                user: actor.user.clone(),
+            },
+        );
+        Ok(out)
+    }
+
+    /// The message as the requester sees it now, with content, for a report's evidence.
+    pub fn snapshot(&self, ctx: &Ctx, viewer: &str, message: &str) -> Result<MessageView, Refusal> {
+        let idx = self.find_for(viewer, message)?;
+        let m = &self.messages[idx];
+        Ok(self.render(m, MessageState::Visible, ctx.limits))
+    }
+
+    /// If recall is still on offer for this message at `now`, withdraw it and tell the sender.
+    pub fn recall_expired(&mut self, ctx: &Ctx, message: &str) -> Option<Outcome> {
+        let idx = *self.by_id.get(message)?;
+        let m = &self.messages[idx];
+        let closed = deadline(m.sent_at, ctx.limits.recall_window_ms).is_some_and(|d| ctx.now >= d);
+        if !closed || m.recall_closed || m.removal != Removal::None || self.read_by_recipient(m) {
+            return None;
+        }
+        let m = &mut self.messages[idx];
+        m.recall_closed = true;
+        let mut out = Outcome::ok();
+        out.emit(
+            vec![Target::all(&m.sender)],
+            ServerFrame::RecallClosed {
+                conversation: self.id.clone(),
+                message: m.id.clone(),
+                reason: RecallClosedReason::Expired,
+            },
+        );
+        Some(out)
+    }
+
+    /// A page of history as `viewer` should see it, oldest first.
+    pub fn history(
+        &self,
+        ctx: &Ctx,
+        viewer: &str,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<AckResult, Refusal> {
+        let member = self.member(viewer)?;
+        let limit = limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
+        let mut page: Vec<MessageView> = self
+            .messages
+            .iter()
+            .rev()
+            .filter(|m| before.is_none_or(|b| m.seq < b))
+            .filter_map(|m| view_state(m, member, viewer).map(|s| self.render(m, s, ctx.limits)))
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        page.reverse();
+        Ok(AckResult::History {
+            conversation: self.view(),
+            messages: page,
+            receipts: self.receipts(ctx, viewer),
+            more,
+        })
+    }
+
+    /// Other participants' read positions that `viewer` may see.
+    fn receipts(&self, ctx: &Ctx, viewer: &str) -> Vec<Receipt> {
+        let mut out: Vec<Receipt> = self
+            .members
+            .iter()
+            .filter(|(u, m)| {
+                *u != viewer
+                    && m.read_seq > 0
+                    && ctx.directory.settings(u).read_receipts == ReadReceipts::On
+                    && !ctx.directory.has_blocked(u, viewer)
+            })
+            .filter_map(|(u, m)| {
+                let msg = self.messages.iter().rev().find(|x| x.seq <= m.read_seq)?;
+                Some(Receipt {
+                    user: u.clone(),
+                    message: msg.id.clone(),
+                    seq: m.read_seq,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.user.cmp(&b.user));
+        out
+    }
+
+    /// The inbox row for `viewer`, or `None` when hidden.
+    pub fn inbox_entry(&self, ctx: &Ctx, viewer: &str) -> Option<InboxEntry> {
+        let member = self.members.get(viewer)?;
+        if member.hidden {
+            return None;
+        }
+        let last_message = self
+            .messages
+            .iter()
+            .rev()
+            .find_map(|m| view_state(m, member, viewer).map(|s| self.render(m, s, ctx.limits)));
+        let unread = self
+            .messages
+            .iter()
+            .filter(|m| m.seq > member.read_seq && m.sender != viewer)
+            .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
+            .count() as u32;
+        Some(InboxEntry {
+            conversation: self.view(),
+            last_message,
+            unread,
+            muted: member.muted,
+            hidden: false,
+        })
+    }
+
+    /// `viewer`'s outstanding notifications here (not read, recalled, deleted or muted).
+    pub fn notifications(&self, ctx: &Ctx, viewer: &str) -> Vec<NotificationView> {
+        let Some(member) = self.members.get(viewer) else {
+            return Vec::new();
+        };
+        let preview = ctx.directory.settings(viewer).notification_preview;
+        member
+            .notified
+            .iter()
+            .filter_map(|seq| self.messages.iter().find(|m| m.seq == *seq))
+            .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
+            .map(|m| notification(&self.render(m, MessageState::Visible, ctx.limits), preview))
+            .collect()
+    }
+}
+
+/// A notification for `message` shaped by the recipient's preview setting.
+fn notification(message: &MessageView, preview: NotificationPreview) -> NotificationView {
+    NotificationView {
+        conversation: message.conversation.clone(),
+        message: message.id.clone(),
+        sender: (preview != NotificationPreview::Off).then(|| message.sender.clone()),
+        preview: (preview == NotificationPreview::Full)
+            .then(|| message.body.clone())
+            .flatten(),
+        sent_at: message.sent_at,
+    }
+}

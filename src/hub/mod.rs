@@ -1,0 +1,770 @@
+//! The hub: shared state around the sans-I/O core. It keeps the registries, serialises
+//! each conversation behind its own lock, commits changes, fans frames out and arms the
+//! recall timers.
+
+pub mod sessions;
+mod timers;
+
+use crate::clock::Clock;
+use crate::core::{
+    Actor, Change, Conversation, Ctx, Directory, Outcome, RecallTimer, Refusal, SendLog,
+};
+use crate::store::Store;
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use parley_protocol::{
+    AckResult, ConversationKind, ErrorCode, Limits, MessageKind, Op, ReportTarget, ReportView,
+    Request, ServerFrame, UserId, PROTOCOL_VERSION,
+};
+use serde::Deserialize;
+use sessions::{SessionHandle, Sessions};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
+
+pub use sessions::{encode, Outbox};
+
+type SharedConversation = Arc<AsyncMutex<Conversation>>;
+
+/// The shared state of one server.
+pub struct Hub {
+    limits: Limits,
+    clock: Clock,
+    store: Arc<dyn Store>,
+    max_queue_bytes: usize,
+    directory: RwLock<Directory>,
+    conversations: DashMap<String, SharedConversation>,
+    by_user: DashMap<UserId, Vec<String>>,
+    send_logs: DashMap<UserId, SendLog>,
+    reports: Mutex<Vec<ReportView>>,
+    sessions: Sessions,
+    timers: mpsc::UnboundedSender<RecallTimer>,
+    next_session: AtomicU64,
+}
+
+/// Stable namespace for ids derived from client request ids.
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7061_726c_6579_0000_8000_0000_0000_0001);
+
+fn derived_id(prefix: &str, parts: &[&str]) -> String {
+    let name = parts.join("\u{0}");
+    format!(
+        "{prefix}-{}",
+        uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).simple()
+    )
+}
+
+/// The two fields needed to answer even a request that fails to parse.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+    ServerFrame::Error {
+        id,
+        code,
+        message: message.into(),
+    }
+}
+
+impl Hub {
+    /// A hub over `store`, with its recall-timer task running on the current runtime.
+    pub fn start(limits: Limits, store: Arc<dyn Store>, max_queue_bytes: usize) -> Arc<Hub> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let clock = Clock::start();
+        let hub = Arc::new(Hub {
+            limits,
+            clock,
+            store,
+            max_queue_bytes,
+            directory: RwLock::new(Directory::default()),
+            conversations: DashMap::new(),
+            by_user: DashMap::new(),
+            send_logs: DashMap::new(),
+            reports: Mutex::new(Vec::new()),
+            sessions: Sessions::default(),
+            timers: tx,
+            next_session: AtomicU64::new(1),
+        });
+        tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
+        hub
+    }
+
+    /// Limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Live sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Open a session for an authenticated user: `hello` is queued first, then the session
+    /// joins the fan-out.
+    pub async fn open_session(&self, user: &str, admin: bool) -> (Arc<SessionHandle>, Outbox) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (session, outbox) =
+            SessionHandle::new(id, user.to_owned(), admin, self.max_queue_bytes);
+        let created = self.directory.write().ensure_user(user);
+        if let Some(change) = created {
+            if let Err(e) = self.store.commit(vec![change]).await {
+                tracing::error!(error = %e, "cannot record new user");
+            }
+        }
+        let settings = self.directory.read().settings(user);
+        session.send(&ServerFrame::Hello {
+            protocol: PROTOCOL_VERSION,
+            user: user.to_owned(),
+            session: id.to_string(),
+            server_time: self.clock.now(),
+            limits: self.limits,
+            settings,
+        });
+        self.sessions.register(session.clone());
+        (session, outbox)
+    }
+
+    /// Stop delivering to a session.
+    pub fn close_session(&self, session: &SessionHandle) {
+        self.sessions.unregister(session);
+    }
+
+    /// Parse one text frame from a session and answer it with exactly one `ack` or `error`.
+    pub async fn dispatch(&self, session: &SessionHandle, text: &str) {
+        let envelope: Envelope = match serde_json::from_str(text) {
+            Ok(e) => e,
+            Err(e) => {
+                let msg = format!("frame is not a JSON object: {e}");
+                return session.send(&error_frame(None, ErrorCode::BadRequest, msg));
+            }
+        };
+        let id = envelope.id.as_deref().map(str::to_owned);
+        let request: Request = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => {
+                let detail = e.to_string();
+                let (code, msg) = match envelope.kind.as_deref() {
+                    None => (ErrorCode::BadRequest, "missing field `type`".to_owned()),
+                    Some(t) if detail.starts_with(&format!("unknown variant `{t}`")) => {
+                        (ErrorCode::UnknownType, format!("unknown frame type `{t}`"))
+                    }
+                    Some(_) if id.is_none() => {
+                        (ErrorCode::BadRequest, "missing field `id`".to_owned())
+                    }
+                    Some(_) => (ErrorCode::BadRequest, detail),
+                };
+                return session.send(&error_frame(id, code, msg));
+            }
+        };
+        let actor = Actor {
+            user: session.user.clone(),
+            session: session.id,
+            admin: session.admin,
+        };
+        self.handle(session, &actor, request).await;
+    }
+
+    fn ctx<'a>(&'a self, directory: &'a Directory) -> Ctx<'a> {
+        Ctx {
+            now: self.clock.now(),
+            limits: &self.limits,
+            directory,
+        }
+    }
+
+    /// Commit, fan out, answer and arm the timer — in that order, so nothing is
+    /// acknowledged or shown before it is durable. Called with the conversation locked
+    /// (when there is one), which keeps every session's view of it in one order.
+    async fn finish(&self, session: &SessionHandle, id: String, result: Result<Outcome, Refusal>) {
+        let out = match result {
+            Ok(out) => out,
+            Err(refusal) => {
+                tracing::debug!(user = %session.user, request = %id, %refusal, "refused");
+                return session.send(&error_frame(Some(id), refusal.code(), refusal.to_string()));
+            }
+        };
+        if !out.changes.is_empty() {
+            if let Err(e) = self.store.commit(out.changes).await {
+                tracing::error!(error = %e, user = %session.user, "commit failed; closing session");
+                return session.close(1011, "storage unavailable");
+            }
+        }
+        for emit in &out.emits {
+            self.sessions.deliver(emit);
+        }
+        session.send(&ServerFrame::Ack {
+            id,
+            result: out.ack,
+        });
+        if let Some(timer) = out.timer {
+            let _ = self.timers.send(timer);
+        }
+    }
+
+    fn conversation(&self, id: &str) -> Option<SharedConversation> {
+        self.conversations.get(id).map(|c| c.clone())
+    }
+
+    /// Run a rule on one conversation under its lock.
+    async fn on_conversation(
+        &self,
+        session: &SessionHandle,
+        actor: &Actor,
+        id: String,
+        conversation: &str,
+        rule: impl FnOnce(&mut Conversation, &Ctx) -> Result<Outcome, Refusal>,
+    ) {
+        let Some(shared) = self.conversation(conversation) else {
+            return self
+                .finish(session, id, Err(Refusal::NotFound("conversation")))
+                .await;
+        };
+        let mut conv = shared.lock().await;
+        let result = if conv.is_participant(&actor.user) {
+            let dir = self.directory.read();
+            rule(&mut conv, &self.ctx(&dir))
+        } else {
+            Err(Refusal::NotFound("conversation"))
+        };
+        self.finish(session, id, result).await;
+    }
+
+    /// Find a conversation or create it, locked; a new one is announced in `announce`.
+    async fn open_conversation(
+        &self,
+        id: String,
+        make: impl FnOnce() -> Conversation,
+        announce: &mut Outcome,
+        except: Option<&Actor>,
+    ) -> OwnedMutexGuard<Conversation> {
+        let existing = match self.conversations.entry(id) {
+            dashmap::Entry::Occupied(e) => e.get().clone(),
+            dashmap::Entry::Vacant(v) => {
+                let conv = make();
+                let shared = Arc::new(AsyncMutex::new(conv));
+                let guard = shared.clone().try_lock_owned().expect("fresh lock is free");
+                v.insert(shared);
+                for p in guard.participants() {
+                    self.by_user
+                        .entry(p.clone())
+                        .or_default()
+                        .push(guard.id().to_owned());
+                }
+                announce.changes.push(guard.created());
+                let to = guard
+                    .participants()
+                    .iter()
+                    .map(|p| crate::core::Target {
+                        user: p.clone(),
+                        except: except.filter(|a| &a.user == p).map(|a| a.session),
+                    })
+                    .collect();
+                announce.emit(
+                    to,
+                    ServerFrame::Conversation {
+                        conversation: guard.view(),
+                    },
+                );
+                return guard;
+            }
+        };
+        existing.lock_owned().await
+    }
+
+    fn record_send(&self, user: &str, out: &Outcome) {
+        if out
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::MessageStored { .. }))
+        {
+            self.send_logs
+                .entry(user.to_owned())
+                .or_default()
+                .record(self.clock.now(), self.limits.recall_throttle_window_ms);
+        }
+    }
+
+    fn sent_recently(&self, user: &str) -> u32 {
+        let window = self.limits.recall_throttle_window_ms;
+        self.send_logs
+            .get(user)
+            .map_or(0, |log| log.count(self.clock.now(), window))
+    }
+
+    /// Send into a conversation already locked, prefixing any creation announcement.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_locked(
+        &self,
+        session: &SessionHandle,
+        actor: &Actor,
+        id: String,
+        mut conv: OwnedMutexGuard<Conversation>,
+        mut announce: Outcome,
+        body: String,
+        reply_to: Option<String>,
+        kind: MessageKind,
+        cc: Vec<UserId>,
+    ) {
+        let result = {
+            let dir = self.directory.read();
+            let ctx = self.ctx(&dir);
+            conv.send(&ctx, actor, &id, body, reply_to, kind, cc, || {
+                format!("m-{}", uuid::Uuid::now_v7().simple())
+            })
+        };
+        let result = result.map(|out| {
+            self.record_send(&actor.user, &out);
+            announce.ack = out.ack;
+            announce.emits.extend(out.emits);
+            announce.changes.extend(out.changes);
+            announce.timer = out.timer;
+            announce
+        });
+        self.finish(session, id, result).await;
+        drop(conv);
+    }
+
+    /// Apply one parsed request.
+    pub async fn handle(&self, session: &SessionHandle, actor: &Actor, request: Request) {
+        let Request { id, op } = request;
+        let me = actor.user.clone();
+        match op {
+            Op::Send {
+                conversation,
+                to,
+                body,
+                reply_to,
+            } => match (conversation, to) {
+                (Some(c), None) => {
+                    let Some(shared) = self.conversation(&c) else {
+                        return self
+                            .finish(session, id, Err(Refusal::NotFound("conversation")))
+                            .await;
+                    };
+                    let conv = shared.lock_owned().await;
+                    if !conv.is_participant(&me) {
+                        return self
+                            .finish(session, id, Err(Refusal::NotFound("conversation")))
+                            .await;
+                    }
+                    self.send_locked(
+                        session,
+                        actor,
+                        id,
+                        conv,
+                        Outcome::ok(),
+                        body,
+                        reply_to,
+                        MessageKind::Message,
+                        vec![],
+                    )
+                    .await
+                }
+                (None, Some(to)) => {
+                    let checked = self.directory.read().check_direct(&me, &to);
+                    if let Err(r) = checked {
+                        return self.finish(session, id, Err(r)).await;
+                    }
+                    let mut pair = [me.clone(), to.clone()];
+                    pair.sort();
+                    let cid = derived_id("d", &[&pair[0], &pair[1]]);
+                    let mut announce = Outcome::ok();
+                    let now = self.clock.now();
+                    let conv = self
+                        .open_conversation(
+                            cid.clone(),
+                            || {
+                                Conversation::new(
+                                    cid,
+                                    ConversationKind::Direct,
+                                    vec![me.clone(), to.clone()],
+                                    None,
+                                    now,
+                                )
+                            },
+                            &mut announce,
+                            Some(actor),
+                        )
+                        .await;
+                    self.send_locked(
+                        session,
+                        actor,
+                        id,
+                        conv,
+                        announce,
+                        body,
+                        reply_to,
+                        MessageKind::Message,
+                        vec![],
+                    )
+                    .await
+                }
+                _ => {
+                    let r =
+                        Refusal::BadRequest("give exactly one of `conversation` and `to`".into());
+                    self.finish(session, id, Err(r)).await
+                }
+            },
+            Op::Inmail { to, cc, body } => {
+                let mut participants = vec![me.clone(), to.clone()];
+                for c in cc {
+                    if !participants.contains(&c) {
+                        participants.push(c);
+                    }
+                }
+                let checked = {
+                    let dir = self.directory.read();
+                    participants[1..]
+                        .iter()
+                        .try_for_each(|p| dir.check_inmail(&me, p))
+                };
+                if let Err(r) = checked {
+                    return self.finish(session, id, Err(r)).await;
+                }
+                let cc = participants[2..].to_vec();
+                let cid = derived_id("i", &[&me, &id]);
+                let mut announce = Outcome::ok();
+                let now = self.clock.now();
+                let conv = self
+                    .open_conversation(
+                        cid.clone(),
+                        || {
+                            Conversation::new(
+                                cid,
+                                ConversationKind::Inmail,
+                                participants,
+                                None,
+                                now,
+                            )
+                        },
+                        &mut announce,
+                        Some(actor),
+                    )
+                    .await;
+                self.send_locked(
+                    session,
+                    actor,
+                    id,
+                    conv,
+                    announce,
+                    body,
+                    None,
+                    MessageKind::Inmail,
+                    cc,
+                )
+                .await
+            }
+            Op::CreateGroup { members, title } => {
+                let mut participants = vec![me.clone()];
+                for m in members {
+                    if !participants.contains(&m) {
+                        participants.push(m);
+                    }
+                }
+                let checked = if participants.len() < 3 {
+                    Err(Refusal::BadRequest(
+                        "a group needs at least two other members".into(),
+                    ))
+                } else {
+                    let dir = self.directory.read();
+                    participants[1..]
+                        .iter()
+                        .try_for_each(|p| dir.check_direct(&me, p))
+                        .and_then(|()| {
+                            let blocked = participants[1..].iter().enumerate().any(|(i, a)| {
+                                participants[i + 2..]
+                                    .iter()
+                                    .any(|b| dir.blocked_either(a, b))
+                            });
+                            if blocked {
+                                Err(Refusal::RecipientUnavailable)
+                            } else {
+                                Ok(())
+                            }
+                        })
+                };
+                if let Err(r) = checked {
+                    return self.finish(session, id, Err(r)).await;
+                }
+                let cid = derived_id("g", &[&me, &id]);
+                let mut out = Outcome::ok();
+                let now = self.clock.now();
+                let conv = self
+                    .open_conversation(
+                        cid.clone(),
+                        || {
+                            Conversation::new(
+                                cid,
+                                ConversationKind::Group,
+                                participants,
+                                title,
+                                now,
+                            )
+                        },
+                        &mut out,
+                        Some(actor),
+                    )
+                    .await;
+                out.ack = AckResult::Conversation {
+                    conversation: conv.view(),
+                };
+                self.finish(session, id, Ok(out)).await;
+            }
+            Op::Read {
+                conversation,
+                message,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                    c.read(ctx, actor, &message)
+                })
+                .await
+            }
+            Op::Recall {
+                conversation,
+                message,
+            } => {
+                // Counted before the lock: a send racing this recall may or may not count,
+                // either order is a valid serialisation.
+                let sent = self.sent_recently(&me);
+                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                    c.recall(ctx, actor, &message, sent)
+                })
+                .await
+            }
+            Op::DeleteInmail {
+                conversation,
+                message,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                    c.delete_inmail(ctx, actor, &message)
+                })
+                .await
+            }
+            Op::DeleteForMe {
+                conversation,
+                message,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                    c.delete_for_me(actor, &message)
+                })
+                .await
+            }
+            Op::Mute {
+                conversation,
+                muted,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                    c.set_flags(actor, Some(muted), None)
+                })
+                .await
+            }
+            Op::Hide {
+                conversation,
+                hidden,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                    c.set_flags(actor, None, Some(hidden))
+                })
+                .await
+            }
+            Op::Typing { conversation } => {
+                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                    c.typing(ctx, actor)
+                })
+                .await
+            }
+            Op::History {
+                conversation,
+                before,
+                limit,
+            } => {
+                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                    c.history(ctx, &me, before, limit).map(Outcome::with_ack)
+                })
+                .await
+            }
+            Op::Report { target, reason } => self.report(session, actor, id, target, reason).await,
+            Op::ListReports {} => {
+                let result = if actor.admin {
+                    Ok(Outcome::with_ack(AckResult::Reports {
+                        reports: self.reports.lock().clone(),
+                    }))
+                } else {
+                    Err(Refusal::Forbidden)
+                };
+                self.finish(session, id, result).await
+            }
+            Op::Connect { user } => {
+                self.on_directory(session, id, |d| d.connect(actor, &user))
+                    .await
+            }
+            Op::Accept { user } => {
+                self.on_directory(session, id, |d| d.accept(actor, &user))
+                    .await
+            }
+            Op::Decline { user } => {
+                self.on_directory(session, id, |d| d.decline(actor, &user))
+                    .await
+            }
+            Op::Disconnect { user } => {
+                self.on_directory(session, id, |d| d.disconnect(actor, &user))
+                    .await
+            }
+            Op::Block { user } => {
+                self.on_directory(session, id, |d| d.block(actor, &user))
+                    .await
+            }
+            Op::Unblock { user } => {
+                self.on_directory(session, id, |d| d.unblock(actor, &user))
+                    .await
+            }
+            Op::Settings {
+                who_can_message,
+                read_receipts,
+                notification_preview,
+            } => {
+                self.on_directory(session, id, |d| {
+                    Ok(d.update_settings(actor, |s| {
+                        s.who_can_message = who_can_message.unwrap_or(s.who_can_message);
+                        s.read_receipts = read_receipts.unwrap_or(s.read_receipts);
+                        s.notification_preview =
+                            notification_preview.unwrap_or(s.notification_preview);
+                    }))
+                })
+                .await
+            }
+            Op::Lookup { user } => {
+                let result = self
+                    .directory
+                    .read()
+                    .lookup(&me, &user)
+                    .map(Outcome::with_ack);
+                self.finish(session, id, result).await
+            }
+            Op::Sync {} => {
+                let ack = self.sync(&me).await;
+                self.finish(session, id, Ok(Outcome::with_ack(ack))).await
+            }
+        }
+    }
+
+    /// Run a directory rule under the directory's write lock (released before committing).
+    async fn on_directory(
+        &self,
+        session: &SessionHandle,
+        id: String,
+        rule: impl FnOnce(&mut Directory) -> Result<Outcome, Refusal>,
+    ) {
+        let result = rule(&mut self.directory.write());
+        self.finish(session, id, result).await;
+    }
+
+    async fn report(
+        &self,
+        session: &SessionHandle,
+        actor: &Actor,
+        id: String,
+        target: ReportTarget,
+        reason: String,
+    ) {
+        let report_id = format!("r-{}", uuid::Uuid::now_v7().simple());
+        let file = |snapshot, now| {
+            let report = ReportView {
+                id: report_id.clone(),
+                reporter: actor.user.clone(),
+                target: target.clone(),
+                reason: reason.clone(),
+                at: now,
+                snapshot,
+            };
+            self.reports.lock().push(report.clone());
+            let mut out = Outcome::with_ack(AckResult::Reported {
+                report: report_id.clone(),
+            });
+            out.changes.push(Change::Reported { report });
+            out
+        };
+        match &target {
+            ReportTarget::Message {
+                conversation,
+                message,
+            } => {
+                self.on_conversation(session, actor, id, conversation, |c, ctx| {
+                    let snapshot = c.snapshot(ctx, &actor.user, message)?;
+                    Ok(file(Some(snapshot), ctx.now))
+                })
+                .await
+            }
+            ReportTarget::User { user } => {
+                let exists = self.directory.read().exists(user) && *user != actor.user;
+                let result = if exists {
+                    Ok(file(None, self.clock.now()))
+                } else {
+                    Err(Refusal::NotFound("user"))
+                };
+                self.finish(session, id, result).await
+            }
+        }
+    }
+
+    /// Everything `user` should see on (re)connecting.
+    async fn sync(&self, user: &str) -> AckResult {
+        let ids = self
+            .by_user
+            .get(user)
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        let mut rows = Vec::new();
+        let mut notifications = Vec::new();
+        for cid in ids {
+            let Some(shared) = self.conversation(&cid) else {
+                continue;
+            };
+            let conv = shared.lock().await;
+            let dir = self.directory.read();
+            let ctx = self.ctx(&dir);
+            if let Some(entry) = conv.inbox_entry(&ctx, user) {
+                rows.push((conv.last_activity(), entry));
+            }
+            notifications.extend(conv.notifications(&ctx, user));
+        }
+        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        notifications.sort_by_key(|n| n.sent_at);
+        let dir = self.directory.read();
+        let [connections, incoming_requests, outgoing_requests, blocked] = dir.relations(user);
+        AckResult::Sync {
+            inbox: rows.into_iter().map(|(_, e)| e).collect(),
+            notifications,
+            connections,
+            incoming_requests,
+            outgoing_requests,
+            blocked,
+            settings: dir.settings(user),
+        }
+    }
+
+    /// A recall window closed: if recall was still on offer, tell the sender it is gone.
+    async fn recall_window_closed(&self, timer: &RecallTimer) {
+        let Some(shared) = self.conversation(&timer.conversation) else {
+            return;
+        };
+        let mut conv = shared.lock().await;
+        let out = {
+            let dir = self.directory.read();
+            conv.recall_expired(&self.ctx(&dir), &timer.message)
+        };
+        for emit in out.iter().flat_map(|o| &o.emits) {
+            self.sessions.deliver(emit);
+        }
+    }
+
+    /// The clock the hub runs on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}

@@ -1,0 +1,151 @@
+//! Live sessions: who is connected where, and the bounded outbound queue of each.
+
+use crate::core::{Emit, SessionId, Target};
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use parley_protocol::{ServerFrame, UserId};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Serialise a frame once; the bytes are shared by every recipient.
+pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(frame).expect("frames always serialise"))
+}
+
+/// One live WebSocket of a user.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Session id.
+    pub id: SessionId,
+    /// The authenticated user.
+    pub user: UserId,
+    /// Operator rights.
+    pub admin: bool,
+    queue: mpsc::UnboundedSender<Utf8Bytes>,
+    queued_bytes: AtomicUsize,
+    max_queue_bytes: usize,
+    closing: CancellationToken,
+    close_reason: Mutex<Option<(u16, String)>>,
+}
+
+/// The receiving end a session's writer drains.
+pub type Outbox = mpsc::UnboundedReceiver<Utf8Bytes>;
+
+impl SessionHandle {
+    /// A session and the queue its writer drains.
+    pub fn new(
+        id: SessionId,
+        user: UserId,
+        admin: bool,
+        max_queue_bytes: usize,
+    ) -> (Arc<Self>, Outbox) {
+        let (queue, outbox) = mpsc::unbounded_channel();
+        let handle = SessionHandle {
+            id,
+            user,
+            admin,
+            queue,
+            queued_bytes: AtomicUsize::new(0),
+            max_queue_bytes,
+            closing: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+        };
+        (Arc::new(handle), outbox)
+    }
+
+    /// Queue bytes for this session; a session over its byte budget is closed instead of
+    /// stalling anyone else.
+    pub fn push(&self, bytes: &Utf8Bytes) {
+        let len = bytes.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > self.max_queue_bytes {
+            self.close(parley_protocol::close::POLICY, "outbound queue overflow");
+            return;
+        }
+        let _ = self.queue.send(bytes.clone());
+    }
+
+    /// Serialise and queue a frame for this session alone.
+    pub fn send(&self, frame: &ServerFrame) {
+        self.push(&encode(frame));
+    }
+
+    /// The writer wrote `len` queued bytes to the socket.
+    pub fn written(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Ask the session to close with a code and reason (the first reason wins).
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut slot = self.close_reason.lock();
+        if slot.is_none() {
+            *slot = Some((code, reason.to_owned()));
+        }
+        self.closing.cancel();
+    }
+
+    /// Resolves once the session has been asked to close.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    /// The close code and reason asked for, if any.
+    pub fn close_reason(&self) -> Option<(u16, String)> {
+        self.close_reason.lock().clone()
+    }
+}
+
+/// user → live sessions.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_user: DashMap<UserId, Vec<Arc<SessionHandle>>>,
+}
+
+impl Sessions {
+    /// Start delivering to a session.
+    pub fn register(&self, session: Arc<SessionHandle>) {
+        self.by_user
+            .entry(session.user.clone())
+            .or_default()
+            .push(session);
+    }
+
+    /// Stop delivering to a session.
+    pub fn unregister(&self, session: &SessionHandle) {
+        if let dashmap::Entry::Occupied(mut entry) = self.by_user.entry(session.user.clone()) {
+            entry.get_mut().retain(|s| s.id != session.id);
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// How many sessions `user` has open.
+    pub fn count(&self, user: &str) -> usize {
+        self.by_user.get(user).map_or(0, |s| s.len())
+    }
+
+    /// Deliver an emitted frame: serialised once, queued for every target session.
+    pub fn deliver(&self, emit: &Emit) {
+        let bytes = encode(&emit.frame);
+        for Target { user, except } in &emit.to {
+            if let Some(sessions) = self.by_user.get(user) {
+                for s in sessions.iter().filter(|s| Some(s.id) != *except) {
+                    s.push(&bytes);
+                }
+            }
+        }
+    }
+
+    /// Ask every session to close (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for entry in self.by_user.iter() {
+            for s in entry.value() {
+                s.close(code, reason);
+            }
+        }
+    }
+}
