@@ -78,7 +78,7 @@ impl Hub {
         let clock = Clock::start();
         let hub = Arc::new(Hub {
             limits,
-            clock,
+            clock: clock.clone(),
             store,
             max_queue_bytes,
             directory: RwLock::new(Directory::default()),
