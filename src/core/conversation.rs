@@ -334,6 +334,11 @@ impl Conversation {
     pub fn read(&mut self, ctx: &Ctx, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
         let reader = actor.user.as_str();
         let idx = self.find_for(reader, message)?;
+        // A read aimed at a recalled message lost the race with the recall: exactly one
+        // of the two succeeds.
+        if self.messages[idx].removal == Removal::Recalled {
+            return Err(Refusal::NotFound("message"));
+        }
         let seq = self.messages[idx].seq;
         let member = self.members.get_mut(reader).expect("participant checked");
         if seq <= member.read_seq {
