@@ -1,7 +1,7 @@
 //! One conversation's state and every rule that acts on it: send, read, recall, InMail
 //! delete, delete-for-me, mute, hide, typing, history and inbox views.
 
-use super::{deadline, Actor, Change, Ctx, Outcome, RecallTimer, Refusal, Target};
+use super::{deadline, window_open, Actor, Change, Ctx, Outcome, RecallTimer, Refusal, Target};
 use parley_protocol::{
     AckResult, ConversationKind, ConversationView, InboxEntry, MessageId, MessageKind,
     MessageState, MessageView, Millis, NotificationPreview, NotificationView, ReadReceipts,
@@ -385,8 +385,7 @@ impl Conversation {
             .iter_mut()
             .filter(|m| m.seq > from && m.seq <= seq)
         {
-            let open =
-                deadline(m.sent_at, ctx.limits.recall_window_ms).is_some_and(|d| ctx.now < d);
+            let open = window_open(m.sent_at, ctx.limits.recall_window_ms, ctx.now);
             if m.sender != reader
                 && m.kind == MessageKind::Message
                 && m.removal == Removal::None
@@ -457,7 +456,7 @@ impl Conversation {
             return Err(Refusal::NotSender);
         }
         let l = ctx.limits;
-        if !deadline(m.sent_at, l.recall_window_ms).is_some_and(|d| ctx.now < d) {
+        if !window_open(m.sent_at, l.recall_window_ms, ctx.now) {
             return Err(Refusal::RecallWindowClosed);
         }
         if self.read_by_recipient(m) {
@@ -545,7 +544,7 @@ impl Conversation {
         if m.sender != me {
             return Err(Refusal::NotSender);
         }
-        if !deadline(m.sent_at, ctx.limits.inmail_delete_window_ms).is_some_and(|d| ctx.now < d) {
+        if !window_open(m.sent_at, ctx.limits.inmail_delete_window_ms, ctx.now) {
             return Err(Refusal::InmailDeleteWindowClosed);
         }
         let (seq, id, primary) = (m.seq, m.id.clone(), m.to.clone());

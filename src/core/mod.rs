@@ -195,3 +195,11 @@ impl Outcome {
 pub fn deadline(start: Millis, len_ms: u64) -> Option<Millis> {
     (len_ms > 0).then(|| start.saturating_add(len_ms as i64))
 }
+
+#[cfg(test)]
+mod rules_tests;
+
+/// Whether a window of `len_ms` opened at `start` is still open at `now` (never, when 0).
+pub fn window_open(start: Millis, len_ms: u64, now: Millis) -> bool {
+    deadline(start, len_ms).is_some_and(|d| now < d)
+}

@@ -733,7 +733,7 @@ impl Hub {
             }
             notifications.extend(conv.notifications(&ctx, user));
         }
-        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         notifications.sort_by_key(|n| n.sent_at);
         let dir = self.directory.read();
         let [connections, incoming_requests, outgoing_requests, blocked] = dir.relations(user);

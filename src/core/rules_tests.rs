@@ -1,0 +1,386 @@
+//! The rules without sockets or tasks: plain state, a time, an input, and the decision.
+
+use super::*;
+use crate::config::default_limits;
+use parley_protocol::{
+    ConversationKind, Limits, MessageKind, MessageState, ReadReceipts, RemovalMode, ServerFrame,
+};
+
+fn actor(user: &str, session: SessionId) -> Actor {
+    Actor {
+        user: user.into(),
+        session,
+        admin: false,
+    }
+}
+
+struct World {
+    dir: Directory,
+    limits: Limits,
+    conv: Conversation,
+    ids: u32,
+}
+
+impl World {
+    fn new(kind: ConversationKind, users: &[&str]) -> World {
+        let mut dir = Directory::default();
+        for u in users {
+            dir.ensure_user(u);
+        }
+        for (i, a) in users.iter().enumerate() {
+            for b in &users[i + 1..] {
+                dir.connect(&actor(a, 0), b).unwrap();
+                dir.accept(&actor(b, 0), a).unwrap();
+            }
+        }
+        let participants = users.iter().map(|u| u.to_string()).collect();
+        World {
+            dir,
+            limits: default_limits(),
+            conv: Conversation::new("c".into(), kind, participants, None, 0),
+            ids: 0,
+        }
+    }
+
+    fn ctx(&self, now: Millis) -> Ctx<'_> {
+        Ctx {
+            now,
+            limits: &self.limits,
+            directory: &self.dir,
+        }
+    }
+
+    fn apply<T>(&mut self, now: Millis, rule: impl FnOnce(&mut Conversation, &Ctx) -> T) -> T {
+        let ctx = Ctx {
+            now,
+            limits: &self.limits,
+            directory: &self.dir,
+        };
+        rule(&mut self.conv, &ctx)
+    }
+
+    fn send_as(
+        &mut self,
+        now: Millis,
+        from: &Actor,
+        kind: MessageKind,
+        cc: Vec<String>,
+    ) -> Outcome {
+        self.ids += 1;
+        let n = self.ids;
+        let ctx = Ctx {
+            now,
+            limits: &self.limits,
+            directory: &self.dir,
+        };
+        self.conv
+            .send(
+                &ctx,
+                from,
+                &format!("req{n}"),
+                format!("body {n}"),
+                None,
+                kind,
+                cc,
+                || format!("m{n}"),
+            )
+            .unwrap()
+    }
+
+    fn send(&mut self, now: Millis, from: &str) -> String {
+        let out = self.send_as(now, &actor(from, 1), MessageKind::Message, vec![]);
+        match out.ack {
+            AckResult::Sent { message } => message.id,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn recall(
+        &mut self,
+        now: Millis,
+        who: &str,
+        id: &str,
+        sent_recently: u32,
+    ) -> Result<Outcome, Refusal> {
+        let ctx = Ctx {
+            now,
+            limits: &self.limits,
+            directory: &self.dir,
+        };
+        self.conv.recall(&ctx, &actor(who, 1), id, sent_recently)
+    }
+
+    fn read(&mut self, now: Millis, who: &str, id: &str) -> Result<Outcome, Refusal> {
+        let ctx = Ctx {
+            now,
+            limits: &self.limits,
+            directory: &self.dir,
+        };
+        self.conv.read(&ctx, &actor(who, 1), id)
+    }
+
+    fn history(&self, viewer: &str) -> Vec<parley_protocol::MessageView> {
+        match self.conv.history(&self.ctx(0), viewer, None, None).unwrap() {
+            AckResult::History { messages, .. } => messages,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn frames_for<'a>(out: &'a Outcome, user: &str) -> Vec<&'a ServerFrame> {
+    out.emits
+        .iter()
+        .filter(|e| e.to.iter().any(|t| t.user == user))
+        .map(|e| &e.frame)
+        .collect()
+}
+
+#[test]
+fn send_fans_out_to_everyone_but_the_requesting_session_and_arms_the_timer() {
+    let mut w = World::new(ConversationKind::Group, &["a", "b", "c"]);
+    let out = w.send_as(1_000, &actor("a", 7), MessageKind::Message, vec![]);
+    let message = &out.emits[0];
+    assert!(matches!(message.frame, ServerFrame::Message { .. }));
+    assert_eq!(message.to.len(), 3);
+    assert_eq!(
+        message.to[0].except,
+        Some(7),
+        "the sender's own session has the ack"
+    );
+    assert!(message.to[1..].iter().all(|t| t.except.is_none()));
+    assert_eq!(frames_for(&out, "b").len(), 2, "message and notification");
+    assert_eq!(out.timer.as_ref().map(|t| t.at), Some(121_000));
+}
+
+#[test]
+fn resend_with_the_same_request_id_stores_nothing_new() {
+    let w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let ctx = w.ctx(5);
+    let first = w
+        .conv
+        .clone()
+        .send(
+            &ctx,
+            &actor("a", 1),
+            "same",
+            "hi".into(),
+            None,
+            MessageKind::Message,
+            vec![],
+            || "m1".into(),
+        )
+        .unwrap();
+    let mut conv = w.conv.clone();
+    conv.send(
+        &ctx,
+        &actor("a", 1),
+        "same",
+        "hi".into(),
+        None,
+        MessageKind::Message,
+        vec![],
+        || "m1".into(),
+    )
+    .unwrap();
+    let again = conv
+        .send(
+            &ctx,
+            &actor("a", 2),
+            "same",
+            "hi".into(),
+            None,
+            MessageKind::Message,
+            vec![],
+            || "m2".into(),
+        )
+        .unwrap();
+    assert_eq!(again.ack, first.ack);
+    assert!(again.emits.is_empty() && again.changes.is_empty());
+}
+
+#[test]
+fn recall_refusals_come_in_spec_order() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let m = w.send(0, "a");
+    assert_eq!(w.recall(1, "b", &m, 0).unwrap_err(), Refusal::NotSender);
+    assert_eq!(
+        w.recall(120_000, "a", &m, 0).unwrap_err(),
+        Refusal::RecallWindowClosed
+    );
+    assert_eq!(
+        w.recall(1, "a", &m, 31).unwrap_err(),
+        Refusal::RecallThrottled
+    );
+    assert!(
+        w.recall(1, "a", &m, 30).is_ok(),
+        "30 sends is not more than 30"
+    );
+    let m2 = w.send(2, "a");
+    assert_eq!(
+        w.recall(3, "a", &m2, 0).unwrap_err(),
+        Refusal::RecallLimitReached
+    );
+    assert_eq!(
+        w.recall(3, "a", &m, 0).unwrap_err(),
+        Refusal::NotFound("message")
+    );
+    let next_day = w.send(86_400_000, "a");
+    assert!(w.recall(86_400_001, "a", &next_day, 0).is_ok());
+}
+
+#[test]
+fn read_and_recall_exclude_each_other() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let m = w.send(0, "a");
+    w.read(1, "b", &m).unwrap();
+    assert_eq!(w.recall(2, "a", &m, 0).unwrap_err(), Refusal::AlreadyRead);
+
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let m = w.send(0, "a");
+    let out = w.recall(1, "a", &m, 0).unwrap();
+    assert!(frames_for(&out, "b").iter().any(|f| matches!(
+        f,
+        ServerFrame::Recalled {
+            mode: RemovalMode::Marker,
+            ..
+        }
+    )));
+    assert_eq!(
+        w.read(2, "b", &m).unwrap_err(),
+        Refusal::NotFound("message")
+    );
+    let h = w.history("b");
+    assert_eq!(
+        (h[0].state, h[0].body.clone()),
+        (MessageState::Recalled, None)
+    );
+}
+
+#[test]
+fn a_private_read_sends_no_receipt_but_still_closes_recall() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    w.dir
+        .update_settings(&actor("b", 0), |s| s.read_receipts = ReadReceipts::Off);
+    let m = w.send(0, "a");
+    let out = w.read(1, "b", &m).unwrap();
+    let to_a = frames_for(&out, "a");
+    assert!(
+        to_a.iter().all(|f| !matches!(f, ServerFrame::Read { .. })),
+        "{to_a:?}"
+    );
+    assert!(to_a
+        .iter()
+        .any(|f| matches!(f, ServerFrame::RecallClosed { .. })));
+    assert!(frames_for(&out, "b")
+        .iter()
+        .any(|f| matches!(f, ServerFrame::Read { .. })));
+    assert_eq!(w.recall(2, "a", &m, 0).unwrap_err(), Refusal::AlreadyRead);
+    assert!(
+        w.read(3, "b", &m).unwrap().emits.is_empty(),
+        "receipts only move forward"
+    );
+}
+
+#[test]
+fn inmail_delete_is_silent_for_sender_and_primary_and_spares_copies() {
+    let mut w = World::new(ConversationKind::Inmail, &["a", "b", "c"]);
+    let out = w.send_as(0, &actor("a", 1), MessageKind::Inmail, vec!["c".into()]);
+    let AckResult::Sent { message } = out.ack else {
+        panic!()
+    };
+    w.read(5, "b", &message.id).unwrap();
+    let deleted = w
+        .apply(599_999, |c, ctx| {
+            c.delete_inmail(ctx, &actor("a", 1), &message.id)
+        })
+        .unwrap();
+    assert!(
+        frames_for(&deleted, "c").is_empty(),
+        "copied recipients are not told"
+    );
+    assert!(frames_for(&deleted, "b").iter().any(|f| matches!(
+        f,
+        ServerFrame::Recalled {
+            mode: RemovalMode::Silent,
+            ..
+        }
+    )));
+    assert!(w.history("a").is_empty() && w.history("b").is_empty());
+    assert_eq!(w.history("c")[0].body.as_deref(), Some("body 1"));
+
+    let out = w.send_as(600_000, &actor("a", 1), MessageKind::Inmail, vec![]);
+    let AckResult::Sent { message } = out.ack else {
+        panic!()
+    };
+    assert_eq!(
+        w.apply(1_200_000, |c, ctx| c.delete_inmail(
+            ctx,
+            &actor("a", 1),
+            &message.id
+        ))
+        .unwrap_err(),
+        Refusal::InmailDeleteWindowClosed
+    );
+    assert_eq!(
+        w.recall(600_001, "a", &message.id, 0).unwrap_err(),
+        Refusal::WrongMessageKind("an InMail is deleted with delete_inmail, not recalled")
+    );
+}
+
+#[test]
+fn delete_for_me_leaves_a_tombstone_for_the_deleter_only() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let m = w.send(0, "a");
+    let out = w.conv.delete_for_me(&actor("b", 3), &m).unwrap();
+    assert_eq!(out.emits.len(), 1);
+    assert_eq!(
+        out.emits[0].to,
+        vec![Target {
+            user: "b".into(),
+            except: Some(3)
+        }]
+    );
+    assert_eq!(w.history("b")[0].state, MessageState::Deleted);
+    assert_eq!(w.history("b")[0].body, None);
+    assert_eq!(w.history("a")[0].state, MessageState::Visible);
+}
+
+#[test]
+fn history_pages_backwards() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    for t in 0..5 {
+        w.send(t, "a");
+    }
+    let page = |before, limit| match w.conv.history(&w.ctx(9), "b", before, Some(limit)).unwrap() {
+        AckResult::History { messages, more, .. } => {
+            (messages.iter().map(|m| m.seq).collect::<Vec<_>>(), more)
+        }
+        _ => unreachable!(),
+    };
+    assert_eq!(page(None, 2), (vec![4, 5], true));
+    assert_eq!(page(Some(4), 2), (vec![2, 3], true));
+    assert_eq!(page(Some(2), 2), (vec![1], false));
+}
+
+#[test]
+fn blocked_pair_cannot_post_in_a_direct_conversation() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    w.dir.block(&actor("b", 0), "a").unwrap();
+    for from in ["a", "b"] {
+        let err = w
+            .apply(0, |c, ctx| {
+                c.send(
+                    ctx,
+                    &actor(from, 1),
+                    "x",
+                    "hi".into(),
+                    None,
+                    MessageKind::Message,
+                    vec![],
+                    || "m".into(),
+                )
+            })
+            .unwrap_err();
+        assert_eq!(err, Refusal::RecipientUnavailable);
+    }
+}
