@@ -60,6 +60,10 @@ fn close_for(error: &axum::Error) -> Option<(u16, &'static str)> {
     match inner.downcast_ref::<tungstenite::Error>()? {
         tungstenite::Error::Capacity(_) => Some((close::TOO_BIG, "frame too large")),
         tungstenite::Error::Utf8(_) => Some((close::INVALID_UTF8, "invalid UTF-8")),
+        // A peer that vanished without a closing handshake cannot be told anything.
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => None,
         tungstenite::Error::Protocol(_) => Some((close::PROTOCOL, "protocol error")),
         _ => None,
     }
