@@ -15,6 +15,9 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + 'static {
     /// Make `changes` durable, in order; resolves once they are committed.
     fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Every committed change, in commit order, to rebuild the state at start.
+    fn load(&self) -> Result<Vec<Change>, StoreError>;
 }
 
 /// Keeps the change log in memory; recalled and deleted content is purged from it at once.
@@ -57,5 +60,9 @@ impl Store for MemoryStore {
             }
         }
         Box::pin(async { Ok(()) })
+    }
+
+    fn load(&self) -> Result<Vec<Change>, StoreError> {
+        Ok(self.changes())
     }
 }

@@ -486,6 +486,7 @@ impl Conversation {
         out.changes.push(Change::Recalled {
             conversation: self.id.clone(),
             message: id.clone(),
+            at: ctx.now,
         });
         out.emit(
             self.everyone(Some(actor)),

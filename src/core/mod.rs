@@ -78,8 +78,10 @@ pub struct Emit {
     pub frame: ServerFrame,
 }
 
-/// A change to make durable before the requester is answered.
-#[derive(Debug, Clone, PartialEq)]
+/// A change to make durable before the requester is answered. Replaying every change in
+/// commit order rebuilds the whole state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A user connected for the first time.
     UserCreated { user: UserId },
@@ -119,6 +121,7 @@ pub enum Change {
     Recalled {
         conversation: String,
         message: String,
+        at: Millis,
     },
     /// An InMail was deleted for sender and primary recipient.
     InmailDeleted {
