@@ -67,7 +67,8 @@ impl Server {
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        let hub = Hub::start(config.limits, store, config.max_queue_bytes);
+        let hub = Hub::start(config.limits, store, config.max_queue_bytes)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Server {
             listener,
             hub,
@@ -138,9 +139,14 @@ impl Running {
     }
 }
 
-/// Start a server in the background on the current runtime.
+/// Start a server in the background on the current runtime, over an in-memory store.
 pub async fn spawn(config: &Config) -> std::io::Result<Running> {
-    let server = Server::bind(config).await?;
+    spawn_with_store(config, Arc::new(MemoryStore::default())).await
+}
+
+/// Start a server in the background over `store`, its state rebuilt from it.
+pub async fn spawn_with_store(config: &Config, store: Arc<dyn Store>) -> std::io::Result<Running> {
+    let server = Server::bind_with_store(config, store).await?;
     let addr = server.local_addr();
     let hub = server.hub();
     let stop = CancellationToken::new();

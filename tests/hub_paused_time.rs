@@ -64,7 +64,7 @@ async fn settle() {
 }
 
 async fn pair(limits: Limits) -> (Arc<Hub>, Session, Session, Session) {
-    let hub = Hub::start(limits, Arc::new(MemoryStore::default()), 1 << 20);
+    let hub = Hub::start(limits, Arc::new(MemoryStore::default()), 1 << 20).unwrap();
     let mut alice = open(&hub, "alice").await;
     let alice2 = open(&hub, "alice").await;
     let mut bob = open(&hub, "bob").await;

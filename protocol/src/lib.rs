@@ -168,8 +168,13 @@ pub enum Op {
         /// User to look up.
         user: UserId,
     },
-    /// Get your inbox, relationships, settings and pending notifications.
-    Sync {},
+    /// Get your inbox, relationships, settings and pending notifications; with `positions`,
+    /// also every change since those positions, as you should see it now.
+    Sync {
+        /// Last position seen per conversation (from `seq`/`pos` of live frames or a previous sync).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        positions: Option<std::collections::BTreeMap<ConversationId, u64>>,
+    },
     /// Page backwards through a conversation's history as you should see it.
     History {
         /// Conversation.
@@ -252,6 +257,8 @@ pub enum ServerFrame {
         message: MessageId,
         /// That message's seq.
         seq: u64,
+        /// The conversation's position after this change.
+        pos: u64,
     },
     /// A message was removed for everyone (recall) or silently (InMail delete).
     Recalled {
@@ -261,6 +268,8 @@ pub enum ServerFrame {
         message: MessageId,
         /// `marker`: a recall, a marker stays in history; `silent`: an InMail delete, nothing stays.
         mode: RemovalMode,
+        /// The conversation's position after this change.
+        pos: u64,
     },
     /// You deleted a message from your own view; show its tombstone.
     #[serde(rename = "deleted-view")]
@@ -269,6 +278,8 @@ pub enum ServerFrame {
         conversation: ConversationId,
         /// Message now shown as a tombstone.
         message: MessageId,
+        /// The conversation's position after this change.
+        pos: u64,
     },
     /// Recall is no longer offered for one of your messages.
     RecallClosed {
@@ -409,6 +420,9 @@ pub enum AckResult {
         blocked: Vec<UserId>,
         /// Your settings.
         settings: Settings,
+        /// With `positions`: what changed in each conversation since, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        updates: Vec<ConversationUpdate>,
     },
     /// A page of history.
     History {
@@ -430,7 +444,7 @@ pub struct MessageView {
     pub id: MessageId,
     /// Conversation.
     pub conversation: ConversationId,
-    /// Position in the conversation (shared by messages and state changes).
+    /// The message's position in its conversation (messages and state changes share one counter).
     pub seq: u64,
     /// Sender.
     pub sender: UserId,
@@ -554,6 +568,20 @@ pub struct InboxEntry {
     pub muted: bool,
     /// Hidden by you (always false in the inbox, which leaves hidden conversations out).
     pub hidden: bool,
+}
+
+/// What changed in one conversation since a position, rendered as the live frames you
+/// would have received, with content as it stands now (recalled messages as markers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationUpdate {
+    /// The conversation.
+    pub conversation: ConversationView,
+    /// `message`, `read`, `recalled` and `deleted-view` frames, in conversation order.
+    pub frames: Vec<ServerFrame>,
+    /// The position these frames bring you to; send it back in the next sync.
+    pub pos: u64,
+    /// Whether more changes follow: sync again from `pos`.
+    pub more: bool,
 }
 
 /// A participant's read position.

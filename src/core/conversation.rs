@@ -3,9 +3,9 @@
 
 use super::{deadline, window_open, Actor, Change, Ctx, Outcome, RecallTimer, Refusal, Target};
 use parley_protocol::{
-    AckResult, ConversationKind, ConversationView, InboxEntry, MessageId, MessageKind,
-    MessageState, MessageView, Millis, NotificationPreview, NotificationView, ReadReceipts,
-    RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame, UserId,
+    AckResult, ConversationKind, ConversationUpdate, ConversationView, InboxEntry, MessageId,
+    MessageKind, MessageState, MessageView, Millis, NotificationPreview, NotificationView,
+    ReadReceipts, RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame, UserId,
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -39,6 +39,16 @@ struct Message {
     recall_closed: bool,
 }
 
+/// One entry of the conversation's change history, replayed to a syncing client.
+#[derive(Debug, Clone)]
+enum Event {
+    Message(usize),
+    Read { user: UserId, idx: usize },
+    Recalled(usize),
+    InmailDeleted(usize),
+    DeletedForMe { user: UserId, idx: usize },
+}
+
 #[derive(Debug, Clone, Default)]
 struct Member {
     read_seq: u64,
@@ -58,6 +68,10 @@ pub struct Conversation {
     title: Option<String>,
     messages: Vec<Message>,
     by_id: HashMap<MessageId, usize>,
+    /// Position of the last change; messages and state changes share it.
+    pos: u64,
+    /// Every change with its position, oldest first.
+    events: Vec<(u64, Event)>,
     members: HashMap<UserId, Member>,
     /// Successful recall times per sender, for the per-period allowance.
     recalls: HashMap<UserId, VecDeque<Millis>>,
@@ -96,6 +110,8 @@ impl Conversation {
             title,
             messages: Vec::new(),
             by_id: HashMap::new(),
+            pos: 0,
+            events: Vec::new(),
             members,
             recalls: HashMap::new(),
             requests: HashMap::new(),
@@ -260,7 +276,7 @@ impl Conversation {
         if let Some(parent) = &reply_to {
             self.find_for(sender, parent)?;
         }
-        let seq = self.messages.last().map_or(1, |m| m.seq + 1);
+        let seq = self.pos + 1;
         let to = (kind == MessageKind::Inmail)
             .then(|| self.participants.get(1).cloned())
             .flatten();
@@ -278,12 +294,7 @@ impl Conversation {
             recall_closed: false,
         };
         let view = self.render(&message, MessageState::Visible, ctx.limits);
-        let idx = self.messages.len();
-        self.by_id.insert(message.id.clone(), idx);
-        self.requests
-            .insert((actor.user.clone(), client_id.to_owned()), idx);
-        self.messages.push(message);
-        self.last_activity = ctx.now;
+        let notified = self.insert_message(message, client_id);
 
         let mut out = Outcome::with_ack(AckResult::Sent {
             message: view.clone(),
@@ -298,21 +309,10 @@ impl Conversation {
                 message: view.clone(),
             },
         );
-        for (user, member) in self.members.iter_mut() {
-            if *user == sender {
-                // Your own message is read by you.
-                member.read_seq = seq;
-                member.hidden = false;
-                continue;
-            }
-            member.hidden = false;
-            if member.muted {
-                continue;
-            }
-            member.notified.insert(seq);
-            let preview = ctx.directory.settings(user).notification_preview;
+        for user in notified {
+            let preview = ctx.directory.settings(&user).notification_preview;
             out.emit(
-                vec![Target::all(user)],
+                vec![Target::all(&user)],
                 ServerFrame::Notification {
                     notification: notification(&view, preview),
                 },
@@ -340,16 +340,9 @@ impl Conversation {
             return Err(Refusal::NotFound("message"));
         }
         let seq = self.messages[idx].seq;
-        let member = self.members.get_mut(reader).expect("participant checked");
-        if seq <= member.read_seq {
+        let Some((from, pos, cleared)) = self.apply_read(reader, idx) else {
             return Ok(Outcome::ok());
-        }
-        let from = member.read_seq;
-        member.read_seq = seq;
-        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
-        for s in &cleared {
-            member.notified.remove(s);
-        }
+        };
 
         let mut out = Outcome::ok();
         out.changes.push(Change::ReadUpTo {
@@ -378,6 +371,7 @@ impl Conversation {
                 user: reader.to_owned(),
                 message: message.to_owned(),
                 seq,
+                pos,
             },
         );
         for m in self
@@ -471,16 +465,12 @@ impl Conversation {
             return Err(Refusal::RecallThrottled);
         }
 
-        let seq = m.seq;
-        let id = m.id.clone();
-        let m = &mut self.messages[idx];
-        m.removal = Removal::Recalled;
-        m.body = None;
-        m.recall_closed = true;
+        let (seq, id) = (m.seq, m.id.clone());
         let since = ctx.now.saturating_sub(l.recall_period_ms as i64);
-        let times = self.recalls.entry(me.to_owned()).or_default();
-        times.retain(|&t| t > since);
-        times.push_back(ctx.now);
+        if let Some(times) = self.recalls.get_mut(me) {
+            times.retain(|&t| t > since);
+        }
+        let pos = self.apply_recall(idx, ctx.now);
 
         let mut out = Outcome::ok();
         out.changes.push(Change::Recalled {
@@ -494,10 +484,22 @@ impl Conversation {
                 conversation: self.id.clone(),
                 message: id.clone(),
                 mode: RemovalMode::Marker,
+                pos,
             },
         );
         self.retract(&mut out, seq, &id, RetractReason::Recalled, |_| true);
         Ok(out)
+    }
+
+    /// Drop the notifications of message `seq` for users `applies` selects; returns whose.
+    fn clear_notifications(&mut self, seq: u64, applies: impl Fn(&str) -> bool) -> Vec<UserId> {
+        let mut cleared = Vec::new();
+        for (user, member) in self.members.iter_mut() {
+            if applies(user) && member.notified.remove(&seq) {
+                cleared.push(user.clone());
+            }
+        }
+        cleared
     }
 
     fn retract(
@@ -508,12 +510,11 @@ impl Conversation {
         reason: RetractReason,
         applies: impl Fn(&str) -> bool,
     ) {
-        let mut to = Vec::new();
-        for (user, member) in self.members.iter_mut() {
-            if applies(user) && member.notified.remove(&seq) {
-                to.push(Target::all(user));
-            }
-        }
+        let to = self
+            .clear_notifications(seq, applies)
+            .iter()
+            .map(|u| Target::all(u))
+            .collect();
         out.emit(
             to,
             ServerFrame::NotificationRetracted {
@@ -550,11 +551,7 @@ impl Conversation {
         }
         let (seq, id, primary) = (m.seq, m.id.clone(), m.to.clone());
         let purge = m.cc.is_empty();
-        let m = &mut self.messages[idx];
-        m.removal = Removal::InmailDeleted;
-        if purge {
-            m.body = None;
-        }
+        let pos = self.apply_inmail_delete(idx, purge);
         let mut out = Outcome::ok();
         out.changes.push(Change::InmailDeleted {
             conversation: self.id.clone(),
@@ -569,6 +566,7 @@ impl Conversation {
                 conversation: self.id.clone(),
                 message: id.clone(),
                 mode: RemovalMode::Silent,
+                pos,
             },
         );
         let primary = primary.unwrap_or_default();
@@ -580,11 +578,8 @@ impl Conversation {
     pub fn delete_for_me(&mut self, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         let idx = self.find_for(me, message)?;
-        let seq = self.messages[idx].seq;
-        let member = self.members.get_mut(me).expect("participant checked");
         let mut out = Outcome::ok();
-        if member.deleted.insert(seq) {
-            member.notified.remove(&seq);
+        if let Some(pos) = self.apply_delete_for_me(me, idx) {
             out.changes.push(Change::DeletedForMe {
                 conversation: self.id.clone(),
                 user: me.to_owned(),
@@ -595,6 +590,7 @@ impl Conversation {
                 ServerFrame::DeletedView {
                     conversation: self.id.clone(),
                     message: message.to_owned(),
+                    pos,
                 },
             );
         }
@@ -775,6 +771,266 @@ impl Conversation {
             .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
             .map(|m| notification(&self.render(m, MessageState::Visible, ctx.limits), preview))
             .collect()
+    }
+}
+
+impl Conversation {
+    fn record(&mut self, event: Event) -> u64 {
+        self.pos += 1;
+        self.events.push((self.pos, event));
+        self.pos
+    }
+
+    /// Store a message: it unhides the conversation for everyone, is read by its sender and
+    /// notifies every unmuted recipient, who are returned.
+    fn insert_message(&mut self, message: Message, client_id: &str) -> Vec<UserId> {
+        let idx = self.messages.len();
+        let (seq, sender, at) = (message.seq, message.sender.clone(), message.sent_at);
+        self.by_id.insert(message.id.clone(), idx);
+        self.requests
+            .insert((sender.clone(), client_id.to_owned()), idx);
+        self.messages.push(message);
+        self.last_activity = self.last_activity.max(at);
+        self.pos = seq - 1;
+        self.record(Event::Message(idx));
+        let mut notified = Vec::new();
+        for (user, member) in self.members.iter_mut() {
+            member.hidden = false;
+            if *user == sender {
+                member.read_seq = seq;
+            } else if !member.muted {
+                member.notified.insert(seq);
+                notified.push(user.clone());
+            }
+        }
+        notified
+    }
+
+    /// Move `reader`'s read position to message `idx`; `None` when it would not move forward.
+    /// Returns the old position, the change's position and the notifications it cleared.
+    fn apply_read(&mut self, reader: &str, idx: usize) -> Option<(u64, u64, Vec<u64>)> {
+        let seq = self.messages[idx].seq;
+        let member = self.members.get_mut(reader)?;
+        if seq <= member.read_seq {
+            return None;
+        }
+        let from = std::mem::replace(&mut member.read_seq, seq);
+        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
+        for s in &cleared {
+            member.notified.remove(s);
+        }
+        let pos = self.record(Event::Read {
+            user: reader.to_owned(),
+            idx,
+        });
+        Some((from, pos, cleared))
+    }
+
+    fn apply_recall(&mut self, idx: usize, at: Millis) -> u64 {
+        let m = &mut self.messages[idx];
+        m.removal = Removal::Recalled;
+        m.body = None;
+        m.recall_closed = true;
+        let sender = m.sender.clone();
+        self.recalls.entry(sender).or_default().push_back(at);
+        self.record(Event::Recalled(idx))
+    }
+
+    fn apply_inmail_delete(&mut self, idx: usize, purge: bool) -> u64 {
+        let m = &mut self.messages[idx];
+        m.removal = Removal::InmailDeleted;
+        if purge {
+            m.body = None;
+        }
+        self.record(Event::InmailDeleted(idx))
+    }
+
+    fn apply_delete_for_me(&mut self, user: &str, idx: usize) -> Option<u64> {
+        let seq = self.messages[idx].seq;
+        let member = self.members.get_mut(user)?;
+        if !member.deleted.insert(seq) {
+            return None;
+        }
+        member.notified.remove(&seq);
+        Some(self.record(Event::DeletedForMe {
+            user: user.to_owned(),
+            idx,
+        }))
+    }
+
+    /// Re-apply a committed change at start; live rules produce exactly these mutations.
+    pub fn replay(&mut self, change: &Change) {
+        let find = |id: &str| self.by_id.get(id).copied();
+        match change {
+            Change::MessageStored {
+                message: v,
+                client_id,
+            } => {
+                let message = Message {
+                    id: v.id.clone(),
+                    seq: v.seq,
+                    sender: v.sender.clone(),
+                    sent_at: v.sent_at,
+                    kind: v.kind,
+                    body: v.body.clone(),
+                    reply_to: v.reply_to.clone(),
+                    to: v.to.clone(),
+                    cc: v.cc.clone(),
+                    removal: Removal::None,
+                    recall_closed: false,
+                };
+                self.insert_message(message, client_id);
+            }
+            Change::ReadUpTo { user, seq, .. } => {
+                let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) else {
+                    return;
+                };
+                if let Some((from, _, _)) = self.apply_read(user, idx) {
+                    for m in self
+                        .messages
+                        .iter_mut()
+                        .filter(|m| m.seq > from && m.seq <= *seq)
+                    {
+                        m.recall_closed |= m.sender != *user;
+                    }
+                }
+            }
+            Change::Recalled { message, at, .. } => {
+                if let Some(idx) = find(message) {
+                    let seq = self.messages[idx].seq;
+                    self.apply_recall(idx, *at);
+                    self.clear_notifications(seq, |_| true);
+                }
+            }
+            Change::InmailDeleted { message, purge, .. } => {
+                if let Some(idx) = find(message) {
+                    let (seq, primary) = (self.messages[idx].seq, self.messages[idx].to.clone());
+                    self.apply_inmail_delete(idx, *purge);
+                    self.clear_notifications(seq, |u| Some(u) == primary.as_deref());
+                }
+            }
+            Change::DeletedForMe { user, message, .. } => {
+                if let Some(idx) = find(message) {
+                    self.apply_delete_for_me(user, idx);
+                }
+            }
+            Change::MemberFlags {
+                user,
+                muted,
+                hidden,
+                ..
+            } => {
+                if let Some(member) = self.members.get_mut(user) {
+                    member.muted = *muted;
+                    member.hidden = *hidden;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Messages whose recall window may still be open and unanswered: re-arm their timers.
+    pub fn open_recall_windows(&self, ctx: &Ctx) -> Vec<RecallTimer> {
+        self.messages
+            .iter()
+            .filter(|m| {
+                m.kind == MessageKind::Message && m.removal == Removal::None && !m.recall_closed
+            })
+            .filter(|m| !self.read_by_recipient(m))
+            .filter_map(|m| {
+                let at = deadline(m.sent_at, ctx.limits.recall_window_ms)?;
+                Some(RecallTimer {
+                    conversation: self.id.clone(),
+                    message: m.id.clone(),
+                    at,
+                })
+            })
+            .collect()
+    }
+
+    /// Send times of `sender`'s messages at or after `since` (rebuilds the throttle).
+    pub fn sent_since(&self, since: Millis) -> impl Iterator<Item = (&str, Millis)> + '_ {
+        self.messages
+            .iter()
+            .filter(move |m| m.sent_at >= since)
+            .map(|m| (m.sender.as_str(), m.sent_at))
+    }
+
+    /// Every change after position `since` as `viewer` should see it now, at most `limit`
+    /// of them; `None` when nothing changed or the conversation is hidden from `viewer`.
+    pub fn updates_since(
+        &self,
+        ctx: &Ctx,
+        viewer: &str,
+        since: u64,
+        limit: usize,
+    ) -> Option<ConversationUpdate> {
+        let member = self.members.get(viewer)?;
+        if member.hidden || since >= self.pos {
+            return None;
+        }
+        let start = self.events.partition_point(|(pos, _)| *pos <= since);
+        let page = &self.events[start..];
+        let more = page.len() > limit;
+        let page = &page[..page.len().min(limit)];
+        let conversation = self.id.clone();
+        let frames = page
+            .iter()
+            .filter_map(|(pos, event)| {
+                let pos = *pos;
+                match event {
+                    Event::Message(idx) => {
+                        let m = &self.messages[*idx];
+                        let state = view_state(m, member, viewer)?;
+                        Some(ServerFrame::Message {
+                            message: self.render(m, state, ctx.limits),
+                        })
+                    }
+                    Event::Read { user, idx } => {
+                        let shares = ctx.directory.settings(user).read_receipts == ReadReceipts::On
+                            && !ctx.directory.has_blocked(user, viewer);
+                        let m = &self.messages[*idx];
+                        (user == viewer || shares).then(|| ServerFrame::Read {
+                            conversation: conversation.clone(),
+                            user: user.clone(),
+                            message: m.id.clone(),
+                            seq: m.seq,
+                            pos,
+                        })
+                    }
+                    Event::Recalled(idx) => Some(ServerFrame::Recalled {
+                        conversation: conversation.clone(),
+                        message: self.messages[*idx].id.clone(),
+                        mode: RemovalMode::Marker,
+                        pos,
+                    }),
+                    Event::InmailDeleted(idx) => {
+                        let m = &self.messages[*idx];
+                        (m.sender == viewer || m.to.as_deref() == Some(viewer)).then(|| {
+                            ServerFrame::Recalled {
+                                conversation: conversation.clone(),
+                                message: m.id.clone(),
+                                mode: RemovalMode::Silent,
+                                pos,
+                            }
+                        })
+                    }
+                    Event::DeletedForMe { user, idx } => {
+                        (user == viewer).then(|| ServerFrame::DeletedView {
+                            conversation: conversation.clone(),
+                            message: self.messages[*idx].id.clone(),
+                            pos,
+                        })
+                    }
+                }
+            })
+            .collect();
+        Some(ConversationUpdate {
+            conversation: self.view(),
+            frames,
+            pos: page.last().map_or(since, |(pos, _)| *pos),
+            more,
+        })
     }
 }
 

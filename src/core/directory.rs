@@ -278,6 +278,56 @@ impl Directory {
         out
     }
 
+    /// Re-apply a committed change at start.
+    pub fn replay(&mut self, change: &Change) {
+        match change {
+            Change::UserCreated { user } => {
+                self.ensure_user(user);
+            }
+            Change::Settings { user, settings } => {
+                self.users.insert(user.clone(), *settings);
+            }
+            Change::Relation { from, to, state } => {
+                for (a, b) in [(from, to), (to, from)] {
+                    self.connections.remove(&pair(a, b));
+                    self.requests.remove(&pair(a, b));
+                }
+                match state {
+                    ConnectionState::Connected => {
+                        self.connections.insert(pair(from, to));
+                        self.connections.insert(pair(to, from));
+                    }
+                    ConnectionState::Requested => {
+                        self.requests.insert(pair(from, to));
+                    }
+                    ConnectionState::Incoming => {
+                        self.requests.insert(pair(to, from));
+                    }
+                    ConnectionState::None => {}
+                }
+            }
+            Change::Block {
+                blocker,
+                blocked,
+                on: true,
+            } => {
+                for (a, b) in [(blocker, blocked), (blocked, blocker)] {
+                    self.connections.remove(&pair(a, b));
+                    self.requests.remove(&pair(a, b));
+                }
+                self.blocks.insert(pair(blocker, blocked));
+            }
+            Change::Block {
+                blocker,
+                blocked,
+                on: false,
+            } => {
+                self.blocks.remove(&pair(blocker, blocked));
+            }
+            _ => {}
+        }
+    }
+
     /// What `me` may learn about `other`; a user who blocked `me` looks nonexistent.
     pub fn lookup(&self, me: &str, other: &str) -> Result<AckResult, Refusal> {
         if !self.exists(other) || self.has_blocked(other, me) {

@@ -146,6 +146,22 @@ pub enum Change {
     Reported { report: parley_protocol::ReportView },
 }
 
+impl Change {
+    /// The conversation a change belongs to, if any.
+    pub fn conversation(&self) -> Option<&str> {
+        match self {
+            Change::ConversationCreated { conversation } => Some(&conversation.id),
+            Change::MessageStored { message, .. } => Some(&message.conversation),
+            Change::ReadUpTo { conversation, .. }
+            | Change::Recalled { conversation, .. }
+            | Change::InmailDeleted { conversation, .. }
+            | Change::DeletedForMe { conversation, .. }
+            | Change::MemberFlags { conversation, .. } => Some(conversation),
+            _ => None,
+        }
+    }
+}
+
 /// A recall window to watch: when it closes the sender is told recall is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecallTimer {

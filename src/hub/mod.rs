@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::core::{
     Actor, Change, Conversation, Ctx, Directory, Outcome, RecallTimer, Refusal, SendLog,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use parley_protocol::{
@@ -19,11 +19,15 @@ use parley_protocol::{
 use serde::Deserialize;
 use sessions::{SessionHandle, Sessions};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
 
 pub use sessions::{encode, Outbox};
+
+/// Changes per conversation in one sync answer; the client syncs again when `more` is set.
+const SYNC_PAGE: usize = 200;
 
 type SharedConversation = Arc<AsyncMutex<Conversation>>;
 
@@ -72,8 +76,14 @@ fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) 
 }
 
 impl Hub {
-    /// A hub over `store`, with its recall-timer task running on the current runtime.
-    pub fn start(limits: Limits, store: Arc<dyn Store>, max_queue_bytes: usize) -> Arc<Hub> {
+    /// A hub over `store`, its state rebuilt from every committed change, with its
+    /// recall-timer task running on the current runtime.
+    pub fn start(
+        limits: Limits,
+        store: Arc<dyn Store>,
+        max_queue_bytes: usize,
+    ) -> Result<Arc<Hub>, StoreError> {
+        let changes = store.load()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let clock = Clock::start();
         let hub = Arc::new(Hub {
@@ -91,7 +101,78 @@ impl Hub {
             next_session: AtomicU64::new(1),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
-        hub
+        hub.restore(changes);
+        Ok(hub)
+    }
+
+    /// Rebuild the state from committed changes, re-arm open recall windows and refill
+    /// the throttle's send logs.
+    fn restore(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let count = changes.len();
+        let mut dir = self.directory.write();
+        for change in changes {
+            match (&change, change.conversation()) {
+                (Change::ConversationCreated { conversation: v }, _) => {
+                    let conv = Conversation::new(
+                        v.id.clone(),
+                        v.kind,
+                        v.participants.clone(),
+                        v.title.clone(),
+                        0,
+                    );
+                    for p in &v.participants {
+                        self.by_user
+                            .entry(p.clone())
+                            .or_default()
+                            .push(v.id.clone());
+                    }
+                    self.conversations
+                        .insert(v.id.clone(), Arc::new(AsyncMutex::new(conv)));
+                }
+                (Change::Reported { report }, _) => self.reports.lock().push(report.clone()),
+                (_, Some(id)) => {
+                    if let Some(shared) = self.conversation(id) {
+                        shared
+                            .try_lock()
+                            .expect("nothing else runs during restore")
+                            .replay(&change);
+                    }
+                }
+                (_, None) => dir.replay(&change),
+            }
+        }
+        let ctx = Ctx {
+            now: self.clock.now(),
+            limits: &self.limits,
+            directory: &dir,
+        };
+        let since = ctx.now - self.limits.recall_throttle_window_ms as i64;
+        let mut sends = Vec::new();
+        for entry in self.conversations.iter() {
+            let conv = entry
+                .value()
+                .try_lock()
+                .expect("nothing else runs during restore");
+            for timer in conv.open_recall_windows(&ctx) {
+                let _ = self.timers.send(timer);
+            }
+            sends.extend(conv.sent_since(since).map(|(u, at)| (u.to_owned(), at)));
+        }
+        sends.sort_by_key(|(_, at)| *at);
+        for (user, at) in sends {
+            self.send_logs
+                .entry(user)
+                .or_default()
+                .record(at, self.limits.recall_throttle_window_ms);
+        }
+        tracing::info!(
+            changes = count,
+            conversations = self.conversations.len(),
+            "state restored"
+        );
     }
 
     /// Limits in force.
@@ -646,8 +727,8 @@ impl Hub {
                     .map(Outcome::with_ack);
                 self.finish(session, id, result).await
             }
-            Op::Sync {} => {
-                let ack = self.sync(&me).await;
+            Op::Sync { positions } => {
+                let ack = self.sync(&me, positions).await;
                 self.finish(session, id, Ok(Outcome::with_ack(ack))).await
             }
         }
@@ -713,7 +794,7 @@ impl Hub {
     }
 
     /// Everything `user` should see on (re)connecting.
-    async fn sync(&self, user: &str) -> AckResult {
+    async fn sync(&self, user: &str, positions: Option<BTreeMap<String, u64>>) -> AckResult {
         let ids = self
             .by_user
             .get(user)
@@ -721,6 +802,7 @@ impl Hub {
             .unwrap_or_default();
         let mut rows = Vec::new();
         let mut notifications = Vec::new();
+        let mut updates = Vec::new();
         for cid in ids {
             let Some(shared) = self.conversation(&cid) else {
                 continue;
@@ -732,6 +814,10 @@ impl Hub {
                 rows.push((conv.last_activity(), entry));
             }
             notifications.extend(conv.notifications(&ctx, user));
+            if let Some(positions) = &positions {
+                let since = positions.get(&cid).copied().unwrap_or(0);
+                updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
+            }
         }
         rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         notifications.sort_by_key(|n| n.sent_at);
@@ -745,6 +831,7 @@ impl Hub {
             outgoing_requests,
             blocked,
             settings: dir.settings(user),
+            updates,
         }
     }
 
