@@ -16,6 +16,11 @@ pub fn default_limits() -> Limits {
         recall_throttle_window_ms: 60_000,
         max_body_chars: 8_000,
         max_frame_bytes: 64 * 1024,
+        max_sessions_per_user: 16,
+        requests_per_second: 20,
+        request_burst: 60,
+        ping_interval_ms: 30_000,
+        idle_timeout_ms: 90_000,
     }
 }
 
@@ -34,6 +39,8 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Grace period for sessions to drain on shutdown.
     pub shutdown_grace: Duration,
+    /// New connections per second one address may open (0: unlimited); bursts of ten times that.
+    pub connections_per_ip_per_second: u32,
 }
 
 impl Config {
@@ -46,6 +53,7 @@ impl Config {
             limits: default_limits(),
             max_queue_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(5),
+            connections_per_ip_per_second: 50,
         }
     }
 }

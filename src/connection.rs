@@ -18,19 +18,27 @@ const MAX_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serve one upgraded socket until it closes.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, auth: Result<Claims, AuthError>) {
-    let claims = match auth {
+pub async fn serve(socket: WebSocket, hub: Arc<Hub>, admission: Result<Claims, Refusal>) {
+    let claims = match admission {
         Ok(claims) => claims,
-        Err(e) => return refuse(socket, e).await,
+        Err(refusal) => return refuse(socket, refusal).await,
     };
-    let (session, outbox) = hub.open_session(&claims.sub, claims.admin).await;
+    let Some((session, outbox)) = hub.open_session(&claims.sub, claims.admin).await else {
+        let max = hub.limits().max_sessions_per_user;
+        let reason = format!("too many sessions (at most {max})");
+        tracing::info!(user = %claims.sub, %reason, "connection refused");
+        return say_goodbye(socket, None, close::POLICY, reason).await;
+    };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
+    let limits = *hub.limits();
     let (sink, stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, outbox, session.clone()));
-    read_loop(stream, &hub, &session).await;
+    let ping_every = Duration::from_millis(limits.ping_interval_ms);
+    let writer = tokio::spawn(write_loop(sink, outbox, session.clone(), ping_every));
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    read_loop(stream, &hub, &session, idle).await;
     hub.close_session(&session);
     // Let the writer flush what is queued (answers to the last requests) and say goodbye.
-    session.close(1000, "bye");
+    session.close(close::NORMAL, "bye");
     let _ = writer.await;
     let reason = session
         .close_reason()
@@ -39,19 +47,47 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, auth: Result<Claims, AuthEr
     tracing::info!(user = %claims.sub, session = session.id, %reason, "session closed");
 }
 
-async fn refuse(mut socket: WebSocket, e: AuthError) {
-    tracing::info!(reason = %e, "connection refused");
+/// Why a connection is turned away before it gets a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No valid token.
+    Unauthorized(AuthError),
+    /// Its address opened connections too fast.
+    TooFast,
+}
+
+async fn refuse(socket: WebSocket, refusal: Refusal) {
+    let (code, close_code, message) = match &refusal {
+        Refusal::Unauthorized(e) => (ErrorCode::Unauthorized, close::POLICY, e.to_string()),
+        Refusal::TooFast => (
+            ErrorCode::RateLimited,
+            close::TRY_AGAIN_LATER,
+            "too many new connections from your address; try again later".to_owned(),
+        ),
+    };
+    tracing::info!(reason = %message, "connection refused");
+    let reason = format!("{code}: {message}");
     let frame = ServerFrame::Error {
         id: None,
-        code: ErrorCode::Unauthorized,
-        message: e.to_string(),
+        code,
+        message,
     };
-    let _ = socket.send(Message::Text(encode(&frame))).await;
-    let close = CloseFrame {
-        code: close::POLICY,
-        reason: format!("unauthorized: {e}").into(),
+    say_goodbye(socket, Some(frame), close_code, reason).await;
+}
+
+/// Send an optional last frame and a close frame, within a bounded time.
+async fn say_goodbye(mut socket: WebSocket, last: Option<ServerFrame>, code: u16, reason: String) {
+    let goodbye = async {
+        if let Some(frame) = last {
+            socket.send(Message::Text(encode(&frame))).await?;
+        }
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        socket.send(Message::Close(Some(close))).await
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
 }
 
 /// The close code for a read error the peer caused, if it deserves one.
@@ -79,12 +115,22 @@ impl SourceRef for axum::Error {
     }
 }
 
-async fn read_loop(mut stream: SplitStream<WebSocket>, hub: &Hub, session: &SessionHandle) {
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    hub: &Hub,
+    session: &SessionHandle,
+    idle: Duration,
+) {
     loop {
+        // Any frame, a pong included, proves the peer alive; a half-open connection sends none.
+        let deadline = tokio::time::sleep(idle);
         let next = tokio::select! {
             biased;
             _ = session.closing().cancelled() => return,
             next = stream.next() => next,
+            _ = deadline, if !idle.is_zero() => {
+                return session.close(close::GOING_AWAY, "idle timeout");
+            }
         };
         match next {
             Some(Ok(Message::Text(text))) => hub.dispatch(session, text.as_str()).await,
@@ -108,12 +154,22 @@ async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbox: Outbox,
     session: Arc<SessionHandle>,
+    ping_every: Duration,
 ) {
+    let mut ping = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.reset();
     loop {
         let first = tokio::select! {
             biased;
             _ = session.closing().cancelled() => break,
             first = outbox.recv() => match first { Some(f) => f, None => break },
+            _ = ping.tick(), if !ping_every.is_zero() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let mut written = first.len();
         let batch = async {
@@ -138,7 +194,7 @@ async fn write_loop(
     // A normal goodbye drains what is queued first; an overflow or error does not wait.
     if let Some((code, reason)) = session.close_reason() {
         let drain = async {
-            if code == 1000 || code == close::GOING_AWAY {
+            if code == close::NORMAL || code == close::GOING_AWAY {
                 while let Ok(next) = outbox.try_recv() {
                     sink.feed(Message::Text(next)).await?;
                 }
@@ -166,6 +222,6 @@ pub fn presented_token(query: Option<String>, headers: &axum::http::HeaderMap) -
 }
 
 /// Verify a presented token against the server secret.
-pub fn authenticate(secret: &[u8], token: Option<&str>) -> Result<Claims, AuthError> {
-    auth::verify(secret, token)
+pub fn authenticate(secret: &[u8], token: Option<&str>) -> Result<Claims, Refusal> {
+    auth::verify(secret, token).map_err(Refusal::Unauthorized)
 }

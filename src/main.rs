@@ -75,6 +75,27 @@ struct ServeArgs {
     /// Bytes queued for one session before it is closed as a slow consumer.
     #[arg(long, default_value_t = 1 << 20)]
     max_queue_bytes: usize,
+    /// Live sessions one user may hold (0: no cap).
+    #[arg(long, default_value_t = 16)]
+    max_sessions_per_user: u32,
+    /// Sustained requests per second per user (0: no limit).
+    #[arg(long, default_value_t = 20)]
+    requests_per_second: u32,
+    /// Requests per user in a burst above the sustained rate.
+    #[arg(long, default_value_t = 60)]
+    request_burst: u32,
+    /// New connections per second from one address, bursts of ten times that (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    connections_per_ip_per_second: u32,
+    /// How often idle connections are pinged (0: never).
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    ping_interval: Duration,
+    /// Close connections silent this long, pongs included (0: never).
+    #[arg(long, value_parser = duration, default_value = "90s")]
+    idle_timeout: Duration,
+    /// How long shutdown waits for sessions to close.
+    #[arg(long, value_parser = duration, default_value = "5s")]
+    shutdown_grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -125,13 +146,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     limits.recall_throttle_window_ms = ms(args.recall_throttle_window);
     limits.max_body_chars = args.max_body_chars;
     limits.max_frame_bytes = args.max_frame_bytes;
+    limits.max_sessions_per_user = args.max_sessions_per_user;
+    limits.requests_per_second = args.requests_per_second;
+    limits.request_burst = args.request_burst;
+    limits.ping_interval_ms = ms(args.ping_interval);
+    limits.idle_timeout_ms = ms(args.idle_timeout);
     let config = Config {
         listen: args.listen,
         secret,
         data: args.secret.data,
         limits,
         max_queue_bytes: args.max_queue_bytes,
-        ..Config::with_secret(Vec::new())
+        shutdown_grace: args.shutdown_grace,
+        connections_per_ip_per_second: args.connections_per_ip_per_second,
     };
     let server = Server::bind(&config)
         .await

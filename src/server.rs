@@ -5,14 +5,14 @@ use crate::config::Config;
 use crate::connection;
 use crate::hub::Hub;
 use crate::store::{MemoryStore, Store};
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ const READ_BUFFER: usize = 8 * 1024;
 struct App {
     hub: Arc<Hub>,
     secret: Arc<[u8]>,
+    per_address: Option<Arc<governor::DefaultKeyedRateLimiter<IpAddr>>>,
 }
 
 #[derive(Deserialize)]
@@ -33,12 +34,21 @@ struct WsQuery {
 
 async fn upgrade(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = connection::presented_token(q.token, &headers);
-    let auth = connection::authenticate(&app.secret, token.as_deref());
+    let too_fast = app
+        .per_address
+        .as_ref()
+        .is_some_and(|limiter| limiter.check_key(&peer.ip()).is_err());
+    let auth = if too_fast {
+        Err(connection::Refusal::TooFast)
+    } else {
+        let token = connection::presented_token(q.token, &headers);
+        connection::authenticate(&app.secret, token.as_deref())
+    };
     let max = app.hub.limits().max_frame_bytes as usize;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -53,6 +63,8 @@ pub struct Server {
     listener: TcpListener,
     hub: Arc<Hub>,
     secret: Arc<[u8]>,
+    per_address: u32,
+    grace: std::time::Duration,
 }
 
 impl Server {
@@ -73,6 +85,8 @@ impl Server {
             listener,
             hub,
             secret: config.secret.clone().into(),
+            per_address: config.connections_per_ip_per_second,
+            grace: config.shutdown_grace,
         })
     }
 
@@ -88,14 +102,17 @@ impl Server {
         self.hub.clone()
     }
 
-    /// Serve until `shutdown` resolves, then close every session with 1001.
+    /// Serve until `shutdown` resolves, then close every session with 1001 and wait (at
+    /// most the shutdown grace) for them to finish.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let burst = self.per_address.saturating_mul(10);
         let app = App {
             hub: self.hub.clone(),
             secret: self.secret,
+            per_address: crate::hub::rate_limiter(self.per_address, burst).map(Arc::new),
         };
         let router = Router::new()
             .route("/ws", get(upgrade))
@@ -104,12 +121,23 @@ impl Server {
         let hub = self.hub.clone();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
+        let grace = self.grace;
         tokio::spawn(async move {
             shutdown.await;
             hub.sessions()
                 .close_all(parley_protocol::close::GOING_AWAY, "server shutting down");
+            let drained = async {
+                while hub.sessions().live() > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            };
+            if tokio::time::timeout(grace, drained).await.is_err() {
+                let left = hub.sessions().live();
+                tracing::warn!(left, "sessions still open after the shutdown grace");
+            }
             stop.cancel();
         });
+        let router = router.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, router)
             .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await

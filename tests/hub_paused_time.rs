@@ -16,7 +16,10 @@ struct Session {
 }
 
 async fn open(hub: &Hub, user: &str) -> Session {
-    let (handle, outbox) = hub.open_session(user, false).await;
+    let (handle, outbox) = hub
+        .open_session(user, false)
+        .await
+        .expect("under the session cap");
     let mut s = Session {
         handle,
         outbox,

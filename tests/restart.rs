@@ -43,7 +43,8 @@ fn frames_summary(update: &Value) -> Vec<String> {
 #[tokio::test]
 async fn state_survives_a_restart_and_sync_replays_what_was_missed() {
     let store = Arc::new(MemoryStore::default());
-    let config = Config::with_secret(b"restart-secret".to_vec());
+    let mut config = Config::with_secret(b"restart-secret".to_vec());
+    config.limits.requests_per_second = 0;
     let secret = config.secret.clone();
 
     let first = server::spawn_with_store(&config, store.clone())

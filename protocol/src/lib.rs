@@ -709,6 +709,16 @@ pub struct Limits {
     pub max_body_chars: u32,
     /// Largest frame the server accepts, in bytes.
     pub max_frame_bytes: u32,
+    /// Live sessions one user may hold at once.
+    pub max_sessions_per_user: u32,
+    /// Sustained requests per second per user (token bucket refill rate).
+    pub requests_per_second: u32,
+    /// Requests a user may send in a burst above the sustained rate.
+    pub request_burst: u32,
+    /// How often the server pings an idle connection.
+    pub ping_interval_ms: u64,
+    /// A connection silent this long (not even a pong) is closed.
+    pub idle_timeout_ms: u64,
 }
 
 /// Stable error codes. Each SPEC refusal has its own.
@@ -747,11 +757,13 @@ pub enum ErrorCode {
     NotConnected,
     /// The message body is empty or longer than `max_body_chars`.
     BodyTooLong,
+    /// You sent requests faster than `requests_per_second` allows; retry later.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -768,6 +780,7 @@ impl ErrorCode {
         ErrorCode::RecipientUnavailable,
         ErrorCode::NotConnected,
         ErrorCode::BodyTooLong,
+        ErrorCode::RateLimited,
     ];
 
     /// The code as it appears on the wire.
@@ -789,6 +802,7 @@ impl ErrorCode {
             ErrorCode::RecipientUnavailable => "recipient_unavailable",
             ErrorCode::NotConnected => "not_connected",
             ErrorCode::BodyTooLong => "body_too_long",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -803,8 +817,15 @@ impl std::fmt::Display for ErrorCode {
 pub mod close {
     /// Server shutting down.
     pub const GOING_AWAY: u16 = 1001;
-    /// Authentication failed, or a policy was broken (for example a slow consumer's queue overflowed).
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Authentication failed, or a policy was broken (a slow consumer's queue overflowed,
+    /// too many sessions, a request flood).
     pub const POLICY: u16 = 1008;
+    /// The server failed (storage unavailable); reconnect and resync.
+    pub const INTERNAL: u16 = 1011;
+    /// Too many connections from one address; try again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// A frame was larger than `max_frame_bytes`.
     pub const TOO_BIG: u16 = 1009;
     /// A text frame was not valid UTF-8.

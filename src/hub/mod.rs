@@ -45,6 +45,7 @@ pub struct Hub {
     sessions: Sessions,
     timers: mpsc::UnboundedSender<RecallTimer>,
     next_session: AtomicU64,
+    requests: Option<governor::DefaultKeyedRateLimiter<UserId>>,
 }
 
 /// Stable namespace for ids derived from client request ids.
@@ -75,6 +76,18 @@ fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) 
     }
 }
 
+/// A keyed token bucket refilling `per_second` with bursts of `burst`; `None` when 0.
+pub fn rate_limiter<K: std::hash::Hash + Eq + Clone>(
+    per_second: u32,
+    burst: u32,
+) -> Option<governor::DefaultKeyedRateLimiter<K>> {
+    let rate = std::num::NonZeroU32::new(per_second)?;
+    let burst = std::num::NonZeroU32::new(burst.max(1)).expect("at least one");
+    Some(governor::RateLimiter::keyed(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
 impl Hub {
     /// A hub over `store`, its state rebuilt from every committed change, with its
     /// recall-timer task running on the current runtime.
@@ -99,6 +112,7 @@ impl Hub {
             sessions: Sessions::default(),
             timers: tx,
             next_session: AtomicU64::new(1),
+            requests: rate_limiter(limits.requests_per_second, limits.request_burst),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
         hub.restore(changes);
@@ -186,8 +200,12 @@ impl Hub {
     }
 
     /// Open a session for an authenticated user: `hello` is queued first, then the session
-    /// joins the fan-out.
-    pub async fn open_session(&self, user: &str, admin: bool) -> (Arc<SessionHandle>, Outbox) {
+    /// joins the fan-out; `None` when the user already holds `max_sessions_per_user`.
+    pub async fn open_session(
+        &self,
+        user: &str,
+        admin: bool,
+    ) -> Option<(Arc<SessionHandle>, Outbox)> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (session, outbox) =
             SessionHandle::new(id, user.to_owned(), admin, self.max_queue_bytes);
@@ -206,8 +224,10 @@ impl Hub {
             limits: self.limits,
             settings,
         });
-        self.sessions.register(session.clone());
-        (session, outbox)
+        let cap = self.limits.max_sessions_per_user as usize;
+        self.sessions
+            .register(session.clone(), cap)
+            .then_some((session, outbox))
     }
 
     /// Stop delivering to a session.
@@ -217,6 +237,12 @@ impl Hub {
 
     /// Parse one text frame from a session and answer it with exactly one `ack` or `error`.
     pub async fn dispatch(&self, session: &SessionHandle, text: &str) {
+        if let Some(limiter) = &self.requests {
+            if limiter.check_key(&session.user).is_err() {
+                return self.refuse_flood(session, text);
+            }
+            session.refused_in_row.store(0, Ordering::Relaxed);
+        }
         let envelope: Envelope = match serde_json::from_str(text) {
             Ok(e) => e,
             Err(e) => {
@@ -248,6 +274,24 @@ impl Hub {
             admin: session.admin,
         };
         self.handle(session, &actor, request).await;
+    }
+
+    /// Answer a request over the rate with `rate_limited`; a client that keeps going past a
+    /// whole burst of refusals is cut off.
+    fn refuse_flood(&self, session: &SessionHandle, text: &str) {
+        let refused = session.refused_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if refused > self.limits.request_burst {
+            tracing::info!(user = %session.user, "closing a session that keeps flooding");
+            return session.close(parley_protocol::close::POLICY, "request flood");
+        }
+        let id = serde_json::from_str::<Envelope>(text)
+            .ok()
+            .and_then(|e| e.id.map(Cow::into_owned));
+        let msg = format!(
+            "more than {} requests per second; slow down",
+            self.limits.requests_per_second
+        );
+        session.send(&error_frame(id, ErrorCode::RateLimited, msg));
     }
 
     fn ctx<'a>(&'a self, directory: &'a Directory) -> Ctx<'a> {

@@ -29,6 +29,8 @@ pub struct SessionHandle {
     max_queue_bytes: usize,
     closing: CancellationToken,
     close_reason: Mutex<Option<(u16, String)>>,
+    /// Requests refused by the rate limit since the last one accepted.
+    pub refused_in_row: std::sync::atomic::AtomicU32,
 }
 
 /// The receiving end a session's writer drains.
@@ -52,6 +54,7 @@ impl SessionHandle {
             max_queue_bytes,
             closing: CancellationToken::new(),
             close_reason: Mutex::new(None),
+            refused_in_row: std::sync::atomic::AtomicU32::new(0),
         };
         (Arc::new(handle), outbox)
     }
@@ -102,21 +105,33 @@ impl SessionHandle {
 #[derive(Debug, Default)]
 pub struct Sessions {
     by_user: DashMap<UserId, Vec<Arc<SessionHandle>>>,
+    live: AtomicUsize,
 }
 
 impl Sessions {
-    /// Start delivering to a session.
-    pub fn register(&self, session: Arc<SessionHandle>) {
-        self.by_user
-            .entry(session.user.clone())
-            .or_default()
-            .push(session);
+    /// Start delivering to a session, unless its user already holds `max` (0: no cap).
+    pub fn register(&self, session: Arc<SessionHandle>, max: usize) -> bool {
+        let mut sessions = self.by_user.entry(session.user.clone()).or_default();
+        if max > 0 && sessions.len() >= max {
+            return false;
+        }
+        sessions.push(session);
+        self.live.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Sessions open across all users.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Stop delivering to a session.
     pub fn unregister(&self, session: &SessionHandle) {
         if let dashmap::Entry::Occupied(mut entry) = self.by_user.entry(session.user.clone()) {
+            let before = entry.get().len();
             entry.get_mut().retain(|s| s.id != session.id);
+            self.live
+                .fetch_sub(before - entry.get().len(), Ordering::Relaxed);
             if entry.get().is_empty() {
                 entry.remove();
             }

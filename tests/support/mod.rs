@@ -24,6 +24,9 @@ pub struct TestServer {
 /// Start a server with default limits adjusted by `tune`.
 pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::with_secret(b"test-secret".to_vec());
+    // Tests drive many requests from one user quickly; the rate-limit tests turn these back on.
+    config.limits.requests_per_second = 0;
+    config.connections_per_ip_per_second = 0;
     tune(&mut config);
     let running = server::spawn(&config).await.expect("server starts");
     TestServer {
