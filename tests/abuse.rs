@@ -5,8 +5,7 @@ mod support;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use std::time::Duration;
-use support::{Client, PATIENCE};
+use support::PATIENCE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
