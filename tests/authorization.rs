@@ -42,7 +42,7 @@ struct World {
 
 async fn world(role: Role) -> World {
     let server = support::start().await;
-    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let (mut alice, bob) = server.connected_pair("alice", "bob").await;
     let carol = server.connect("carol").await;
     let m = alice.dm("bob", "hello").await;
     if role == Role::Blocked {
