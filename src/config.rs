@@ -57,3 +57,60 @@ impl Config {
         }
     }
 }
+
+/// Turn a TOML settings file into extra command-line arguments. `known(key)` answers
+/// `None` for a key that is no setting, `Some(true)` when the setting was already given
+/// explicitly (flag or environment), which the file must not override.
+pub fn file_arguments(
+    text: &str,
+    known: impl Fn(&str) -> Option<bool>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("invalid TOML: {e}"))?;
+    let mut args = Vec::new();
+    for (key, value) in table {
+        let given = known(&key).ok_or_else(|| format!("unknown setting `{key}`"))?;
+        if given {
+            continue;
+        }
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => args.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => args.extend([flag.into(), s.into()]),
+            toml::Value::Integer(i) => args.extend([flag.into(), i.to_string().into()]),
+            other => return Err(format!("setting `{key}` has an unsupported value {other}")),
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_settings_fill_in_only_what_was_not_given() {
+        let text = "listen = \"127.0.0.1:9000\"\nrecall_window = \"30s\"\nmax_body_chars = 100\ndemo = true\n";
+        let args = file_arguments(text, |k| match k {
+            "listen" => Some(true),
+            "recall_window" | "max_body_chars" | "demo" => Some(false),
+            _ => None,
+        })
+        .unwrap();
+        let args: Vec<_> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--demo",
+                "--max-body-chars",
+                "100",
+                "--recall-window",
+                "30s"
+            ]
+        );
+        assert!(file_arguments("nope = 1", |_| None)
+            .unwrap_err()
+            .contains("unknown setting `nope`"));
+        assert!(file_arguments("= broken", |_| Some(false)).is_err());
+    }
+}

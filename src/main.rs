@@ -1,8 +1,10 @@
 //! The `parley` command: run the server, mint tokens.
 
-use clap::{Parser, Subcommand};
-use parley::config::{default_limits, Config};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use parley::config::{self, default_limits, Config};
 use parley::{auth, server::Server};
+use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,53 +50,67 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     secret: SecretArgs,
+    /// TOML file of settings (keys are these flags' names with `_`); flags and `PARLEY_…`
+    /// environment variables override it.
+    #[arg(long, env = "PARLEY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log format.
+    #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     /// How long after sending a message may be recalled (0 disables recall).
-    #[arg(long, value_parser = duration, default_value = "120s")]
+    #[arg(long, env = "PARLEY_RECALL_WINDOW", value_parser = duration, default_value = "120s")]
     recall_window: Duration,
     /// How long after sending an InMail may be deleted for everyone (0 disables it).
-    #[arg(long, value_parser = duration, default_value = "10m")]
+    #[arg(long, env = "PARLEY_INMAIL_DELETE_WINDOW", value_parser = duration, default_value = "10m")]
     inmail_delete_window: Duration,
     /// Recalls allowed per sender per conversation per recall period.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "PARLEY_RECALL_PER_CONVERSATION", default_value_t = 1)]
     recall_per_conversation: u32,
     /// The period the recall allowance covers.
-    #[arg(long, value_parser = duration, default_value = "24h")]
+    #[arg(long, env = "PARLEY_RECALL_PERIOD", value_parser = duration, default_value = "24h")]
     recall_period: Duration,
     /// A sender who sent more than this many messages in the throttle window cannot recall.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "PARLEY_RECALL_THROTTLE_MESSAGES", default_value_t = 30)]
     recall_throttle_messages: u32,
     /// The recall throttle window (0 disables the throttle).
-    #[arg(long, value_parser = duration, default_value = "60s")]
+    #[arg(long, env = "PARLEY_RECALL_THROTTLE_WINDOW", value_parser = duration, default_value = "60s")]
     recall_throttle_window: Duration,
     /// Longest message body, in characters.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, env = "PARLEY_MAX_BODY_CHARS", default_value_t = 8000)]
     max_body_chars: u32,
     /// Largest accepted frame, in bytes.
-    #[arg(long, default_value_t = 65536)]
+    #[arg(long, env = "PARLEY_MAX_FRAME_BYTES", default_value_t = 65536)]
     max_frame_bytes: u32,
     /// Bytes queued for one session before it is closed as a slow consumer.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, env = "PARLEY_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     max_queue_bytes: usize,
     /// Live sessions one user may hold (0: no cap).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "PARLEY_MAX_SESSIONS_PER_USER", default_value_t = 16)]
     max_sessions_per_user: u32,
     /// Sustained requests per second per user (0: no limit).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "PARLEY_REQUESTS_PER_SECOND", default_value_t = 20)]
     requests_per_second: u32,
     /// Requests per user in a burst above the sustained rate.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "PARLEY_REQUEST_BURST", default_value_t = 60)]
     request_burst: u32,
     /// New connections per second from one address, bursts of ten times that (0: no limit).
-    #[arg(long, default_value_t = 50)]
+    #[arg(
+        long,
+        env = "PARLEY_CONNECTIONS_PER_IP_PER_SECOND",
+        default_value_t = 50
+    )]
     connections_per_ip_per_second: u32,
     /// How often idle connections are pinged (0: never).
-    #[arg(long, value_parser = duration, default_value = "30s")]
+    #[arg(long, env = "PARLEY_PING_INTERVAL", value_parser = duration, default_value = "30s")]
     ping_interval: Duration,
     /// Close connections silent this long, pongs included (0: never).
-    #[arg(long, value_parser = duration, default_value = "90s")]
+    #[arg(long, env = "PARLEY_IDLE_TIMEOUT", value_parser = duration, default_value = "90s")]
     idle_timeout: Duration,
     /// How long shutdown waits for sessions to close.
-    #[arg(long, value_parser = duration, default_value = "5s")]
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", value_parser = duration, default_value = "5s")]
     shutdown_grace: Duration,
 }
 
@@ -116,15 +132,91 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// Parse the command line; for `serve --config FILE`, the file's settings fill in every
+/// flag not given on the command line or in the environment.
+fn parse_cli() -> anyhow::Result<(Cli, ArgMatches)> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&args);
+    let matches = match matches.subcommand() {
+        Some(("serve", serve)) => match serve.get_one::<PathBuf>("config") {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                let extra = config::file_arguments(&text, |id| {
+                    serve.try_get_raw(id).ok()?;
+                    let source = serve.value_source(id);
+                    Some(!matches!(source, None | Some(ValueSource::DefaultValue)))
+                })
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Cli::command().get_matches_from(args.into_iter().chain(extra))
+            }
+            None => matches,
+        },
+        _ => matches,
+    };
+    Ok((Cli::from_arg_matches(&matches)?, matches))
+}
+
+/// The effective `serve` settings as TOML, the secret left out.
+fn effective_settings(serve: &ArgMatches) -> String {
+    let skip = ["config", "print_config", "secret", "help"];
+    let mut out = String::new();
+    for arg in Cli::command()
+        .find_subcommand("serve")
+        .expect("serve exists")
+        .get_arguments()
+    {
+        let id = arg.get_id().as_str();
+        let Ok(Some(values)) = serve.try_get_raw(id) else {
+            continue;
+        };
+        if skip.contains(&id) {
+            continue;
+        }
+        let value: Vec<_> = values.map(|v| v.to_string_lossy().into_owned()).collect();
+        let value = value.join(",");
+        let value = match value.parse::<i64>() {
+            Ok(n) => toml::Value::Integer(n),
+            Err(_) => toml::Value::String(value),
+        };
+        out.push_str(&format!("{id} = {value}\n"));
+    }
+    out
+}
+
+fn init_logs(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let (cli, matches) = parse_cli()?;
+    if let Command::Serve(args) = &cli.command {
+        if args.print_config {
+            let serve = matches.subcommand_matches("serve").expect("serve parsed");
+            print!("{}", effective_settings(serve));
+            return Ok(());
+        }
+    }
+    let json = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
+    init_logs(json);
+    match cli.command {
         Command::Token(args) => {
             let secret =
                 auth::load_or_create_secret(args.secret.secret.as_deref(), &args.secret.data)?;
