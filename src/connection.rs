@@ -19,6 +19,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serve one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>, admission: Result<Claims, Refusal>) {
+    crate::metrics::connection_opened();
     let claims = match admission {
         Ok(claims) => claims,
         Err(refusal) => return refuse(socket, refusal).await,

@@ -10,5 +10,6 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod hub;
+pub mod metrics;
 pub mod server;
 pub mod store;

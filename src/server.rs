@@ -58,6 +58,18 @@ async fn upgrade(
         .on_upgrade(move |socket| connection::serve(socket, app.hub, auth))
 }
 
+/// Ready once the state is loaded from storage (which `bind` does) and until shutdown.
+async fn ready(State(app): State<App>) -> (axum::http::StatusCode, &'static str) {
+    if app.hub.shutting_down() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n",
+        )
+    } else {
+        (axum::http::StatusCode::OK, "ready\n")
+    }
+}
+
 /// A server bound to its address and ready to run.
 pub struct Server {
     listener: TcpListener,
@@ -78,6 +90,7 @@ impl Server {
         config: &Config,
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
+        crate::metrics::handle();
         let listener = TcpListener::bind(config.listen).await?;
         let hub = Hub::start(config.limits, store, config.max_queue_bytes)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -117,6 +130,11 @@ impl Server {
         let router = Router::new()
             .route("/ws", get(upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .route(
+                "/metrics",
+                get(|| async { crate::metrics::handle().render() }),
+            )
             .with_state(app);
         let hub = self.hub.clone();
         let stop = CancellationToken::new();
@@ -124,6 +142,7 @@ impl Server {
         let grace = self.grace;
         tokio::spawn(async move {
             shutdown.await;
+            hub.begin_shutdown();
             hub.sessions()
                 .close_all(parley_protocol::close::GOING_AWAY, "server shutting down");
             let drained = async {

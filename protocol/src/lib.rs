@@ -357,6 +357,63 @@ pub enum ServerFrame {
     },
 }
 
+impl Op {
+    /// The operation's `type` as on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Send { .. } => "send",
+            Op::Inmail { .. } => "inmail",
+            Op::CreateGroup { .. } => "create_group",
+            Op::Read { .. } => "read",
+            Op::Recall { .. } => "recall",
+            Op::DeleteInmail { .. } => "delete_inmail",
+            Op::DeleteForMe { .. } => "delete_for_me",
+            Op::Connect { .. } => "connect",
+            Op::Accept { .. } => "accept",
+            Op::Decline { .. } => "decline",
+            Op::Disconnect { .. } => "disconnect",
+            Op::Block { .. } => "block",
+            Op::Unblock { .. } => "unblock",
+            Op::Report { .. } => "report",
+            Op::ListReports {} => "list_reports",
+            Op::Mute { .. } => "mute",
+            Op::Hide { .. } => "hide",
+            Op::Settings { .. } => "settings",
+            Op::Typing { .. } => "typing",
+            Op::Lookup { .. } => "lookup",
+            Op::Sync { .. } => "sync",
+            Op::History { .. } => "history",
+        }
+    }
+}
+
+impl ServerFrame {
+    /// The frame's `type` as on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::Hello { .. } => "hello",
+            ServerFrame::Ack { .. } => "ack",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Message { .. } => "message",
+            ServerFrame::Read { .. } => "read",
+            ServerFrame::Recalled { .. } => "recalled",
+            ServerFrame::DeletedView { .. } => "deleted-view",
+            ServerFrame::RecallClosed { .. } => "recall_closed",
+            ServerFrame::Blocked { .. } => "blocked",
+            ServerFrame::Unblocked { .. } => "unblocked",
+            ServerFrame::ConnectionRequest { .. } => "connection_request",
+            ServerFrame::Connected { .. } => "connected",
+            ServerFrame::Disconnected { .. } => "disconnected",
+            ServerFrame::Conversation { .. } => "conversation",
+            ServerFrame::ConversationState { .. } => "conversation_state",
+            ServerFrame::Settings { .. } => "settings",
+            ServerFrame::Notification { .. } => "notification",
+            ServerFrame::NotificationRetracted { .. } => "notification_retracted",
+            ServerFrame::Typing { .. } => "typing",
+        }
+    }
+}
+
 /// What a successful request produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -857,6 +914,19 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(serde_json::to_value(&f).unwrap()["type"], "deleted-view");
+    }
+
+    #[test]
+    fn kinds_match_the_serde_tags() {
+        let frame = ServerFrame::DeletedView {
+            conversation: "c".into(),
+            message: "m".into(),
+            pos: 1,
+        };
+        assert_eq!(serde_json::to_value(&frame).unwrap()["type"], frame.kind());
+        let op = Op::ListReports {};
+        let req = Request { id: "r".into(), op };
+        assert_eq!(serde_json::to_value(&req).unwrap()["type"], req.op.kind());
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct Hub {
     timers: mpsc::UnboundedSender<RecallTimer>,
     next_session: AtomicU64,
     requests: Option<governor::DefaultKeyedRateLimiter<UserId>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Stable namespace for ids derived from client request ids.
@@ -113,6 +114,7 @@ impl Hub {
             timers: tx,
             next_session: AtomicU64::new(1),
             requests: rate_limiter(limits.requests_per_second, limits.request_burst),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
         hub.restore(changes);
@@ -247,6 +249,7 @@ impl Hub {
             Ok(e) => e,
             Err(e) => {
                 let msg = format!("frame is not a JSON object: {e}");
+                crate::metrics::error(ErrorCode::BadRequest.as_str());
                 return session.send(&error_frame(None, ErrorCode::BadRequest, msg));
             }
         };
@@ -265,6 +268,7 @@ impl Hub {
                     }
                     Some(_) => (ErrorCode::BadRequest, detail),
                 };
+                crate::metrics::error(code.as_str());
                 return session.send(&error_frame(id, code, msg));
             }
         };
@@ -273,7 +277,11 @@ impl Hub {
             session: session.id,
             admin: session.admin,
         };
+        let kind = request.op.kind();
+        crate::metrics::frame_in(kind);
+        let started = std::time::Instant::now();
         self.handle(session, &actor, request).await;
+        crate::metrics::request(kind, started.elapsed().as_secs_f64());
     }
 
     /// Answer a request over the rate with `rate_limited`; a client that keeps going past a
@@ -309,6 +317,7 @@ impl Hub {
         let out = match result {
             Ok(out) => out,
             Err(refusal) => {
+                crate::metrics::error(refusal.code().as_str());
                 tracing::debug!(user = %session.user, request = %id, %refusal, "refused");
                 return session.send(&error_frame(Some(id), refusal.code(), refusal.to_string()));
             }
@@ -657,7 +666,11 @@ impl Hub {
                 // either order is a valid serialisation.
                 let sent = self.sent_recently(&me);
                 self.on_conversation(session, actor, id, &conversation, |c, ctx| {
-                    c.recall(ctx, actor, &message, sent)
+                    let result = c.recall(ctx, actor, &message, sent);
+                    crate::metrics::recall(
+                        result.as_ref().map_or_else(|r| r.code().as_str(), |_| "ok"),
+                    );
+                    result
                 })
                 .await
             }
@@ -892,6 +905,16 @@ impl Hub {
         for emit in out.iter().flat_map(|o| &o.emits) {
             self.sessions.deliver(emit);
         }
+    }
+
+    /// Stop being ready: the server is going away.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// The clock the hub runs on.

@@ -65,6 +65,7 @@ impl SessionHandle {
         let len = bytes.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if before + len > self.max_queue_bytes {
+            crate::metrics::queue_overflow();
             self.close(parley_protocol::close::POLICY, "outbound queue overflow");
             return;
         }
@@ -116,7 +117,8 @@ impl Sessions {
             return false;
         }
         sessions.push(session);
-        self.live.fetch_add(1, Ordering::Relaxed);
+        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::sessions_live(live);
         true
     }
 
@@ -130,8 +132,9 @@ impl Sessions {
         if let dashmap::Entry::Occupied(mut entry) = self.by_user.entry(session.user.clone()) {
             let before = entry.get().len();
             entry.get_mut().retain(|s| s.id != session.id);
-            self.live
-                .fetch_sub(before - entry.get().len(), Ordering::Relaxed);
+            let gone = before - entry.get().len();
+            let live = self.live.fetch_sub(gone, Ordering::Relaxed) - gone;
+            crate::metrics::sessions_live(live);
             if entry.get().is_empty() {
                 entry.remove();
             }
@@ -145,14 +148,19 @@ impl Sessions {
 
     /// Deliver an emitted frame: serialised once, queued for every target session.
     pub fn deliver(&self, emit: &Emit) {
+        let started = std::time::Instant::now();
         let bytes = encode(&emit.frame);
+        let mut delivered = 0;
         for Target { user, except } in &emit.to {
             if let Some(sessions) = self.by_user.get(user) {
                 for s in sessions.iter().filter(|s| Some(s.id) != *except) {
                     s.push(&bytes);
+                    delivered += 1;
                 }
             }
         }
+        crate::metrics::frames_out(emit.frame.kind(), delivered);
+        crate::metrics::fanout(started.elapsed().as_secs_f64());
     }
 
     /// Ask every session to close (shutdown).

@@ -1,0 +1,72 @@
+//! Operational metrics in Prometheus text format: connections, sessions, frames in and
+//! out by type, request and fan-out latency, queue overflows, errors by code, recalls.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Latency buckets in seconds: fan-out is sub-millisecond when healthy.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+/// The process-wide recorder's handle, installed on first use (several servers in one
+/// test process share it).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed by an embedding program; then ours
+        // simply renders nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// A new WebSocket connection was accepted (before authentication).
+pub fn connection_opened() {
+    metrics::counter!("parley_connections_total").increment(1);
+}
+
+/// The number of live sessions changed.
+pub fn sessions_live(n: usize) {
+    metrics::gauge!("parley_sessions").set(n as f64);
+}
+
+/// A client frame arrived.
+pub fn frame_in(kind: &'static str) {
+    metrics::counter!("parley_frames_in_total", "type" => kind).increment(1);
+}
+
+/// A server frame was queued for `sessions` sessions.
+pub fn frames_out(kind: &'static str, sessions: u64) {
+    metrics::counter!("parley_frames_out_total", "type" => kind).increment(sessions);
+}
+
+/// One frame's fan-out (serialise once, queue everywhere) took `seconds`.
+pub fn fanout(seconds: f64) {
+    metrics::histogram!("parley_fanout_seconds").record(seconds);
+}
+
+/// One request took `seconds` from parse to answer queued.
+pub fn request(kind: &'static str, seconds: f64) {
+    metrics::histogram!("parley_request_seconds", "type" => kind).record(seconds);
+}
+
+/// A slow consumer's queue overflowed.
+pub fn queue_overflow() {
+    metrics::counter!("parley_queue_overflows_total").increment(1);
+}
+
+/// A request was refused with `code`.
+pub fn error(code: &'static str) {
+    metrics::counter!("parley_errors_total", "code" => code).increment(1);
+}
+
+/// A recall ended with `outcome` (`ok` or an error code).
+pub fn recall(outcome: &'static str) {
+    metrics::counter!("parley_recalls_total", "outcome" => outcome).increment(1);
+}
