@@ -912,6 +912,7 @@ mod tests {
         let f = ServerFrame::DeletedView {
             conversation: "c".into(),
             message: "m".into(),
+            pos: 3,
         };
         assert_eq!(serde_json::to_value(&f).unwrap()["type"], "deleted-view");
     }
