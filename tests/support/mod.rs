@@ -7,10 +7,16 @@ use parley::server::{self, Running};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Request ids are unique across every client of a test binary: the server deduplicates
+/// sends by (user, conversation, request id), so two sessions of one user must never
+/// reuse each other's ids by accident.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How long a test waits for a frame that must come.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -45,7 +51,7 @@ pub async fn start_limits(tune: impl FnOnce(&mut Limits)) -> TestServer {
     start_with(|c| tune(&mut c.limits)).await
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl TestServer {
     pub fn token(&self, user: &str) -> String {
@@ -78,6 +84,11 @@ impl TestServer {
         Client::open(self.raw(Some(&self.admin_token(user))).await).await
     }
 
+    /// Step the server clock forward (timers due by then fire at once).
+    pub fn advance(&self, by: Duration) {
+        self.running.hub.clock().advance(by);
+    }
+
     /// Connect two users and make them connections.
     pub async fn connected_pair(&self, a: &str, b: &str) -> (Client, Client) {
         let mut ca = self.connect(a).await;
@@ -102,7 +113,6 @@ pub struct Client {
     pub user: String,
     pub hello: Value,
     inbox: VecDeque<Value>,
-    next_id: u64,
 }
 
 impl Client {
@@ -112,7 +122,6 @@ impl Client {
             user: String::new(),
             hello: Value::Null,
             inbox: VecDeque::new(),
-            next_id: 0,
         };
         let hello = c.expect("hello").await;
         c.user = hello["user"]
@@ -150,8 +159,8 @@ impl Client {
     /// Send a request (an `id` is added when absent) and return its answer.
     pub async fn request(&mut self, mut frame: Value) -> Value {
         if frame.get("id").is_none() {
-            self.next_id += 1;
-            frame["id"] = json!(format!("{}-{}", self.user, self.next_id));
+            let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            frame["id"] = json!(format!("{}-{n}", self.user));
         }
         let id = frame["id"].clone();
         self.send_text(&frame.to_string()).await;
@@ -218,6 +227,13 @@ impl Client {
         hit
     }
 
+    /// Round-trip a request, then take every unclaimed frame, whatever its kind.
+    pub async fn settle(&mut self) -> Vec<Value> {
+        self.ok(json!({"type": "lookup", "user": self.user.clone()}))
+            .await;
+        self.inbox.drain(..).collect()
+    }
+
     /// Assert that no frame of `kind` is pending.
     pub async fn expect_none(&mut self, kind: &str) {
         let got = self.drain(kind).await;
@@ -258,5 +274,100 @@ impl Client {
         self.ok(json!({"type": "send", "to": to, "body": body}))
             .await["message"]
             .clone()
+    }
+
+    /// Send into an existing conversation and return the stored message.
+    pub async fn say(&mut self, conversation: &Value, body: &str) -> Value {
+        self.ok(json!({"type": "send", "conversation": conversation, "body": body}))
+            .await["message"]
+            .clone()
+    }
+
+    /// Send an InMail and return the stored message.
+    pub async fn inmail(&mut self, to: &str, cc: &[&str], body: &str) -> Value {
+        self.ok(json!({"type": "inmail", "to": to, "cc": cc, "body": body}))
+            .await["message"]
+            .clone()
+    }
+
+    /// Create a group with `members` (besides this user) and return the conversation.
+    pub async fn group(&mut self, members: &[&str]) -> Value {
+        self.ok(json!({"type": "create_group", "members": members}))
+            .await["conversation"]
+            .clone()
+    }
+
+    /// Mark `message`'s conversation read up to it.
+    pub async fn mark_read(&mut self, message: &Value) {
+        self.ok(on_message("read", message)).await;
+    }
+
+    /// The `history` answer for a conversation.
+    pub async fn history(&mut self, conversation: &Value) -> Value {
+        self.ok(json!({"type": "history", "conversation": conversation}))
+            .await
+    }
+
+    /// The messages of a conversation as this user sees them, oldest first.
+    pub async fn messages(&mut self, conversation: &Value) -> Vec<Value> {
+        self.history(conversation).await["messages"]
+            .as_array()
+            .expect("history lists messages")
+            .clone()
+    }
+
+    /// The `sync` answer.
+    pub async fn sync(&mut self) -> Value {
+        self.ok(json!({"type": "sync"})).await
+    }
+
+    /// The next frame of `kind` for which `pred` holds (others stay buffered).
+    pub async fn expect_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let hit = |f: &Value| f["type"] == kind && pred(f);
+        if let Some(pos) = self.inbox.iter().position(hit) {
+            return self.inbox.remove(pos).unwrap();
+        }
+        loop {
+            let f = self
+                .read()
+                .await
+                .unwrap_or_else(|| panic!("{}: closed while expecting {kind}", self.user));
+            if hit(&f) {
+                return f;
+            }
+            self.inbox.push_back(f);
+        }
+    }
+}
+
+/// A request that names a stored message: `{"type": kind, "conversation": .., "message": ..}`.
+pub fn on_message(kind: &str, message: &Value) -> Value {
+    json!({"type": kind, "conversation": message["conversation"], "message": message["id"]})
+}
+
+/// The ids of a list of messages, in order.
+pub fn ids(messages: &[Value]) -> Vec<Value> {
+    messages.iter().map(|m| m["id"].clone()).collect()
+}
+
+/// Read a socket the server refuses to the end: every text frame it sent, then the close
+/// code and reason.
+pub async fn refused(mut ws: Ws) -> (Vec<Value>, u16, String) {
+    let mut frames = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("server closes in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                frames.push(serde_json::from_str(t.as_str()).expect("server sends JSON"))
+            }
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frames, frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None => return (frames, 1005, String::new()),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("socket error before close: {e}"),
+        }
     }
 }
