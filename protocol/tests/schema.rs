@@ -39,6 +39,9 @@ fn every_error_code_is_in_the_schema() {
     let schema = serde_json::to_value(schemars::schema_for!(ErrorCode)).unwrap();
     let text = schema.to_string();
     for code in ErrorCode::ALL {
-        assert!(text.contains(&format!("\"{}\"", code.as_str())), "{code} missing");
+        assert!(
+            text.contains(&format!("\"{}\"", code.as_str())),
+            "{code} missing"
+        );
     }
 }

@@ -793,12 +793,12 @@ impl Conversation {
         self.last_activity = self.last_activity.max(at);
         self.pos = seq - 1;
         self.record(Event::Message(idx));
+        // Only an explicit `read` moves a read position: sending (a reply, say) does not
+        // count as reading, so it cannot take a recall away from anyone.
         let mut notified = Vec::new();
         for (user, member) in self.members.iter_mut() {
             member.hidden = false;
-            if *user == sender {
-                member.read_seq = seq;
-            } else if !member.muted {
+            if *user != sender && !member.muted {
                 member.notified.insert(seq);
                 notified.push(user.clone());
             }
