@@ -368,20 +368,26 @@ impl Hub {
         self.finish(session, id, result).await;
     }
 
-    /// Find a conversation or create it, locked; a new one is announced in `announce`.
-    async fn open_conversation(
+    /// Run `rule` on conversation `id` under its lock, making the conversation with `make`
+    /// when it does not exist yet. A new conversation is published, and announced ahead of
+    /// the rule's own frames, only when the rule succeeds: a refused first request leaves
+    /// nothing behind. The guard keeps the conversation locked until the outcome is committed.
+    async fn on_new_or_existing(
         &self,
         id: String,
         make: impl FnOnce() -> Conversation,
-        announce: &mut Outcome,
         except: Option<&Actor>,
-    ) -> OwnedMutexGuard<Conversation> {
+        rule: impl FnOnce(&mut Conversation) -> Result<Outcome, Refusal>,
+    ) -> (OwnedMutexGuard<Conversation>, Result<Outcome, Refusal>) {
         let existing = match self.conversations.entry(id) {
             dashmap::Entry::Occupied(e) => e.get().clone(),
             dashmap::Entry::Vacant(v) => {
-                let conv = make();
-                let shared = Arc::new(AsyncMutex::new(conv));
-                let guard = shared.clone().try_lock_owned().expect("fresh lock is free");
+                let shared = Arc::new(AsyncMutex::new(make()));
+                let mut guard = shared.clone().try_lock_owned().expect("fresh lock is free");
+                let out = match rule(&mut guard) {
+                    Ok(out) => out,
+                    Err(refusal) => return (guard, Err(refusal)),
+                };
                 v.insert(shared);
                 for p in guard.participants() {
                     self.by_user
@@ -389,7 +395,9 @@ impl Hub {
                         .or_default()
                         .push(guard.id().to_owned());
                 }
+                let mut announce = Outcome::with_ack(out.ack);
                 announce.changes.push(guard.created());
+                announce.changes.extend(out.changes);
                 let to = guard
                     .participants()
                     .iter()
@@ -404,10 +412,14 @@ impl Hub {
                         conversation: guard.view(),
                     },
                 );
-                return guard;
+                announce.emits.extend(out.emits);
+                announce.timer = out.timer;
+                return (guard, Ok(announce));
             }
         };
-        existing.lock_owned().await
+        let mut guard = existing.lock_owned().await;
+        let result = rule(&mut guard);
+        (guard, result)
     }
 
     fn record_send(&self, user: &str, out: &Outcome) {
@@ -430,37 +442,29 @@ impl Hub {
             .map_or(0, |log| log.count(self.clock.now(), window))
     }
 
-    /// Send into a conversation already locked, prefixing any creation announcement.
+    /// The send rule on a locked conversation; a stored message counts for the throttle.
     #[allow(clippy::too_many_arguments)]
-    async fn send_locked(
+    fn send_rule(
         &self,
-        session: &SessionHandle,
         actor: &Actor,
-        id: String,
-        mut conv: OwnedMutexGuard<Conversation>,
-        mut announce: Outcome,
+        conv: &mut Conversation,
+        client_id: &str,
         body: String,
         reply_to: Option<String>,
         kind: MessageKind,
         cc: Vec<UserId>,
-    ) {
+    ) -> Result<Outcome, Refusal> {
         let result = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            conv.send(&ctx, actor, &id, body, reply_to, kind, cc, || {
+            conv.send(&ctx, actor, client_id, body, reply_to, kind, cc, || {
                 format!("m-{}", uuid::Uuid::now_v7().simple())
             })
         };
-        let result = result.map(|out| {
-            self.record_send(&actor.user, &out);
-            announce.ack = out.ack;
-            announce.emits.extend(out.emits);
-            announce.changes.extend(out.changes);
-            announce.timer = out.timer;
-            announce
-        });
-        self.finish(session, id, result).await;
-        drop(conv);
+        if let Ok(out) = &result {
+            self.record_send(&actor.user, out);
+        }
+        result
     }
 
     /// Apply one parsed request.
@@ -480,24 +484,14 @@ impl Hub {
                             .finish(session, id, Err(Refusal::NotFound("conversation")))
                             .await;
                     };
-                    let conv = shared.lock_owned().await;
-                    if !conv.is_participant(&me) {
-                        return self
-                            .finish(session, id, Err(Refusal::NotFound("conversation")))
-                            .await;
-                    }
-                    self.send_locked(
-                        session,
-                        actor,
-                        id,
-                        conv,
-                        Outcome::ok(),
-                        body,
-                        reply_to,
-                        MessageKind::Message,
-                        vec![],
-                    )
-                    .await
+                    let mut conv = shared.lock_owned().await;
+                    let result = if conv.is_participant(&me) {
+                        let kind = MessageKind::Message;
+                        self.send_rule(actor, &mut conv, &id, body, reply_to, kind, vec![])
+                    } else {
+                        Err(Refusal::NotFound("conversation"))
+                    };
+                    self.finish(session, id, result).await;
                 }
                 (None, Some(to)) => {
                     let checked = self.directory.read().check_direct(&me, &to);
@@ -507,36 +501,24 @@ impl Hub {
                     let mut pair = [me.clone(), to.clone()];
                     pair.sort();
                     let cid = derived_id("d", &[&pair[0], &pair[1]]);
-                    let mut announce = Outcome::ok();
                     let now = self.clock.now();
-                    let conv = self
-                        .open_conversation(
+                    let make = || {
+                        let participants = vec![me.clone(), to.clone()];
+                        Conversation::new(
                             cid.clone(),
-                            || {
-                                Conversation::new(
-                                    cid,
-                                    ConversationKind::Direct,
-                                    vec![me.clone(), to.clone()],
-                                    None,
-                                    now,
-                                )
-                            },
-                            &mut announce,
-                            Some(actor),
+                            ConversationKind::Direct,
+                            participants,
+                            None,
+                            now,
                         )
+                    };
+                    let (_conv, result) = self
+                        .on_new_or_existing(cid.clone(), make, Some(actor), |c| {
+                            let kind = MessageKind::Message;
+                            self.send_rule(actor, c, &id, body, reply_to, kind, vec![])
+                        })
                         .await;
-                    self.send_locked(
-                        session,
-                        actor,
-                        id,
-                        conv,
-                        announce,
-                        body,
-                        reply_to,
-                        MessageKind::Message,
-                        vec![],
-                    )
-                    .await
+                    self.finish(session, id, result).await;
                 }
                 _ => {
                     let r =
@@ -562,36 +544,22 @@ impl Hub {
                 }
                 let cc = participants[2..].to_vec();
                 let cid = derived_id("i", &[&me, &id]);
-                let mut announce = Outcome::ok();
                 let now = self.clock.now();
-                let conv = self
-                    .open_conversation(
+                let make = || {
+                    Conversation::new(
                         cid.clone(),
-                        || {
-                            Conversation::new(
-                                cid,
-                                ConversationKind::Inmail,
-                                participants,
-                                None,
-                                now,
-                            )
-                        },
-                        &mut announce,
-                        Some(actor),
+                        ConversationKind::Inmail,
+                        participants,
+                        None,
+                        now,
                     )
+                };
+                let (_conv, result) = self
+                    .on_new_or_existing(cid.clone(), make, Some(actor), |c| {
+                        self.send_rule(actor, c, &id, body, None, MessageKind::Inmail, cc)
+                    })
                     .await;
-                self.send_locked(
-                    session,
-                    actor,
-                    id,
-                    conv,
-                    announce,
-                    body,
-                    None,
-                    MessageKind::Inmail,
-                    cc,
-                )
-                .await
+                self.finish(session, id, result).await;
             }
             Op::CreateGroup { members, title } => {
                 let mut participants = vec![me.clone()];
@@ -626,28 +594,24 @@ impl Hub {
                     return self.finish(session, id, Err(r)).await;
                 }
                 let cid = derived_id("g", &[&me, &id]);
-                let mut out = Outcome::ok();
                 let now = self.clock.now();
-                let conv = self
-                    .open_conversation(
+                let make = || {
+                    Conversation::new(
                         cid.clone(),
-                        || {
-                            Conversation::new(
-                                cid,
-                                ConversationKind::Group,
-                                participants,
-                                title,
-                                now,
-                            )
-                        },
-                        &mut out,
-                        Some(actor),
+                        ConversationKind::Group,
+                        participants,
+                        title,
+                        now,
                     )
-                    .await;
-                out.ack = AckResult::Conversation {
-                    conversation: conv.view(),
                 };
-                self.finish(session, id, Ok(out)).await;
+                let (_conv, result) = self
+                    .on_new_or_existing(cid.clone(), make, Some(actor), |c| {
+                        Ok(Outcome::with_ack(AckResult::Conversation {
+                            conversation: c.view(),
+                        }))
+                    })
+                    .await;
+                self.finish(session, id, result).await;
             }
             Op::Read {
                 conversation,
