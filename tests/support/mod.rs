@@ -264,6 +264,20 @@ impl Client {
         }
     }
 
+    /// Close the socket cleanly and wait for the server's answer: once it comes, the
+    /// server has dropped the session, so the user is offline if this was its last one.
+    pub async fn close(mut self) {
+        self.ws.close(None).await.expect("close frame sent");
+        while let Some(msg) = tokio::time::timeout(PATIENCE, self.ws.next())
+            .await
+            .expect("server answers the close in time")
+        {
+            if msg.is_err() {
+                break;
+            }
+        }
+    }
+
     /// Frames received but not claimed yet.
     pub fn pending(&self) -> &VecDeque<Value> {
         &self.inbox
