@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod core;
+pub mod frame;
 pub mod hub;
 pub mod metrics;
 pub mod server;

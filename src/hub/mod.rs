@@ -16,9 +16,7 @@ use parley_protocol::{
     AckResult, ConversationKind, ErrorCode, Limits, MessageKind, Op, ReportTarget, ReportView,
     Request, ServerFrame, UserId, PROTOCOL_VERSION,
 };
-use serde::Deserialize;
 use sessions::{SessionHandle, Sessions};
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,15 +56,6 @@ fn derived_id(prefix: &str, parts: &[&str]) -> String {
         "{prefix}-{}",
         uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).simple()
     )
-}
-
-/// The two fields needed to answer even a request that fails to parse.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
 }
 
 fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
@@ -245,31 +234,11 @@ impl Hub {
             }
             session.refused_in_row.store(0, Ordering::Relaxed);
         }
-        let envelope: Envelope = match serde_json::from_str(text) {
-            Ok(e) => e,
-            Err(e) => {
-                let msg = format!("frame is not a JSON object: {e}");
-                crate::metrics::error(ErrorCode::BadRequest.as_str());
-                return session.send(&error_frame(None, ErrorCode::BadRequest, msg));
-            }
-        };
-        let id = envelope.id.as_deref().map(str::to_owned);
-        let request: Request = match serde_json::from_str(text) {
+        let request = match crate::frame::decode(text) {
             Ok(r) => r,
             Err(e) => {
-                let detail = e.to_string();
-                let (code, msg) = match envelope.kind.as_deref() {
-                    None => (ErrorCode::BadRequest, "missing field `type`".to_owned()),
-                    Some(t) if detail.starts_with(&format!("unknown variant `{t}`")) => {
-                        (ErrorCode::UnknownType, format!("unknown frame type `{t}`"))
-                    }
-                    Some(_) if id.is_none() => {
-                        (ErrorCode::BadRequest, "missing field `id`".to_owned())
-                    }
-                    Some(_) => (ErrorCode::BadRequest, detail),
-                };
-                crate::metrics::error(code.as_str());
-                return session.send(&error_frame(id, code, msg));
+                crate::metrics::error(e.code.as_str());
+                return session.send(&error_frame(e.id, e.code, e.message));
             }
         };
         let actor = Actor {
@@ -292,9 +261,7 @@ impl Hub {
             tracing::info!(user = %session.user, "closing a session that keeps flooding");
             return session.close(parley_protocol::close::POLICY, "request flood");
         }
-        let id = serde_json::from_str::<Envelope>(text)
-            .ok()
-            .and_then(|e| e.id.map(Cow::into_owned));
+        let id = crate::frame::request_id(text);
         let msg = format!(
             "more than {} requests per second; slow down",
             self.limits.requests_per_second
