@@ -732,7 +732,8 @@ impl Conversation {
         out
     }
 
-    /// The inbox row for `viewer`, or `None` when hidden.
+    /// The inbox row for `viewer`, or `None` when hidden or when an InMail delete left
+    /// nothing in it for `viewer`.
     pub fn inbox_entry(&self, ctx: &Ctx, viewer: &str) -> Option<InboxEntry> {
         let member = self.members.get(viewer)?;
         if member.hidden {
@@ -743,6 +744,11 @@ impl Conversation {
             .iter()
             .rev()
             .find_map(|m| view_state(m, member, viewer).map(|s| self.render(m, s, ctx.limits)));
+        // An InMail deleted by its sender leaves no trace for sender and primary recipient:
+        // when nothing else was said in its conversation, the conversation goes too.
+        if self.kind == ConversationKind::Inmail && last_message.is_none() {
+            return None;
+        }
         let unread = self
             .messages
             .iter()
