@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Let anyone sign in to the web page by picking a handle (loopback addresses only).
+    #[arg(long, env = "PARLEY_DEMO")]
+    demo: bool,
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -252,9 +255,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         connections_per_ip_per_second: args.connections_per_ip_per_second,
     };
-    let server = Server::bind(&config)
+    let mut server = Server::bind(&config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    if args.demo {
+        server.enable_demo().map_err(anyhow::Error::msg)?;
+    }
     let addr = server.local_addr();
     // Tools that start parley on port 0 read this line to find it.
     println!("listening on {addr}");

@@ -77,6 +77,7 @@ pub struct Server {
     secret: Arc<[u8]>,
     per_address: u32,
     grace: std::time::Duration,
+    demo: bool,
 }
 
 impl Server {
@@ -100,7 +101,22 @@ impl Server {
             secret: config.secret.clone().into(),
             per_address: config.connections_per_ip_per_second,
             grace: config.shutdown_grace,
+            demo: false,
         })
+    }
+
+    /// Serve `/demo/token`, which hands a token for any handle to anyone who asks; refused
+    /// unless the server listens on a loopback address, where only this machine can ask.
+    pub fn enable_demo(&mut self) -> Result<(), String> {
+        let addr = self.local_addr();
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "--demo gives anyone a token for any user, so it is allowed only on a loopback \
+                 address (127.0.0.1 or [::1]), not on {addr}"
+            ));
+        }
+        self.demo = true;
+        Ok(())
     }
 
     /// The bound address.
@@ -122,6 +138,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let burst = self.per_address.saturating_mul(10);
+        let web = crate::web::router(self.demo.then(|| self.secret.clone()));
         let app = App {
             hub: self.hub.clone(),
             secret: self.secret,
@@ -135,7 +152,8 @@ impl Server {
                 "/metrics",
                 get(|| async { crate::metrics::handle().render() }),
             )
-            .with_state(app);
+            .with_state(app)
+            .merge(web);
         let hub = self.hub.clone();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
