@@ -1,133 +1,103 @@
-//! `parley-conformance`: run the conformance suite against a server, or against a parley
-//! server it starts itself.
+//! `parley-conformance`: run the conformance scenarios against a parley server.
 
 use clap::Parser;
-use parley_conformance::{from_dir, run, shipped, Target};
+use parley_conformance::{embedded, load_dir, run_with, select, spawn, Options, Target};
 use std::path::PathBuf;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
     name = "parley-conformance",
     version,
-    about = "Run the parley protocol conformance suite"
+    about = "Run the parley protocol conformance scenarios against a server"
 )]
-struct Args {
-    /// Server to test, e.g. ws://127.0.0.1:8080 (its WebSocket path must be /ws).
-    #[arg(long, required_unless_present = "spawn")]
+struct Cli {
+    /// Server to test, like ws://127.0.0.1:8080 (the path defaults to /ws).
+    #[arg(long, conflicts_with = "spawn", requires = "secret")]
     url: Option<String>,
-    /// The secret the server signs tokens with.
-    #[arg(long, env = "PARLEY_SECRET", required_unless_present = "spawn")]
+    /// Secret the server signs tokens with (needed with --url).
+    #[arg(long, env = "PARLEY_SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// Start a parley server on a free loopback port with the short limits the suite needs.
-    #[arg(long, conflicts_with = "url")]
-    spawn: bool,
-    /// The parley binary to spawn (default: next to this program).
-    #[arg(long, env = "PARLEY_BIN")]
-    parley: Option<PathBuf>,
-    /// Only scenarios whose file name contains this.
+    /// Start a parley server (from $PARLEY_BIN or next to this program) with short windows.
     #[arg(long)]
-    filter: Option<String>,
+    spawn: bool,
+    /// Run only scenarios whose name contains this text (repeatable: any of them).
+    #[arg(long)]
+    filter: Vec<String>,
     /// Read scenarios from this directory instead of the built-in ones.
     #[arg(long)]
     scenarios: Option<PathBuf>,
     /// Scenarios run at once.
     #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-}
-
-/// Flags that give the spawned server windows short enough to wait out.
-const SHORT_LIMITS: [&str; 8] = [
-    "--recall-window",
-    "2s",
-    "--inmail-delete-window",
-    "3s",
-    "--recall-throttle-messages",
-    "5",
-    "--recall-throttle-window",
-    "3s",
-];
-
-struct Spawned {
-    child: tokio::process::Child,
-    _data: tempfile::TempDir,
-}
-
-async fn spawn(binary: Option<PathBuf>, secret: &str) -> anyhow::Result<(String, Spawned)> {
-    let binary = match binary {
-        Some(b) => b,
-        None => std::env::current_exe()?.with_file_name("parley"),
-    };
-    let data = tempfile::tempdir()?;
-    let mut child = tokio::process::Command::new(&binary)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            secret,
-            "--data",
-        ])
-        .arg(data.path())
-        .args(SHORT_LIMITS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot start {}: {e} (build it with `cargo build`)",
-                binary.display()
-            )
-        })?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let line = lines
-        .next_line()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the server exited before listening"))?;
-    let addr = line
-        .strip_prefix("listening on ")
-        .ok_or_else(|| anyhow::anyhow!("unexpected first line from the server: {line}"))?;
-    Ok((format!("ws://{addr}"), Spawned { child, _data: data }))
+    jobs: usize,
+    /// How long an expected frame may take, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    patience_ms: u64,
+    /// Added to every window a scenario waits out, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    margin_ms: u64,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut scenarios = match &args.scenarios {
-        Some(dir) => from_dir(dir)?,
-        None => shipped()?,
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_with(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("parley-conformance: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn main_with(cli: Cli) -> Result<bool, String> {
+    let scenarios = match &cli.scenarios {
+        Some(dir) => load_dir(dir)?,
+        None => embedded()?,
     };
-    if let Some(f) = &args.filter {
-        scenarios.retain(|(name, _)| name.contains(f.as_str()));
+    let scenarios = select(scenarios, &cli.filter);
+    if cli.list {
+        for s in &scenarios {
+            println!("{}  {}", s.name, s.description);
+        }
+        return Ok(true);
     }
-    let mut spawned = None;
-    let target = if args.spawn {
-        let secret = hex::encode(rand::random::<[u8; 16]>());
-        let (url, child) = spawn(args.parley.clone(), &secret).await?;
-        spawned = Some(child);
-        Target {
-            url,
-            secret: secret.into_bytes(),
-        }
-    } else {
-        Target {
-            url: args.url.clone().expect("required by clap"),
-            secret: args.secret.clone().expect("required by clap").into_bytes(),
-        }
+    if scenarios.is_empty() {
+        return Err("no scenario matches the filter".into());
+    }
+    let options = Options {
+        jobs: cli.jobs,
+        patience: Duration::from_millis(cli.patience_ms),
+        margin: Duration::from_millis(cli.margin_ms),
     };
-    let outcomes = run(&target, scenarios, args.concurrency).await;
-    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-    for o in &outcomes {
-        match &o.result {
-            Ok(()) => println!("ok   {}", o.file),
-            Err(e) => println!("FAIL {}: {e}", o.file),
+    let (target, server) = match (cli.spawn, cli.url) {
+        (true, _) => {
+            let server = spawn::spawn(&spawn::find_parley()?).await?;
+            let target = Target {
+                url: server.url.clone(),
+                secret: server.secret.clone(),
+            };
+            (target, Some(server))
         }
+        (false, Some(url)) => {
+            let secret = cli.secret.ok_or("--url needs --secret")?;
+            let target = Target {
+                url,
+                secret: secret.into_bytes(),
+            };
+            (target, None)
+        }
+        (false, None) => return Err("give --url URL --secret S, or --spawn".into()),
+    };
+    let report = run_with(&target, &scenarios, &options, |r| println!("{}", r.line())).await;
+    if let Some(server) = server {
+        server.stop().await;
     }
-    println!("{} passed, {failed} failed", outcomes.len() - failed);
-    if let Some(mut s) = spawned {
-        let _ = s.child.kill().await;
-    }
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    println!("{}", report.summary());
+    Ok(report.failed() == 0)
 }

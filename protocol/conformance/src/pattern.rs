@@ -8,7 +8,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Matchers a pattern string may be; anything else between `{{` and `}}` is refused.
-const MATCHERS: [&str; 5] = ["{{any}}", "{{absent}}", "{{string}}", "{{number}}", "{{bool}}"];
+const MATCHERS: [&str; 5] = [
+    "{{any}}",
+    "{{absent}}",
+    "{{string}}",
+    "{{number}}",
+    "{{bool}}",
+];
 /// Prefix of the capturing matcher.
 const CAPTURE: &str = "{{capture:";
 /// Key of the array matcher `{"{{contains}}": [patterns]}`.
@@ -38,7 +44,11 @@ pub struct Mismatch {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "." } else { &self.path };
+        let path = if self.path.is_empty() {
+            "."
+        } else {
+            &self.path
+        };
         write!(f, "at {path}: {}", self.reason)
     }
 }
@@ -202,7 +212,10 @@ fn match_at(
         };
     }
     let Some(actual) = actual else {
-        return Err(mismatch(path, format!("missing, expected {}", short(pattern))));
+        return Err(mismatch(
+            path,
+            format!("missing, expected {}", short(pattern)),
+        ));
     };
     match pattern {
         Value::String(p) => match_string(p, actual, path, found),
@@ -211,7 +224,10 @@ fn match_at(
                 return match_contains(wanted, actual, path, found);
             }
             let Value::Object(a) = actual else {
-                return Err(mismatch(path, format!("expected an object, got {}", short(actual))));
+                return Err(mismatch(
+                    path,
+                    format!("expected an object, got {}", short(actual)),
+                ));
             };
             for (key, sub) in p {
                 match_at(sub, a.get(key), &format!("{path}.{key}"), found)?;
@@ -220,7 +236,10 @@ fn match_at(
         }
         Value::Array(p) => {
             let Value::Array(a) = actual else {
-                return Err(mismatch(path, format!("expected an array, got {}", short(actual))));
+                return Err(mismatch(
+                    path,
+                    format!("expected an array, got {}", short(actual)),
+                ));
             };
             if p.len() != a.len() {
                 return Err(mismatch(
@@ -240,7 +259,10 @@ fn match_at(
         }
         Value::Number(n) => match actual.as_f64() {
             Some(a) if n.as_f64() == Some(a) => Ok(()),
-            _ => Err(mismatch(path, format!("expected {n}, got {}", short(actual)))),
+            _ => Err(mismatch(
+                path,
+                format!("expected {n}, got {}", short(actual)),
+            )),
         },
         _ if pattern == actual => Ok(()),
         _ => Err(mismatch(
@@ -264,7 +286,10 @@ fn match_contains(
     found: &mut BTreeMap<String, Value>,
 ) -> Result<(), Mismatch> {
     let Value::Array(items) = actual else {
-        return Err(mismatch(path, format!("expected an array, got {}", short(actual))));
+        return Err(mismatch(
+            path,
+            format!("expected an array, got {}", short(actual)),
+        ));
     };
     for (w, sub) in wanted.iter().enumerate() {
         let hit = items.iter().find_map(|item| {
@@ -348,32 +373,33 @@ pub fn validate_pattern(pattern: &Value) -> Result<(), String> {
 
 /// Every `${...}` expression in a value, keys included.
 pub fn references(value: &Value, out: &mut Vec<String>) {
-    let mut scan = |s: &str| {
-        let mut rest = s;
-        while let Some(start) = rest.find("${") {
-            let after = &rest[start + 2..];
-            match after.find('}') {
-                Some(end) => {
-                    out.push(after[..end].to_owned());
-                    rest = &after[end + 1..];
-                }
-                None => {
-                    out.push(after.to_owned());
-                    break;
-                }
-            }
-        }
-    };
     match value {
-        Value::String(s) => scan(s),
+        Value::String(s) => scan_references(s, out),
         Value::Array(items) => items.iter().for_each(|v| references(v, out)),
         Value::Object(map) => {
             for (k, v) in map {
-                scan(k);
+                scan_references(k, out);
                 references(v, out);
             }
         }
         _ => {}
+    }
+}
+
+fn scan_references(s: &str, out: &mut Vec<String>) {
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push(after.to_owned());
+                break;
+            }
+        }
     }
 }
 
@@ -443,7 +469,10 @@ mod tests {
             .substitute(&json!("${user:carol}"))
             .unwrap_err()
             .contains("carol"));
-        assert!(v.substitute(&json!("a ${m")).unwrap_err().contains("unclosed"));
+        assert!(v
+            .substitute(&json!("a ${m"))
+            .unwrap_err()
+            .contains("unclosed"));
         assert!(v
             .substitute(&json!("${limit:bogus}"))
             .unwrap_err()
@@ -465,7 +494,11 @@ mod tests {
     #[test]
     fn objects_match_as_subsets_and_arrays_exactly() {
         let actual = json!({"type": "ack", "id": "a", "result": {"kind": "ok", "extra": 1}});
-        assert!(check(json!({"type": "ack", "result": {"kind": "ok"}}), actual.clone()).is_ok());
+        assert!(check(
+            json!({"type": "ack", "result": {"kind": "ok"}}),
+            actual.clone()
+        )
+        .is_ok());
         let err = check(json!({"result": {"kind": "sent"}}), actual.clone()).unwrap_err();
         assert_eq!(err.path, ".result.kind");
         let err = check(json!({"missing": 1}), actual).unwrap_err();
@@ -520,13 +553,18 @@ mod tests {
 
     #[test]
     fn contains_finds_elements_in_any_order() {
-        let actual = json!({"reports": [{"id": "r1", "reason": "spam"}, {"id": "r2", "reason": "abuse"}]});
+        let actual =
+            json!({"reports": [{"id": "r1", "reason": "spam"}, {"id": "r2", "reason": "abuse"}]});
         assert!(check(
             json!({"reports": {"{{contains}}": [{"id": "r2"}, {"reason": "spam"}]}}),
             actual.clone()
         )
         .is_ok());
-        assert!(check(json!({"reports": {"{{contains}}": [{"id": "r3"}]}}), actual.clone()).is_err());
+        assert!(check(
+            json!({"reports": {"{{contains}}": [{"id": "r3"}]}}),
+            actual.clone()
+        )
+        .is_err());
         let caps = check(
             json!({"reports": {"{{contains}}": [{"reason": "abuse", "id": "{{capture:r}}"}]}}),
             actual,

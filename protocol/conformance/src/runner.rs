@@ -41,50 +41,60 @@ impl Default for Options {
     }
 }
 
-/// Whether one scenario passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every step held.
-    Passed,
-    /// The first step that failed, why, and the frames its actor had seen.
-    Failed(String),
+/// Jobs alone, with the default patience and margin.
+impl From<usize> for Options {
+    fn from(jobs: usize) -> Self {
+        Options {
+            jobs,
+            ..Options::default()
+        }
+    }
 }
 
 /// One scenario's result.
 #[derive(Debug, Clone)]
 pub struct ScenarioReport {
-    /// Scenario name.
-    pub name: String,
-    /// Result.
-    pub outcome: Outcome,
+    /// The scenario's name, which is its file name without `.json`.
+    pub file: String,
+    /// `Ok`, or the first failing step, why, and the frames its actor had seen.
+    pub result: Result<(), String>,
     /// Wall time it took.
     pub elapsed: Duration,
 }
 
 impl ScenarioReport {
+    /// Whether every step held.
+    pub fn passed(&self) -> bool {
+        self.result.is_ok()
+    }
+
     /// The line printed for it: `ok   NN-name` or `FAIL NN-name: reason`.
     pub fn line(&self) -> String {
-        match &self.outcome {
-            Outcome::Passed => format!("ok   {}", self.name),
-            Outcome::Failed(why) => format!("FAIL {}: {why}", self.name),
+        match &self.result {
+            Ok(()) => format!("ok   {}", self.file),
+            Err(why) => format!("FAIL {}: {why}", self.file),
         }
     }
 }
 
-/// The results of a run, in scenario order.
+/// The results of a run, in scenario order; it derefs to the per-scenario reports.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// One entry per scenario run.
     pub scenarios: Vec<ScenarioReport>,
 }
 
+impl std::ops::Deref for Report {
+    type Target = [ScenarioReport];
+    fn deref(&self) -> &[ScenarioReport] {
+        &self.scenarios
+    }
+}
+
 impl Report {
     /// Scenarios that passed.
     pub fn passed(&self) -> usize {
-        self.scenarios
-            .iter()
-            .filter(|s| s.outcome == Outcome::Passed)
-            .count()
+        self.scenarios.iter().filter(|s| s.passed()).count()
     }
 
     /// Scenarios that failed.
@@ -98,9 +108,18 @@ impl Report {
     }
 }
 
+/// Run `scenarios` against `target`; `options` may be a plain job count.
+pub async fn run(
+    target: &Target,
+    scenarios: impl AsRef<[Scenario]>,
+    options: impl Into<Options>,
+) -> Report {
+    run_with(target, scenarios.as_ref(), &options.into(), |_| {}).await
+}
+
 /// Run `scenarios` against `target`, `options.jobs` at a time; `on_done` sees each result
 /// as soon as it and every scenario before it have finished.
-pub async fn run(
+pub async fn run_with(
     target: &Target,
     scenarios: &[Scenario],
     options: &Options,
@@ -143,11 +162,8 @@ pub async fn run_scenario(
         conn.close().await;
     }
     ScenarioReport {
-        name: scenario.name.clone(),
-        outcome: match result {
-            Ok(()) => Outcome::Passed,
-            Err(why) => Outcome::Failed(why),
-        },
+        file: scenario.name.clone(),
+        result,
         elapsed: started.elapsed(),
     }
 }
@@ -190,7 +206,11 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 impl<'a> Exec<'a> {
-    fn steps<'s>(&'s mut self, steps: &'s [Step], prefix: String) -> BoxFuture<'s, Result<(), String>>
+    fn steps<'s>(
+        &'s mut self,
+        steps: &'s [Step],
+        prefix: String,
+    ) -> BoxFuture<'s, Result<(), String>>
     where
         'a: 's,
     {
@@ -206,8 +226,7 @@ impl<'a> Exec<'a> {
                     let outer = self.vars.index;
                     for i in 1..=times.max(0) as u64 {
                         self.vars.index = Some(i);
-                        self.steps(steps, format!("{at}[i={i}]."))
-                            .await?;
+                        self.steps(steps, format!("{at}[i={i}].")).await?;
                     }
                     self.vars.index = outer;
                     continue;
@@ -323,7 +342,10 @@ impl<'a> Exec<'a> {
                 match found {
                     Some(i) => {
                         conn.frames[i].consumed = true;
-                        let frame = conn.frames[i].json.clone().expect("matched frames are JSON");
+                        let frame = conn.frames[i]
+                            .json
+                            .clone()
+                            .expect("matched frames are JSON");
                         matches(&pattern, &frame, &mut self.vars.captures)
                             .map_err(|m| m.to_string())
                     }
@@ -384,8 +406,12 @@ impl<'a> Exec<'a> {
                     }
                 }
                 if let Some(pattern) = reason {
-                    matches(&pattern, &Value::String(why.clone()), &mut self.vars.captures)
-                        .map_err(|m| format!("close reason {why:?}: {m}"))?;
+                    matches(
+                        &pattern,
+                        &Value::String(why.clone()),
+                        &mut self.vars.captures,
+                    )
+                    .map_err(|m| format!("close reason {why:?}: {m}"))?;
                 }
                 Ok(())
             }
@@ -428,21 +454,30 @@ impl<'a> Exec<'a> {
         let hello_frame = match first {
             Some(0) => conn.frames[0].json.clone().expect("found frames are JSON"),
             _ => {
-                let seen = conn.frames.first().map_or("nothing".to_owned(), |f| clip(&f.text, 400));
+                let seen = conn
+                    .frames
+                    .first()
+                    .map_or("nothing".to_owned(), |f| clip(&f.text, 400));
                 self.conns.insert(actor.to_owned(), conn);
                 return Err(format!("the first frame must be hello; got {seen}"));
             }
         };
-        conn.frames[0].consumed = true;
+        let is_hello = hello_frame.get("type").and_then(Value::as_str) == Some("hello");
+        conn.frames[0].consumed = is_hello;
         self.conns.insert(actor.to_owned(), conn);
-        if hello_frame.get("type").and_then(Value::as_str) != Some("hello") {
+        if !is_hello {
             return Err(format!("the first frame must be hello; got {hello_frame}"));
         }
         if hello_frame.get("user").and_then(Value::as_str) != Some(handle.as_str()) {
-            return Err(format!("hello names another user than {handle:?}: {hello_frame}"));
+            return Err(format!(
+                "hello names another user than {handle:?}: {hello_frame}"
+            ));
         }
         if self.vars.limits.is_none() {
-            self.vars.limits = hello_frame.get("limits").and_then(Value::as_object).cloned();
+            self.vars.limits = hello_frame
+                .get("limits")
+                .and_then(Value::as_object)
+                .cloned();
         }
         if let Some(pattern) = hello {
             let pattern = self.vars.substitute(pattern)?;
@@ -521,19 +556,35 @@ mod tests {
             "ws://127.0.0.1:9/ws?token=t.k.n"
         );
         assert_eq!(ws_url("ws://h:1/custom", None), "ws://h:1/custom");
-        assert_eq!(ws_url("ws://h:1/ws?x=1", Some("t")), "ws://h:1/ws?x=1&token=t");
+        assert_eq!(
+            ws_url("ws://h:1/ws?x=1", Some("t")),
+            "ws://h:1/ws?x=1&token=t"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_takes_a_plain_job_count() {
+        let target = Target {
+            url: "ws://127.0.0.1:9".into(),
+            secret: b"s".to_vec(),
+        };
+        let report = run(&target, Vec::<Scenario>::new(), 8).await;
+        assert!(report.iter().all(|r| r.result.is_ok()));
+        assert_eq!(report.summary(), "0 passed, 0 failed");
     }
 
     #[test]
     fn summary_counts() {
-        let r = |outcome| ScenarioReport {
-            name: "01-a".into(),
-            outcome,
+        let r = |result| ScenarioReport {
+            file: "01-a".into(),
+            result,
             elapsed: Duration::ZERO,
         };
         let report = Report {
-            scenarios: vec![r(Outcome::Passed), r(Outcome::Failed("x".into()))],
+            scenarios: vec![r(Ok(())), r(Err("x".into()))],
         };
+        assert_eq!(report.len(), 2);
+        assert_eq!(Options::from(3).jobs, 3);
         assert_eq!(report.summary(), "1 passed, 1 failed");
         assert_eq!(report.scenarios[0].line(), "ok   01-a");
         assert_eq!(report.scenarios[1].line(), "FAIL 01-a: x");

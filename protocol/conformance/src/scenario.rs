@@ -205,7 +205,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, String> {
 }
 
 fn parse_named(path: &Path, text: &str) -> Result<Scenario, String> {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     parse(stem, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -299,20 +302,22 @@ fn parse_step(value: &Value) -> Result<Step, String> {
     Ok(match kind {
         "connect" => {
             allow_keys(obj, &["connect", "token", "hello"], kind)?;
-            let token = match obj.get("token").map(|t| t.as_str()) {
-                None | Some(Some("valid")) => TokenKind::Valid,
-                Some(Some("missing")) => TokenKind::Missing,
-                Some(Some("forged")) => TokenKind::Forged,
-                Some(Some("expired")) => TokenKind::Expired,
-                Some(Some("other_secret")) => TokenKind::OtherSecret,
-                _ => {
-                    return Err(
+            let token =
+                match obj.get("token").map(|t| t.as_str()) {
+                    None | Some(Some("valid")) => TokenKind::Valid,
+                    Some(Some("missing")) => TokenKind::Missing,
+                    Some(Some("forged")) => TokenKind::Forged,
+                    Some(Some("expired")) => TokenKind::Expired,
+                    Some(Some("other_secret")) => TokenKind::OtherSecret,
+                    _ => return Err(
                         "connect: `token` is one of valid, missing, forged, expired, other_secret"
                             .into(),
-                    )
-                }
-            };
-            let hello = obj.contains_key("hello").then(|| pattern("hello")).transpose()?;
+                    ),
+                };
+            let hello = obj
+                .contains_key("hello")
+                .then(|| pattern("hello"))
+                .transpose()?;
             if hello.is_some() && token != TokenKind::Valid {
                 return Err("connect: `hello` needs a valid token".into());
             }
@@ -324,18 +329,20 @@ fn parse_step(value: &Value) -> Result<Step, String> {
         }
         "send" => {
             allow_keys(obj, &["send", "frame", "raw", "binary", "reply"], kind)?;
-            let payload = match (obj.get("frame"), obj.get("raw"), obj.get("binary")) {
-                (Some(f), None, None) => Payload::Json(f.clone()),
-                (None, Some(Value::String(r)), None) => Payload::Raw(r.clone()),
-                (None, None, Some(Value::String(b))) => Payload::Binary(b.clone()),
-                _ => {
-                    return Err(
+            let payload =
+                match (obj.get("frame"), obj.get("raw"), obj.get("binary")) {
+                    (Some(f), None, None) => Payload::Json(f.clone()),
+                    (None, Some(Value::String(r)), None) => Payload::Raw(r.clone()),
+                    (None, None, Some(Value::String(b))) => Payload::Binary(b.clone()),
+                    _ => return Err(
                         "send: exactly one of `frame` (JSON), `raw` (string), `binary` (string)"
                             .into(),
-                    )
-                }
-            };
-            let reply = obj.contains_key("reply").then(|| pattern("reply")).transpose()?;
+                    ),
+                };
+            let reply = obj
+                .contains_key("reply")
+                .then(|| pattern("reply"))
+                .transpose()?;
             if reply.is_some() {
                 let has_id = matches!(&payload, Payload::Json(f) if f.get("id").is_some_and(Value::is_string));
                 if !has_id {
@@ -378,7 +385,10 @@ fn parse_step(value: &Value) -> Result<Step, String> {
                         .ok_or("expect_close: `code` must be a close code")?,
                 ),
             };
-            let reason = obj.contains_key("reason").then(|| pattern("reason")).transpose()?;
+            let reason = obj
+                .contains_key("reason")
+                .then(|| pattern("reason"))
+                .transpose()?;
             Step::ExpectClose {
                 actor: actor()?,
                 code,
@@ -505,7 +515,14 @@ fn check_steps(
             collect_captures(p, captured);
         }
         if let Step::Repeat { steps, .. } = step {
-            check_steps(s, steps, users, captured, true, &format!("{prefix}{}.", n + 1))?;
+            check_steps(
+                s,
+                steps,
+                users,
+                captured,
+                true,
+                &format!("{prefix}{}.", n + 1),
+            )?;
         }
     }
     Ok(())
@@ -514,7 +531,10 @@ fn check_steps(
 fn collect_captures(pattern: &Value, out: &mut BTreeSet<String>) {
     match pattern {
         Value::String(s) => {
-            if let Some(name) = s.strip_prefix("{{capture:").and_then(|r| r.strip_suffix("}}")) {
+            if let Some(name) = s
+                .strip_prefix("{{capture:")
+                .and_then(|r| r.strip_suffix("}}"))
+            {
                 out.insert(name.to_owned());
             }
         }
@@ -565,7 +585,11 @@ mod tests {
                 "{} is not named NN-name",
                 s.name
             );
-            assert!(!s.description.trim().is_empty(), "{} has no description", s.name);
+            assert!(
+                !s.description.trim().is_empty(),
+                "{} has no description",
+                s.name
+            );
         }
     }
 
@@ -598,7 +622,9 @@ mod tests {
                      {"expect_close":"a","code":1000,"note":"why"}]}"#;
         let s = parse("01-x", ok).unwrap();
         assert_eq!(s.steps.len(), 5);
-        assert!(matches!(&s.steps[3], Step::ExpectNone { within: Wait::Limit(l), .. } if l == "recall_window"));
+        assert!(
+            matches!(&s.steps[3], Step::ExpectNone { within: Wait::Limit(l), .. } if l == "recall_window")
+        );
 
         let bad = |steps: &str| {
             let text = format!(

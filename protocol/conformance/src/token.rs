@@ -104,10 +104,19 @@ mod tests {
         assert!(!plain.admin);
         assert!(mint(s, "a", false, TokenKind::Missing).is_none());
         let expired = mint(s, "a", false, TokenKind::Expired).unwrap();
-        assert!(matches!(verify(s, &expired), Err(ErrorKind::ExpiredSignature)));
+        assert!(matches!(
+            verify(s, &expired),
+            Err(ErrorKind::ExpiredSignature)
+        ));
         let other = mint(s, "a", false, TokenKind::OtherSecret).unwrap();
-        assert!(matches!(verify(s, &other), Err(ErrorKind::InvalidSignature)));
+        assert!(matches!(
+            verify(s, &other),
+            Err(ErrorKind::InvalidSignature)
+        ));
         let forged = mint(s, "a", false, TokenKind::Forged).unwrap();
-        assert!(matches!(verify(s, &forged), Err(ErrorKind::InvalidSignature)));
+        assert!(matches!(
+            verify(s, &forged),
+            Err(ErrorKind::InvalidSignature)
+        ));
     }
 }
