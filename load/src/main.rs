@@ -1,0 +1,202 @@
+//! `parley-load`: the fan-out stress harness for parley, and the bare broadcast baseline it
+//! is measured against. Every run is bounded in count and time and targets loopback only.
+
+mod baseline;
+mod check;
+mod plot;
+mod run;
+mod servers;
+mod shard;
+mod stats;
+mod wire;
+
+use clap::{Parser, Subcommand};
+use run::{Report, RunArgs};
+use serde::Serialize;
+use shard::{Scenario, Target};
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(
+    name = "parley-load",
+    version,
+    about = "Load parley (or a bare broadcast baseline) and check that nothing is lost"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// C connections in G groups of M members, every member sending to its group.
+    Fanout(RunArgs),
+    /// Many one-to-one conversations.
+    Dm(RunArgs),
+    /// Ramp to C authenticated connections, hold them idle, measure the server's memory.
+    Connect(RunArgs),
+    /// Reads and recalls racing on the same messages under load; checks the SPEC outcome
+    /// on every session.
+    RecallRace(RunArgs),
+    /// Run a scenario against the baseline, then against parley, and report parley's ratio.
+    Compare {
+        /// Scenario to compare.
+        #[arg(value_enum)]
+        scenario: Scenario,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The bare room-broadcast server (protocol in load/README.md).
+    BaselineServer {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+    },
+    /// A client process of a larger run (started by the harness itself).
+    #[command(hide = true)]
+    Worker,
+}
+
+/// A `compare` report: parley's figures on top, both runs in full below.
+#[derive(Serialize)]
+struct Comparison<'a> {
+    scenario: Scenario,
+    delivered_per_s: f64,
+    p99_ms: f64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    ratio_to_baseline: f64,
+    passed: bool,
+    baseline: &'a Report,
+    parley: &'a Report,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::BaselineServer { listen } => runtime(baseline::serve(listen)).map(|()| 0),
+        Command::Worker => runtime(run::worker()).map(|()| 0),
+        Command::Fanout(args) => runtime(single(Scenario::Fanout, args)),
+        Command::Dm(args) => runtime(single(Scenario::Dm, args)),
+        Command::Connect(args) => runtime(single(Scenario::Connect, args)),
+        Command::RecallRace(args) => runtime(single(Scenario::RecallRace, args)),
+        Command::Compare { scenario, run } => runtime(compare(scenario, run)),
+    };
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("parley-load: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn runtime<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
+    let report = run::run(scenario, args.target, &args).await?;
+    summarise(&report);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{scenario:?} against {:?}", args.target);
+        plot::draw(path, &title, &[(format!("{:?}", args.target), &report)])?;
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
+
+async fn compare(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
+    if args.url.is_some() {
+        anyhow::bail!("compare starts both servers itself; drop --url");
+    }
+    let baseline = run::run(scenario, Target::Baseline, &args).await?;
+    summarise(&baseline);
+    let parley = run::run(scenario, Target::Parley, &args).await?;
+    summarise(&parley);
+    let ratio = if baseline.delivered_per_s > 0.0 {
+        parley.delivered_per_s / baseline.delivered_per_s
+    } else {
+        0.0
+    };
+    let passed = baseline.passed && parley.passed;
+    eprintln!(
+        "parley delivered {:.0}/s, baseline {:.0}/s: ratio {ratio:.2}",
+        parley.delivered_per_s, baseline.delivered_per_s
+    );
+    let comparison = Comparison {
+        scenario,
+        delivered_per_s: parley.delivered_per_s,
+        p99_ms: parley.p99_ms,
+        lost: parley.lost + baseline.lost,
+        duplicated: parley.duplicated + baseline.duplicated,
+        reordered: parley.reordered + baseline.reordered,
+        ratio_to_baseline: ratio,
+        passed,
+        baseline: &baseline,
+        parley: &parley,
+    };
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_string_pretty(&comparison)? + "\n")?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{scenario:?}: parley vs baseline (ratio {ratio:.2})");
+        let runs = [
+            ("baseline".to_owned(), &baseline),
+            ("parley".to_owned(), &parley),
+        ];
+        plot::draw(path, &title, &runs)?;
+    }
+    Ok(if passed { 0 } else { 1 })
+}
+
+fn summarise(r: &Report) {
+    let mb = |b: u64| b as f64 / 1048576.0;
+    eprintln!(
+        "{:?} vs {:?}: {} sessions ({} failed) in {} process(es); sent {} ({:.0}/s), delivered {} ({:.0}/s)",
+        r.scenario, r.target, r.connected, r.connect_failed, r.processes, r.sent, r.sends_per_s,
+        r.delivered, r.delivered_per_s
+    );
+    let l = &r.latency_ms;
+    eprintln!(
+        "  latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; connect ms: p50 {:.1} p99 {:.1}",
+        l.p50, l.p90, l.p99, l.p99_9, l.max, r.connect_ms.p50, r.connect_ms.p99
+    );
+    let s = &r.server;
+    eprintln!(
+        "  server: cpu {:.0}%, rss idle {:.1} MiB, ready {:.1} MiB, max {:.1} MiB, {:.0} B per connection; load cpu {:.0}%",
+        s.cpu_percent,
+        mb(s.rss_idle),
+        mb(s.rss_ready),
+        mb(s.rss_max),
+        s.rss_per_connection,
+        r.load_cpu_percent
+    );
+    eprintln!(
+        "  lost {} duplicated {} reordered {} inconsistent {}{}{}",
+        r.lost,
+        r.duplicated,
+        r.reordered,
+        r.inconsistent,
+        if r.races.is_empty() {
+            String::new()
+        } else {
+            format!(" races {:?}", r.races)
+        },
+        if r.errors.is_empty() {
+            String::new()
+        } else {
+            format!(" errors {:?}", r.errors)
+        },
+    );
+    for f in &r.failures {
+        eprintln!("  failure: {f}");
+    }
+    eprintln!("  {}", if r.passed { "PASSED" } else { "FAILED" });
+}

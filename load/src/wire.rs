@@ -1,0 +1,335 @@
+//! The client side of both protocols: dialling from spread loopback source addresses,
+//! tokens, the request frames the scenarios send, and the few fields of server frames
+//! the checks read.
+
+use anyhow::{bail, Context};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// One client WebSocket.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// The loopback address and port a `ws://` URL names; anything off loopback is refused.
+pub fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .with_context(|| format!("{url}: only ws:// URLs are supported"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.replace("localhost", "127.0.0.1");
+    let addr: SocketAddr = authority
+        .parse()
+        .with_context(|| format!("{url}: the host must be a loopback IP literal"))?;
+    if !addr.ip().is_loopback() {
+        bail!("{url}: load is only ever sent to loopback addresses (127.0.0.0/8, ::1)");
+    }
+    Ok(addr)
+}
+
+/// The `i`th of `count` loopback source addresses, 127.0.0.2 upwards: each gives another
+/// ~28,000 ephemeral ports.
+pub fn source_addr(i: usize, count: usize) -> Ipv4Addr {
+    let n = (i % count.max(1)) as u32 + 2;
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + n)
+}
+
+/// Small buffers: a load process holds thousands of these.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+}
+
+/// Open a WebSocket to `url` from `source`, binding before connecting.
+pub async fn dial(url: &str, source: Ipv4Addr) -> anyhow::Result<Ws> {
+    let addr = loopback_addr(url)?;
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if addr.is_ipv4() {
+        socket
+            .bind(SocketAddr::new(source.into(), 0))
+            .with_context(|| format!("bind {source}"))?;
+    }
+    let stream = socket.connect(addr).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(client_config()))
+        .await
+        .context("handshake")?;
+    Ok(ws)
+}
+
+/// A fresh random secret for a server the harness starts.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+/// A parley token (JWT HS256) for `user`, valid for a day.
+pub fn token(secret: &str, user: &str) -> String {
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = Claims {
+        sub: user,
+        iat,
+        exp: iat + 86_400,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 encoding cannot fail")
+}
+
+/// The body of a load message: who sent it, its per-sender counter and when (µs on the
+/// process clock), padded to the asked size.
+pub fn load_body(slot: usize, counter: u64, at_us: u64, size: usize) -> String {
+    let mut body = format!("L {slot} {counter} {at_us} ");
+    while body.len() < size {
+        body.push('x');
+    }
+    body
+}
+
+/// A body written by [`load_body`]: (slot, counter, µs).
+pub fn parse_body(body: &str) -> Option<(usize, u64, u64)> {
+    let mut parts = body.strip_prefix("L ")?.split(' ');
+    let slot = parts.next()?.parse().ok()?;
+    let counter = parts.next()?.parse().ok()?;
+    let at = parts.next()?.parse().ok()?;
+    Some((slot, counter, at))
+}
+
+/// Microseconds since a process-wide origin: senders and receivers of one group live in
+/// the same process, so this clock is shared by both ends of every latency sample.
+pub fn now_us() -> u64 {
+    us_at(Instant::now())
+}
+
+/// `at` in microseconds since the process-wide origin.
+pub fn us_at(at: Instant) -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    at.saturating_duration_since(origin).as_micros() as u64
+}
+
+/// The inner message of a `message` frame (parley's, or the baseline's lookalike).
+#[derive(Deserialize)]
+pub struct MessageIn<'a> {
+    /// Conversation (parley) or room (baseline).
+    #[serde(borrow)]
+    pub conversation: Cow<'a, str>,
+    /// Position in the conversation (0 from the baseline).
+    #[serde(default)]
+    pub seq: u64,
+    /// Server message id.
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    /// Text.
+    #[serde(borrow, default)]
+    pub body: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct MessageFrame<'a> {
+    #[serde(borrow)]
+    message: MessageIn<'a>,
+}
+
+#[derive(Deserialize)]
+struct ConversationIn<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct AckResultIn<'a> {
+    #[serde(borrow, default)]
+    message: Option<MessageIn<'a>>,
+    #[serde(borrow, default)]
+    conversation: Option<ConversationIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct AckFrame<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    result: AckResultIn<'a>,
+}
+
+#[derive(Deserialize)]
+struct ErrorFrame<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct StateFrame<'a> {
+    #[serde(borrow)]
+    conversation: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    pos: u64,
+}
+
+/// What a server frame means to the harness.
+pub enum Incoming<'a> {
+    /// A new message.
+    Message(MessageIn<'a>),
+    /// A request succeeded; `message` for sends, `conversation` for created conversations.
+    Ack {
+        /// Request id.
+        id: Cow<'a, str>,
+        /// The stored message, for a send.
+        message: Option<MessageIn<'a>>,
+        /// The conversation id, for a created or found conversation.
+        conversation: Option<Cow<'a, str>>,
+    },
+    /// A request failed.
+    Error {
+        /// Request id, if the server could read it.
+        id: Option<Cow<'a, str>>,
+        /// Error code.
+        code: Cow<'a, str>,
+    },
+    /// A read receipt or a recall: (conversation, message id, position).
+    Read(Cow<'a, str>, Cow<'a, str>, u64),
+    /// A message removed for everyone.
+    Recalled(Cow<'a, str>, Cow<'a, str>, u64),
+    /// The baseline confirmed a join.
+    Joined,
+    /// Anything else (hello, notifications, conversation announcements, …).
+    Other,
+}
+
+/// Read a frame by its `type`, which both servers write first.
+pub fn parse(text: &str) -> anyhow::Result<Incoming<'_>> {
+    let kind = text
+        .strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    Ok(match kind {
+        "message" => Incoming::Message(serde_json::from_str::<MessageFrame>(text)?.message),
+        "ack" => {
+            let ack: AckFrame = serde_json::from_str(text)?;
+            Incoming::Ack {
+                id: ack.id,
+                conversation: ack
+                    .result
+                    .conversation
+                    .map(|c| c.id)
+                    .or_else(|| ack.result.message.as_ref().map(|m| m.conversation.clone())),
+                message: ack.result.message,
+            }
+        }
+        "error" => {
+            let e: ErrorFrame = serde_json::from_str(text)?;
+            Incoming::Error {
+                id: e.id,
+                code: e.code,
+            }
+        }
+        "read" => {
+            let s: StateFrame = serde_json::from_str(text)?;
+            Incoming::Read(s.conversation, s.message, s.pos)
+        }
+        "recalled" => {
+            let s: StateFrame = serde_json::from_str(text)?;
+            Incoming::Recalled(s.conversation, s.message, s.pos)
+        }
+        "joined" => Incoming::Joined,
+        _ => Incoming::Other,
+    })
+}
+
+/// A JSON string literal.
+pub fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+/// How long a setup request may take before the run gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a setup request got back.
+pub struct Answer {
+    /// Conversation id from the ack, if any.
+    pub conversation: Option<String>,
+}
+
+/// Send a parley request and wait for its answer, skipping every other frame; a
+/// `rate_limited` refusal (a server given by URL keeps its limits) is retried.
+pub async fn request(ws: &mut Ws, id: &str, body: &str) -> anyhow::Result<Answer> {
+    let frame = format!(r#"{{"id":{},{}"#, quoted(id), &body[1..]);
+    for attempt in 0..20u32 {
+        ws.send(Message::text(frame.clone())).await?;
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            loop {
+                let Some(next) = ws.next().await else {
+                    bail!("connection closed during setup");
+                };
+                let Message::Text(text) = next? else { continue };
+                match parse(&text)? {
+                    Incoming::Ack {
+                        id: got,
+                        conversation,
+                        ..
+                    } if got == id => {
+                        return Ok(Ok(Answer {
+                            conversation: conversation.map(Cow::into_owned),
+                        }))
+                    }
+                    Incoming::Error {
+                        id: Some(got),
+                        code,
+                    } if got == id => return Ok(Err(code.into_owned())),
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .with_context(|| format!("no answer to setup request {id}"))??;
+        match answer {
+            Ok(a) => return Ok(a),
+            Err(code) if code == "rate_limited" => {
+                tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
+            }
+            Err(code) => bail!("setup request {id} refused: {code}"),
+        }
+    }
+    bail!("setup request {id} kept being rate limited")
+}
+
+/// Wait for the first frame of a session (`hello` from parley, `joined` from the baseline).
+pub async fn greeting(ws: &mut Ws) -> anyhow::Result<()> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(_))) => return Ok(()),
+            Some(Ok(Message::Close(c))) => bail!("closed before greeting: {c:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("closed before greeting"),
+        }
+    }
+}
