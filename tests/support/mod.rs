@@ -264,8 +264,7 @@ impl Client {
         }
     }
 
-    /// Close the socket cleanly and wait for the server's answer: once it comes, the
-    /// server has dropped the session, so the user is offline if this was its last one.
+    /// Close the socket cleanly and wait until the server has answered and closed its end.
     pub async fn close(mut self) {
         self.ws.close(None).await.expect("close frame sent");
         while let Some(msg) = tokio::time::timeout(PATIENCE, self.ws.next())
