@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check parley has, in one command: formatting, lints, unit and end-to-end tests,
-# and the conformance suite against a server it spawns on a free loopback port.
+# the conformance suite against a server it spawns on a free loopback port, and the web
+# chat page driven in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,5 @@ step "unit and end-to-end tests"
 cargo test --workspace
 step "conformance suite against a spawned server"
 target/debug/parley-conformance --spawn
+step "web chat in headless Chromium"
+bash scripts/browser-tests.sh

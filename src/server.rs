@@ -108,13 +108,7 @@ impl Server {
     /// Serve `/demo/token`, which hands a token for any handle to anyone who asks; refused
     /// unless the server listens on a loopback address, where only this machine can ask.
     pub fn enable_demo(&mut self) -> Result<(), String> {
-        let addr = self.local_addr();
-        if !addr.ip().is_loopback() {
-            return Err(format!(
-                "--demo gives anyone a token for any user, so it is allowed only on a loopback \
-                 address (127.0.0.1 or [::1]), not on {addr}"
-            ));
-        }
+        crate::web::check_demo_address(self.local_addr())?;
         self.demo = true;
         Ok(())
     }

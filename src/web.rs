@@ -44,6 +44,18 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
+/// Refuse demo mode anywhere but a loopback address: it hands any user's token to whoever asks.
+pub fn check_demo_address(addr: std::net::SocketAddr) -> Result<(), String> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(format!(
+            "--demo gives anyone a token for any user, so it is allowed only on a loopback \
+             address (127.0.0.1 or [::1]), not on {addr}"
+        ))
+    }
+}
+
 /// Routes for the page; with `demo_secret`, also the demo sign-in.
 pub fn router(demo_secret: Option<Arc<[u8]>>) -> Router {
     let router = Router::new()
@@ -123,6 +135,17 @@ async fn demo_token(State(secret): State<Arc<[u8]>>, Query(q): Query<DemoQuery>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_only_on_loopback() {
+        for ok in ["127.0.0.1:8080", "127.8.9.1:1", "[::1]:0"] {
+            assert!(check_demo_address(ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        for refused in ["0.0.0.0:8080", "[::]:8080", "192.168.1.4:80", "10.0.0.1:1"] {
+            let err = check_demo_address(refused.parse().unwrap()).unwrap_err();
+            assert!(err.contains("loopback"), "{refused}: {err}");
+        }
+    }
 
     #[test]
     fn handles() {

@@ -319,18 +319,31 @@ function act(label, testid, fn, cls = 'small') {
   }, label);
 }
 
+/** Apply a `connection` ack: our own session gets no `connected`/`disconnected` frame. */
+function applyConnection({ user, state: st }) {
+  if (st !== 'incoming') dropToastFor(`request:${user}`);
+  for (const set of [state.connections, state.incoming, state.outgoing]) set.delete(user);
+  if (st === 'connected') state.connections.add(user);
+  if (st === 'incoming') state.incoming.add(user);
+  if (st === 'requested') state.outgoing.add(user);
+  renderPeople();
+}
+
+/** Connection requests, each answered with the new state. */
+const relation = {
+  connect: (u) => state.client.connectTo(u).then(applyConnection),
+  accept: (u) => state.client.accept(u).then(applyConnection),
+  decline: (u) => state.client.decline(u).then(applyConnection),
+  disconnect: (u) => state.client.disconnectFrom(u).then(applyConnection),
+};
+
 function renderPeople() {
-  const c = state.client;
   $('requests').replaceChildren(
     ...[...state.incoming].sort().map((u) =>
       personRow(
         u,
-        act('Accept', 'accept-request', () => c.accept(u)),
-        act('Decline', 'decline-request', async () => {
-          await c.decline(u);
-          state.incoming.delete(u);
-          renderPeople();
-        }, 'small quiet'),
+        act('Accept', 'accept-request', () => relation.accept(u)),
+        act('Decline', 'decline-request', () => relation.decline(u), 'small quiet'),
       )),
   );
   $('requests-panel').hidden = state.incoming.size === 0;
@@ -340,11 +353,7 @@ function renderPeople() {
   $('connections-empty').hidden = state.connections.size > 0;
   $('outgoing').replaceChildren(
     ...[...state.outgoing].sort().map((u) =>
-      personRow(u, act('Withdraw', 'withdraw-request', async () => {
-        await c.disconnectFrom(u);
-        state.outgoing.delete(u);
-        renderPeople();
-      }, 'small quiet'))),
+      personRow(u, act('Withdraw', 'withdraw-request', () => relation.disconnect(u), 'small quiet'))),
   );
   $('sent-panel').hidden = state.outgoing.size === 0;
   $('blocked').replaceChildren(
@@ -368,7 +377,6 @@ function renderProfile() {
   const p = state.profile;
   box.hidden = !p;
   if (!p) return;
-  const c = state.client;
   if (p.error) {
     box.replaceChildren(
       h('p', { class: 'hint' }, p.error.code === 'not_found' ? `No one called “${p.user}” can be found.` : explain(p.error)),
@@ -390,15 +398,16 @@ function renderProfile() {
     return;
   }
   if (!blocked) {
-    if (p.connection === 'none') actions.push(act('Connect', 'connect', async () => { await c.connectTo(u); state.outgoing.add(u); renderPeople(); await refresh(); }, 'small primary'));
-    if (p.connection === 'requested') actions.push(act('Withdraw request', 'withdraw', async () => { await c.disconnectFrom(u); state.outgoing.delete(u); renderPeople(); await refresh(); }));
+    const then = (op) => async () => { await relation[op](u); await refresh(); };
+    if (p.connection === 'none') actions.push(act('Connect', 'connect', then('connect'), 'small primary'));
+    if (p.connection === 'requested') actions.push(act('Withdraw request', 'withdraw', then('disconnect')));
     if (p.connection === 'incoming') {
-      actions.push(act('Accept', 'accept', async () => { await c.accept(u); await refresh(); }, 'small primary'));
-      actions.push(act('Decline', 'decline', async () => { await c.decline(u); state.incoming.delete(u); renderPeople(); await refresh(); }));
+      actions.push(act('Accept', 'accept', then('accept'), 'small primary'));
+      actions.push(act('Decline', 'decline', then('decline')));
     }
     if (p.connection === 'connected') {
       actions.push(act('Message', 'profile-message', () => openDirect(u), 'small primary'));
-      actions.push(act('Remove connection', 'remove-connection', async () => { await c.disconnectFrom(u); await refresh(); }));
+      actions.push(act('Remove connection', 'remove-connection', then('disconnect')));
     }
     if (p.connection !== 'connected' && p.inmail_allowed) actions.push(act('InMail', 'profile-inmail', () => openInmail(u)));
   }
@@ -508,9 +517,9 @@ function clearUnread(c, seq) {
   renderList();
 }
 
-function dropToastFor(messageId) {
-  const el = state.toasts.get(messageId);
-  if (el) dropToast(el, messageId);
+function dropToastFor(key) {
+  const el = state.toasts.get(key);
+  if (el) dropToast(el, key);
 }
 
 function recallOpen(c, m) {
@@ -731,6 +740,11 @@ function renderThread({ focus = false, bottom = false } = {}) {
   const typers = c ? [...c.typing].filter(([, until]) => until > now).map(([u]) => u) : [];
   $('typing').textContent = typers.length ? `${typers.join(', ')} ${typers.length === 1 ? 'is' : 'are'} typing…` : '';
 
+  // Nothing can be sent to someone we blocked; say so instead of offering a dead composer.
+  const blocked = other && c?.view.kind !== 'group' && state.blocked.has(other);
+  $('composer').hidden = Boolean(blocked);
+  $('blocked-note').hidden = !blocked;
+  $('blocked-note').textContent = blocked ? `You blocked ${other}. Unblock them to send messages again.` : '';
   renderComposer();
   if (atBottom) scroller.scrollTop = scroller.scrollHeight;
   if (focus) $('composer-input').focus();
@@ -1030,9 +1044,10 @@ const handlers = {
   connection_request(f) {
     state.incoming.add(f.from);
     renderPeople();
-    toast(`${f.from} wants to connect with you.`);
+    toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 15000 });
   },
   connected(f) {
+    dropToastFor(`request:${f.user}`);
     state.connections.add(f.user);
     state.incoming.delete(f.user);
     state.outgoing.delete(f.user);
@@ -1063,7 +1078,8 @@ const handlers = {
   },
   typing(f) {
     const c = state.convs.get(f.conversation);
-    if (!c || f.user === state.me) return;
+    // Someone we blocked stays silent here, typing included.
+    if (!c || f.user === state.me || state.blocked.has(f.user)) return;
     c.typing.set(f.user, Date.now() + TYPING_SHOWN_MS);
     if (state.open === c.view.id) renderThread();
   },

@@ -1,0 +1,460 @@
+// End-to-end tests of the web chat page: a real parley server in demo mode, Debian's
+// Chromium driven headless by playwright-core, two browser contexts as two people.
+//
+// Run from the repository root after `cargo build`:  node --test tests/browser/
+// UPDATE_SCREENSHOTS=1 writes the screenshots into docs/screenshots/ (shown in the README);
+// otherwise they go to tests/browser/screenshots/, which git ignores.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const binary = path.join(root, 'target', 'debug', 'parley');
+const shotsDir = process.env.UPDATE_SCREENSHOTS
+  ? path.join(root, 'docs', 'screenshots')
+  : path.join(here, 'screenshots');
+const chromiumPath = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
+const TEST_TIMEOUT = 60_000;
+
+let server;
+let dataDir;
+let base;
+let browser;
+const pageErrors = [];
+
+/** Start `parley serve --demo` on a free loopback port and read the address it prints. */
+async function startServer() {
+  assert.ok(existsSync(binary), `${binary} is missing: run \`cargo build\` first`);
+  dataDir = mkdtempSync(path.join(tmpdir(), 'parley-browser-'));
+  const args = ['serve', '--demo', '--listen', '127.0.0.1:0', '--data', dataDir];
+  // The in-memory store keeps each run independent where the server offers a choice.
+  const help = execFileSync(binary, ['serve', '--help'], { encoding: 'utf8' });
+  if (/--store\b/.test(help)) args.push('--store', 'memory');
+  const child = spawn(binary, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const addr = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`parley did not start:\n${stderr}`)), 20_000);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/listening on (\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`parley exited with ${code}:\n${stderr}`));
+    });
+  });
+  return { child, addr, stderr: () => stderr };
+}
+
+/** Poll `check` until it stops throwing (or returns true), for state that arrives live. */
+async function eventually(check, { timeout = 10_000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const ok = await check();
+      if (ok !== false) return ok;
+      last = new Error(`${what} not met`);
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${last?.message}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function shot(page, name) {
+  mkdirSync(shotsDir, { recursive: true });
+  // Let the last frame and its re-render settle so the picture shows the state asserted.
+  await page.waitForTimeout(150);
+  await page.screenshot({ path: path.join(shotsDir, `${name}.png`) });
+}
+
+/** A new browser context (its own storage: a separate person) at the page. */
+async function newPerson() {
+  const context = await browser.newContext({ viewport: { width: 1180, height: 720 }, locale: 'en-GB' });
+  context.setDefaultTimeout(10_000);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
+  await page.goto(base);
+  return page;
+}
+
+/** Sign in as `handle` through the demo form. */
+async function signIn(handle, page) {
+  page = page || (await newPerson());
+  await page.getByTestId('handle-input').fill(handle);
+  await page.getByTestId('demo-sign-in').click();
+  await page.locator('body[data-ready="true"]').waitFor();
+  assert.equal(await page.getByTestId('whoami').textContent(), handle);
+  return page;
+}
+
+let people = 0;
+/** Fresh handles, so each test starts with people who share no history. */
+function handles(...names) {
+  people += 1;
+  return names.map((n) => `${n}${people}`);
+}
+
+function person(page, user) {
+  return page.locator(`[data-testid="person"][data-user="${user}"]`);
+}
+
+/** `a` asks `b` to connect through look-up; `b` accepts from the request list. */
+async function connect(a, aName, b, bName) {
+  await a.getByTestId('lookup-input').fill(bName);
+  await a.getByTestId('lookup').click();
+  await a.getByTestId('connect').click();
+  await a.getByTestId('profile-state').filter({ hasText: 'Request sent' }).waitFor();
+  await b.getByTestId('requests').locator(`[data-user="${aName}"]`).getByTestId('accept-request').click();
+  await a.getByTestId('connections').locator(`[data-user="${bName}"]`).waitFor();
+  await b.getByTestId('connections').locator(`[data-user="${aName}"]`).waitFor();
+}
+
+function conversationWith(page, user) {
+  return page.locator(`[data-testid="conversation"][data-with="${user}"]`);
+}
+
+function message(page, text) {
+  return page.getByTestId('messages').locator('[data-testid="message"]', { hasText: text });
+}
+
+/** Open (or start) the direct conversation with `user` and send `text`. */
+async function sendDirect(page, user, text) {
+  const existing = conversationWith(page, user);
+  if (await existing.count()) await existing.click();
+  else await person(page, user).getByTestId('message-connection').click();
+  await page.getByTestId('composer').fill(text);
+  await page.getByTestId('send').click();
+  await message(page, text).and(page.locator('[data-state="visible"]')).waitFor();
+}
+
+async function sendInOpen(page, text) {
+  await page.getByTestId('composer').fill(text);
+  await page.getByTestId('send').click();
+  await message(page, text).and(page.locator('[data-state="visible"]')).waitFor();
+}
+
+before(async () => {
+  server = await startServer();
+  base = `http://${server.addr}/`;
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server) {
+    server.child.kill('SIGTERM');
+    await new Promise((r) => (server.child.exitCode !== null ? r() : server.child.once('exit', r)));
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => {
+  test('the page and client come from the binary; demo sign-in by handle', { timeout: TEST_TIMEOUT }, async () => {
+    const res = await fetch(`${base}static/parley-client.js`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type'), /javascript/);
+    assert.match(await res.text(), /@typedef \{.*\} RecalledFrame/);
+    assert.equal((await fetch(`${base}demo/token?user=not%20a%20handle`)).status, 400);
+
+    const page = await newPerson();
+    await page.getByTestId('demo-form').waitFor();
+    await page.getByTestId('handle-input').fill('newcomer');
+    await shot(page, 'sign-in');
+    await signIn('newcomer', page);
+    await page.getByTestId('status').and(page.locator('[data-status="open"]')).waitFor();
+    await page.context().close();
+  });
+
+  test('a message appears live on the other side; the read receipt shows and ends recall', { timeout: TEST_TIMEOUT }, async () => {
+    const [alice, bob] = handles('alice', 'bob');
+    const a = await signIn(alice);
+    const b = await signIn(bob);
+    await connect(a, alice, b, bob);
+
+    await sendDirect(a, bob, 'Hi Bob, are you free on Friday?');
+    const mine = message(a, 'Hi Bob, are you free on Friday?');
+    await mine.getByTestId('recall').waitFor();
+
+    // Bob has no thread open: the conversation shows up live with one unread message.
+    const row = conversationWith(b, alice);
+    await row.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+    assert.match(await row.getByTestId('conversation-preview').textContent(), /free on Friday/);
+    await b.getByTestId('toast').filter({ hasText: 'free on Friday' }).waitFor();
+    await shot(b, 'conversations');
+
+    // Bob opens it and so reads it: Alice sees "Seen" and loses the Recall button.
+    await row.click();
+    await message(b, 'Hi Bob, are you free on Friday?').getByTestId('message-body').waitFor();
+    await row.getByTestId('unread').waitFor({ state: 'detached' });
+    await mine.getByTestId('seen').filter({ hasText: 'Seen' }).waitFor();
+    await mine.getByTestId('recall').waitFor({ state: 'detached' });
+
+    await sendInOpen(b, 'Yes! Friday at 10 works for me.');
+    await message(a, 'Friday at 10 works').getByTestId('message-body').waitFor();
+    await shot(a, 'thread');
+    await a.context().close();
+    await b.context().close();
+  });
+
+  test('a recall before reading removes the message on both sides', { timeout: TEST_TIMEOUT }, async () => {
+    const [carol, dave] = handles('carol', 'dave');
+    const c = await signIn(carol);
+    const d = await signIn(dave);
+    await connect(c, carol, d, dave);
+    await sendDirect(c, dave, 'Quarterly numbers attached (draft!)');
+    await conversationWith(d, carol).getByTestId('unread').filter({ hasText: '1' }).waitFor();
+    await d.getByTestId('toast').filter({ hasText: 'Quarterly' }).waitFor();
+
+    const sent = message(c, 'Quarterly numbers');
+    const countdown = sent.getByTestId('recall-countdown');
+    assert.match(await countdown.textContent(), /^[12]:\d\d$/);
+    await shot(c, 'recall-countdown');
+    await sent.getByTestId('recall').click();
+
+    // Carol: a marker in its place, the text gone.
+    await c.getByTestId('recalled-marker').filter({ hasText: 'You recalled this message' }).waitFor();
+    await eventually(async () => (await c.getByText('Quarterly numbers').count()) === 0, { what: 'text gone for the sender' });
+
+    // Dave: no unread count, no preview, notification retracted, a marker in the thread.
+    const row = conversationWith(d, carol);
+    await row.getByTestId('unread').waitFor({ state: 'detached' });
+    await eventually(async () => (await d.getByText('Quarterly numbers').count()) === 0, { what: 'text gone for the recipient' });
+    await row.click();
+    await d.getByTestId('recalled-marker').filter({ hasText: `${carol} recalled this message` }).waitFor();
+    assert.equal(await d.getByText('Quarterly numbers').count(), 0);
+    await shot(d, 'recalled');
+    await c.context().close();
+    await d.context().close();
+  });
+
+  test('delete for me leaves a tombstone on one side only, also after a reload', { timeout: TEST_TIMEOUT }, async () => {
+    const [erin, frank] = handles('erin', 'frank');
+    const e = await signIn(erin);
+    const f = await signIn(frank);
+    await connect(e, erin, f, frank);
+    await sendDirect(e, frank, 'Lunch menu: soup, bread, and a very long joke');
+    await sendInOpen(e, 'See you at noon');
+    await conversationWith(f, erin).click();
+    const doomed = message(f, 'Lunch menu');
+    await doomed.getByTestId('delete-for-me').click();
+
+    await f.getByTestId('tombstone').filter({ hasText: 'This message has been deleted' }).waitFor();
+    assert.equal(await f.getByText('Lunch menu').count(), 0);
+    await message(f, 'See you at noon').getByTestId('message-body').waitFor();
+    // The sender erin knows nothing of it.
+    await message(e, 'Lunch menu').getByTestId('message-body').waitFor();
+    assert.equal(await e.getByTestId('tombstone').count(), 0);
+    await shot(f, 'tombstone');
+
+    // The tombstone is the server's record, not the page's memory.
+    await f.reload();
+    await f.locator('body[data-ready="true"]').waitFor();
+    await conversationWith(f, erin).click();
+    await f.getByTestId('tombstone').waitFor();
+    assert.equal(await f.getByText('Lunch menu').count(), 0);
+    await e.context().close();
+    await f.context().close();
+  });
+
+  test('a block stops messages, and unblocking lifts it', { timeout: TEST_TIMEOUT }, async () => {
+    const [gina, hal] = handles('gina', 'hal');
+    const g = await signIn(gina);
+    const h = await signIn(hal);
+    await connect(g, gina, h, hal);
+    await sendDirect(g, hal, 'Did you get my proposal?');
+    await conversationWith(h, gina).click();
+    await message(h, 'proposal').waitFor();
+
+    await h.getByTestId('thread-block').click();
+    await person(h, gina).filter({ has: h.getByTestId('unblock') }).waitFor();
+    await h.getByTestId('thread-unblock').waitFor();
+
+    // Gina is not told; her next message is refused with the neutral error.
+    await g.getByTestId('composer').fill('Hello? Anyone there?');
+    await g.getByTestId('send').click();
+    await g.getByTestId('composer-error').filter({ hasText: 'can’t receive messages' }).waitFor();
+    await shot(g, 'blocked-sender');
+    // The refusal came before any delivery: Hal never has it.
+    assert.equal(await h.getByText('Anyone there?').count(), 0);
+    assert.equal(await h.getByTestId('messages').getByTestId('message').count(), 1);
+    await shot(h, 'blocked');
+
+    await h.getByTestId('blocked-list').getByTestId('unblock').click();
+    await h.getByTestId('blocked-list').getByTestId('person').waitFor({ state: 'detached' });
+    // Unblock restores messaging, not the connection: InMail gets through again.
+    await g.getByTestId('new-inmail').click();
+    await g.getByTestId('inmail-to').fill(hal);
+    await g.getByTestId('inmail-body').fill('Sorry to bother you again about the proposal.');
+    await g.getByTestId('inmail-send').click();
+    await eventually(async () => (await h.getByText('Sorry to bother you again').count()) > 0, { what: 'InMail after unblock' });
+    await g.context().close();
+    await h.context().close();
+  });
+
+  test('InMail delete for everyone, with its countdown', { timeout: TEST_TIMEOUT }, async () => {
+    const [ivy, jack] = handles('ivy', 'jack');
+    const i = await signIn(ivy);
+    const j = await signIn(jack);
+    await i.getByTestId('new-inmail').click();
+    await i.getByTestId('inmail-to').fill(jack);
+    await i.getByTestId('inmail-body').fill('Hello Jack, I saw your talk on Rust services. Open to a chat about a role?');
+    await i.getByTestId('inmail-send').click();
+    const sent = message(i, 'saw your talk');
+    await sent.getByTestId('delete-inmail').waitFor();
+    assert.match(await sent.getByTestId('delete-countdown').textContent(), /^(10:00|9:\d\d)$/);
+    await shot(i, 'inmail-delete');
+
+    await conversationWith(j, ivy).getByTestId('unread').filter({ hasText: '1' }).waitFor();
+    await conversationWith(j, ivy).click();
+    await message(j, 'saw your talk').getByTestId('message-body').waitFor();
+
+    await sent.getByTestId('delete-inmail').click();
+    // Gone for both, with no marker and no notice.
+    await eventually(async () => (await i.getByText('saw your talk').count()) === 0, { what: 'gone for the sender' });
+    await eventually(async () => (await j.getByText('saw your talk').count()) === 0, { what: 'gone for the recipient' });
+    assert.equal(await j.getByTestId('recalled-marker').count(), 0);
+    await i.context().close();
+    await j.context().close();
+  });
+
+  test('settings: with receipts off no "Seen" shows, yet reading still ends recall', { timeout: TEST_TIMEOUT }, async () => {
+    const [kim, leo] = handles('kim', 'leo');
+    const k = await signIn(kim);
+    const l = await signIn(leo);
+    await connect(k, kim, l, leo);
+    await k.getByTestId('open-settings').click();
+    await k.getByTestId('setting-read-receipts').selectOption('off');
+    await k.getByTestId('setting-notification-preview').selectOption('sender_only');
+    await shot(k, 'settings');
+    await k.getByTestId('settings-save').click();
+    await k.getByTestId('toast').filter({ hasText: 'Settings saved' }).waitFor();
+
+    await sendDirect(l, kim, 'Can you review my pull request today?');
+    const sent = message(l, 'pull request');
+    await sent.getByTestId('recall').waitFor();
+    // Kim's notification names the sender only, as her setting asks.
+    await k.getByTestId('toast').filter({ hasText: `New message from ${leo}` }).waitFor();
+    await conversationWith(k, leo).click();
+    await message(k, 'pull request').getByTestId('message-body').waitFor();
+    await sent.getByTestId('recall').waitFor({ state: 'detached' });
+    assert.equal(await sent.getByTestId('seen').count(), 0);
+    await k.context().close();
+    await l.context().close();
+  });
+
+  test('mute and hide: a hidden conversation comes back with a new message', { timeout: TEST_TIMEOUT }, async () => {
+    const [max, nia] = handles('max', 'nia');
+    const m = await signIn(max);
+    const n = await signIn(nia);
+    await connect(m, max, n, nia);
+    await sendDirect(m, nia, 'First note');
+    const row = conversationWith(n, max);
+    await row.click();
+    await n.getByTestId('mute').click();
+    await row.getByTestId('muted-badge').waitFor();
+    await n.getByTestId('hide').click();
+    await row.waitFor({ state: 'detached' });
+    await sendInOpen(m, 'Second note');
+    await row.waitFor();
+    await row.getByTestId('muted-badge').waitFor();
+    // Muted: no notification toast for the second note.
+    assert.equal(await n.getByTestId('toast').filter({ hasText: 'Second note' }).count(), 0);
+    await m.context().close();
+    await n.context().close();
+  });
+
+  test('the client module resyncs what it missed while disconnected', { timeout: TEST_TIMEOUT }, async () => {
+    const [olga, pete] = handles('olga', 'pete');
+    const o = await signIn(olga);
+    const p = await signIn(pete);
+    await connect(o, olga, p, pete);
+    await sendDirect(o, pete, 'before the drop');
+
+    // A second session for Pete, from the module frontends copy, inside Pete's page.
+    const limits = await p.evaluate(async () => {
+      const { ParleyClient } = await import('/static/parley-client.js');
+      const token = sessionStorage.getItem('parley.token');
+      const client = new ParleyClient(() => `ws://${location.host}/ws?token=${token}`);
+      const frames = [];
+      client.on('frame', (f, { replayed }) => frames.push({ ...f, replayed }));
+      window.probe = { client, frames };
+      await new Promise((resolve) => {
+        client.on('ready', resolve);
+        client.connect();
+      });
+      client.close();
+      return client.limits;
+    });
+    assert.equal(typeof limits.max_body_chars, 'number');
+
+    await sendInOpen(o, 'sent while away');
+    await sendInOpen(o, 'taken back while away');
+    await message(o, 'taken back while away').getByTestId('recall').click();
+    await o.getByTestId('recalled-marker').waitFor();
+
+    const result = await p.evaluate(async (max) => {
+      const { client, frames } = window.probe;
+      frames.length = 0;
+      const ready = new Promise((resolve) => client.on('ready', resolve));
+      client.connect();
+      const { reconnected } = await ready;
+      // Limits come from hello: one character over is refused before it leaves the page.
+      const tooLong = await client
+        .send({ to: 'nobody', body: 'x'.repeat(max + 1) })
+        .then(() => 'sent', (e) => e.code);
+      client.close();
+      return { reconnected, frames, tooLong };
+    }, limits.max_body_chars);
+
+    assert.equal(result.reconnected, true);
+    assert.equal(result.tooLong, 'body_too_long');
+    const replayed = result.frames.filter((f) => f.replayed);
+    const bodies = replayed.filter((f) => f.type === 'message').map((f) => f.message.body);
+    assert.ok(bodies.includes('sent while away'), JSON.stringify(replayed));
+    assert.ok(!bodies.includes('before the drop'), 'nothing seen before is replayed as new');
+    const recalled = replayed.filter((f) => f.type === 'message' && f.message.state === 'recalled');
+    assert.equal(recalled.length, 1, 'the recalled one comes back as a marker, without text');
+    assert.equal(recalled[0].message.body, undefined);
+    assert.ok(replayed.some((f) => f.type === 'recalled' && f.message === recalled[0].message.id));
+    await o.context().close();
+    await p.context().close();
+  });
+
+  test('no page threw an uncaught error', () => {
+    assert.deepEqual(pageErrors, []);
+  });
+});
