@@ -178,9 +178,11 @@ fn effective_settings(serve: &ArgMatches) -> String {
         }
         let value: Vec<_> = values.map(|v| v.to_string_lossy().into_owned()).collect();
         let value = value.join(",");
-        let value = match value.parse::<i64>() {
-            Ok(n) => toml::Value::Integer(n),
-            Err(_) => toml::Value::String(value),
+        // Switches print as booleans, so the output reads back as a settings file.
+        let value = match (value.parse::<i64>(), value.parse::<bool>()) {
+            (Ok(n), _) => toml::Value::Integer(n),
+            (_, Ok(b)) => toml::Value::Boolean(b),
+            _ => toml::Value::String(value),
         };
         out.push_str(&format!("{id} = {value}\n"));
     }
