@@ -2,7 +2,7 @@
 //! never panic and keep the SPEC's invariants.
 
 use parley::config::default_limits;
-use parley::core::{Actor, Conversation, Ctx, Directory, Outcome, Refusal};
+use parley::core::{Actor, Conversation, Ctx, Directory, EveryoneOnline, Outcome, Refusal};
 use parley_protocol::{
     AckResult, ConversationKind, Limits, MessageKind, MessageState, MessageView, Millis,
     ServerFrame,
@@ -95,6 +95,7 @@ impl Model {
             now: self.now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         (
             if in_group {
@@ -187,6 +188,7 @@ impl Model {
             now: self.now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         match conv.history(&ctx, viewer, None, Some(100)).unwrap() {
             AckResult::History { messages, .. } => messages,

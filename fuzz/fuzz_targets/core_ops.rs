@@ -5,7 +5,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use parley::config::default_limits;
-use parley::core::{Actor, Conversation, Ctx, Directory};
+use parley::core::{Actor, Conversation, Ctx, Directory, EveryoneOnline};
 use parley_protocol::{AckResult, ConversationKind, MessageKind, MessageState};
 
 #[derive(Arbitrary, Debug)]
@@ -44,7 +44,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
     for (n, op) in ops.into_iter().take(200).enumerate() {
         now += 1;
         let pick = |p: u8| (!ids.is_empty()).then(|| ids[p as usize % ids.len()].clone());
-        let ctx = Ctx { now, limits: &limits, directory: &dir };
+        let ctx = Ctx { now, limits: &limits, directory: &dir, online: &EveryoneOnline };
         match op {
             Op::Send { from, reply } => {
                 let id = format!("m{n}");
@@ -91,7 +91,7 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
             }
             Op::Wait { ms } => now += ms as i64,
         }
-        let ctx = Ctx { now, limits: &limits, directory: &dir };
+        let ctx = Ctx { now, limits: &limits, directory: &dir, online: &EveryoneOnline };
         for viewer in USERS {
             if let Ok(AckResult::History { messages, .. }) = conv.history(&ctx, viewer, None, None) {
                 for m in messages {

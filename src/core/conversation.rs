@@ -57,6 +57,8 @@ struct Member {
     deleted: HashSet<u64>,
     /// Seqs of messages with a notification not yet cleared, retracted or read.
     notified: BTreeSet<u64>,
+    /// The subset produced while the member had no live session, awaiting `sync`.
+    pending: BTreeSet<u64>,
 }
 
 /// A conversation: its participants, messages and each participant's view of them.
@@ -294,7 +296,7 @@ impl Conversation {
             recall_closed: false,
         };
         let view = self.render(&message, MessageState::Visible, ctx.limits);
-        let notified = self.insert_message(message, client_id);
+        let notified = self.insert_message(message, client_id, ctx.online);
 
         let mut out = Outcome::with_ack(AckResult::Sent {
             message: view.clone(),
@@ -496,6 +498,7 @@ impl Conversation {
         let mut cleared = Vec::new();
         for (user, member) in self.members.iter_mut() {
             if applies(user) && member.notified.remove(&seq) {
+                member.pending.remove(&seq);
                 cleared.push(user.clone());
             }
         }
@@ -764,14 +767,16 @@ impl Conversation {
         })
     }
 
-    /// `viewer`'s outstanding notifications here (not read, recalled, deleted or muted).
-    pub fn notifications(&self, ctx: &Ctx, viewer: &str) -> Vec<NotificationView> {
-        let Some(member) = self.members.get(viewer) else {
+    /// Collect `viewer`'s pending notifications here: those produced while it had no live
+    /// session and still valid (not read, recalled or deleted). Collected ones are gone.
+    pub fn take_pending(&mut self, ctx: &Ctx, viewer: &str) -> Vec<NotificationView> {
+        let Some(member) = self.members.get_mut(viewer) else {
             return Vec::new();
         };
+        let pending = std::mem::take(&mut member.pending);
+        let member = &self.members[viewer];
         let preview = ctx.directory.settings(viewer).notification_preview;
-        member
-            .notified
+        pending
             .iter()
             .filter_map(|seq| self.messages.iter().find(|m| m.seq == *seq))
             .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
@@ -789,7 +794,12 @@ impl Conversation {
 
     /// Store a message: it unhides the conversation for everyone, is read by its sender and
     /// notifies every unmuted recipient, who are returned.
-    fn insert_message(&mut self, message: Message, client_id: &str) -> Vec<UserId> {
+    fn insert_message(
+        &mut self,
+        message: Message,
+        client_id: &str,
+        presence: &dyn super::Presence,
+    ) -> Vec<UserId> {
         let idx = self.messages.len();
         let (seq, sender, at) = (message.seq, message.sender.clone(), message.sent_at);
         self.by_id.insert(message.id.clone(), idx);
@@ -806,6 +816,9 @@ impl Conversation {
             member.hidden = false;
             if *user != sender && !member.muted {
                 member.notified.insert(seq);
+                if !presence.online(user) {
+                    member.pending.insert(seq);
+                }
                 notified.push(user.clone());
             }
         }
@@ -824,6 +837,7 @@ impl Conversation {
         let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
         for s in &cleared {
             member.notified.remove(s);
+            member.pending.remove(s);
         }
         let pos = self.record(Event::Read {
             user: reader.to_owned(),
@@ -858,6 +872,7 @@ impl Conversation {
             return None;
         }
         member.notified.remove(&seq);
+        member.pending.remove(&seq);
         Some(self.record(Event::DeletedForMe {
             user: user.to_owned(),
             idx,
@@ -885,7 +900,9 @@ impl Conversation {
                     removal: Removal::None,
                     recall_closed: false,
                 };
-                self.insert_message(message, client_id);
+                // Who was online is not recorded: after a restart every outstanding
+                // notification is pending, so none is lost.
+                self.insert_message(message, client_id, &super::NobodyOnline);
             }
             Change::ReadUpTo { user, seq, .. } => {
                 let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) else {

@@ -32,7 +32,7 @@ pub struct Actor {
 }
 
 /// Everything a rule needs to know about the world besides the state it mutates.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     /// The server's clock now.
     pub now: Millis,
@@ -40,6 +40,43 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Users, settings, connections and blocks.
     pub directory: &'a Directory,
+    /// Whether a user has a live session now (a notification for one who has none is
+    /// kept pending until collected by `sync`).
+    pub online: &'a dyn Presence,
+}
+
+/// Who has a live session: an input to the rules, answered by the hub's session registry.
+pub trait Presence {
+    /// Whether `user` has at least one live session.
+    fn online(&self, user: &str) -> bool;
+}
+
+/// Presence where every user counts as connected (nothing is kept pending).
+#[derive(Debug, Clone, Copy)]
+pub struct EveryoneOnline;
+
+impl Presence for EveryoneOnline {
+    fn online(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Presence where nobody is connected (every notification is kept pending).
+#[derive(Debug, Clone, Copy)]
+pub struct NobodyOnline;
+
+impl Presence for NobodyOnline {
+    fn online(&self, _: &str) -> bool {
+        false
+    }
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One recipient of an emitted frame: all sessions of `user`, less `except`.

@@ -47,6 +47,7 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         }
     }
 
@@ -55,6 +56,7 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         rule(&mut self.conv, &ctx)
     }
@@ -72,6 +74,7 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         self.conv
             .send(
@@ -106,6 +109,7 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         self.conv.recall(&ctx, &actor(who, 1), id, sent_recently)
     }
@@ -115,6 +119,7 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
+            online: &EveryoneOnline,
         };
         self.conv.read(&ctx, &actor(who, 1), id)
     }

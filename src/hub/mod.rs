@@ -149,11 +149,7 @@ impl Hub {
                 (_, None) => dir.replay(&change),
             }
         }
-        let ctx = Ctx {
-            now: self.clock.now(),
-            limits: &self.limits,
-            directory: &dir,
-        };
+        let ctx = self.ctx(&dir);
         let since = ctx.now - self.limits.recall_throttle_window_ms as i64;
         let mut sends = Vec::new();
         for entry in self.conversations.iter() {
@@ -274,6 +270,7 @@ impl Hub {
             now: self.clock.now(),
             limits: &self.limits,
             directory,
+            online: &self.sessions,
         }
     }
 
@@ -795,13 +792,13 @@ impl Hub {
             let Some(shared) = self.conversation(&cid) else {
                 continue;
             };
-            let conv = shared.lock().await;
+            let mut conv = shared.lock().await;
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
             if let Some(entry) = conv.inbox_entry(&ctx, user) {
                 rows.push((conv.last_activity(), entry));
             }
-            notifications.extend(conv.notifications(&ctx, user));
+            notifications.extend(conv.take_pending(&ctx, user));
             if let Some(positions) = &positions {
                 let since = positions.get(&cid).copied().unwrap_or(0);
                 updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
