@@ -567,3 +567,26 @@ async fn a_refused_first_send_does_not_cost_the_conversation_its_durability() {
     assert_eq!(ids(&history), vec![m["id"].clone()]);
     assert_eq!(history[0]["body"], "acknowledged, so durable");
 }
+
+#[tokio::test]
+async fn a_request_resent_from_a_new_session_after_a_drop_stores_nothing_new() {
+    let server = support::start().await;
+    let (alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let mut a2 = server.connect("alice").await;
+    let first = a2
+        .ok(json!({"id": "lost-ack", "type": "send", "to": "bob", "body": "did it go?"}))
+        .await;
+    // The first device vanished; its replacement resends the same request.
+    alice.close().await;
+    let mut a3 = server.connect("alice").await;
+    let again = a3
+        .ok(json!({"id": "lost-ack", "type": "send", "to": "bob", "body": "did it go?"}))
+        .await;
+    assert_eq!(first, again);
+    assert_eq!(bob.drain("message").await.len(), 1);
+    assert_eq!(a2.drain("message").await.len(), 0, "nothing new to show");
+    assert_eq!(
+        bob.messages(&first["message"]["conversation"]).await.len(),
+        1
+    );
+}
