@@ -684,7 +684,10 @@ function renderThread({ focus = false, bottom = false } = {}) {
   $('thread-empty').hidden = shown;
   $('thread-body').hidden = !shown;
   document.body.classList.toggle('thread-open', shown);
-  if (!shown) return;
+  if (!shown) {
+    $('messages').replaceChildren();
+    return;
+  }
   const scroller = $('messages-scroll');
   const atBottom = bottom || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
 
@@ -768,12 +771,20 @@ function afterChange(c) {
   if (state.open === c.view.id) renderThread();
 }
 
+/** Take a message out without a trace (an InMail deleted for everyone). */
 function removeMessage(c, id) {
   c.msgs?.delete(id);
   c.unreadLive.delete(id);
   if (c.last?.id === id) {
     const rest = sortedMessages(c);
     c.last = rest.length ? rest[rest.length - 1] : null;
+  }
+  // An InMail conversation with nothing left in it leaves the inbox, as the server's does.
+  const empty = c.msgs ? c.msgs.size === 0 : c.last === null;
+  if (c.view.kind === 'inmail' && empty) {
+    state.convs.delete(c.view.id);
+    if (state.open === c.view.id) closeThread();
+    else renderList();
   }
 }
 

@@ -247,8 +247,11 @@ export class ParleyError extends Error {
 /** Close codes after which reconnecting cannot help. */
 const FATAL_ERRORS = new Set(['unauthorized']);
 
-/** Requests the server recognises by id, so re-sending them after a reconnect is safe. */
-const RESENDABLE = new Set(['send', 'inmail']);
+/** Requests not re-sent after a reconnect: a retried recall or InMail delete whose first
+ * attempt succeeded answers `not_found`, typing is stale by then, and every new session
+ * syncs anyway. Everything else is safe to retry with its id (protocol/README.md). */
+const NOT_RESENT = new Set(['recall', 'delete_inmail', 'typing', 'sync']);
+const resendable = (type) => !NOT_RESENT.has(type);
 
 /** Frame types that move a conversation's position. */
 const POSITIONED = new Set(['read', 'recalled', 'deleted-view']);
@@ -428,7 +431,15 @@ export class ParleyClient {
       return;
     }
     if (!this._wanted) return;
-    const ws = new this._WS(url);
+    let ws;
+    try {
+      ws = new this._WS(url);
+    } catch (e) {
+      // A malformed or forbidden URL: back off and retry like any failed connect.
+      console.error('parley: cannot open a WebSocket', e);
+      this._lost();
+      return;
+    }
     this._ws = ws;
     ws.onmessage = (event) => {
       if (this._ws === ws) this._onText(event.data);
@@ -446,7 +457,7 @@ export class ParleyClient {
   _lost(code, reason) {
     this._synced = false;
     this._failPending(
-      (p) => !RESENDABLE.has(p.request.type),
+      (p) => !resendable(p.request.type),
       'disconnected',
       'the connection was lost before an answer came',
     );
@@ -525,13 +536,14 @@ export class ParleyClient {
     this._skewMs = hello.server_time - Date.now();
     this._setStatus('open');
     this._emit('hello', hello);
-    // Requests that survived the drop go first, with their old ids: the server
-    // recognises them and answers without storing a second copy.
-    for (const [id, p] of this._pending) {
-      this._transmit(id, p);
-    }
+    const unanswered = [...this._pending];
     try {
       const sync = await this._resync(reconnected);
+      // Then what got no answer before the drop, with the same ids: the server recognises
+      // them and answers without doing anything twice.
+      for (const [id, p] of unanswered) {
+        if (this._pending.get(id) === p && this.status === 'open') this._transmit(id, p);
+      }
       this._attempt = 0;
       this._synced = true;
       this._emit('ready', { sync, reconnected });
@@ -600,13 +612,13 @@ export class ParleyClient {
       );
     }
     const open = this.status === 'open';
-    if (!open && !RESENDABLE.has(type)) {
+    if (!open && !resendable(type)) {
       return Promise.reject(new ParleyError('disconnected', 'not connected; try again shortly'));
     }
     return new Promise((resolve, reject) => {
       const p = { request, text, resolve, reject, timer: null };
       this._pending.set(id, p);
-      // Sends made while offline wait for the next session, which transmits them.
+      // Requests made while offline wait for the next session, which transmits them.
       if (open) this._transmit(id, p);
     });
   }

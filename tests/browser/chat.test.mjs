@@ -347,6 +347,9 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await eventually(async () => (await i.getByText('saw your talk').count()) === 0, { what: 'gone for the sender' });
     await eventually(async () => (await j.getByText('saw your talk').count()) === 0, { what: 'gone for the recipient' });
     assert.equal(await j.getByTestId('recalled-marker').count(), 0);
+    // With nothing left in it, the InMail conversation leaves both inboxes.
+    await conversationWith(i, jack).waitFor({ state: 'detached' });
+    await conversationWith(j, ivy).waitFor({ state: 'detached' });
     await i.context().close();
     await j.context().close();
   });
@@ -395,6 +398,55 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     assert.equal(await n.getByTestId('toast').filter({ hasText: 'Second note' }).count(), 0);
     await m.context().close();
     await n.context().close();
+  });
+
+  test('the page reconnects after a dropped connection and shows what it missed', { timeout: TEST_TIMEOUT }, async () => {
+    const [quinn, rosa] = handles('quinn', 'rosa');
+    const q = await newPerson();
+    // Test-only hook: keep the page's sockets at hand, and while `__offline` is set make
+    // new ones dial a path that refuses the upgrade, as if the network were down.
+    await q.context().addInitScript(() => {
+      const Real = window.WebSocket;
+      window.__sockets = [];
+      window.__offline = false;
+      window.WebSocket = class extends Real {
+        constructor(url, protocols) {
+          super(window.__offline ? url.replace('/ws?', '/offline?') : url, protocols);
+          window.__sockets.push(this);
+        }
+      };
+    });
+    await q.reload();
+    await signIn(quinn, q);
+    const r = await signIn(rosa);
+    await connect(r, rosa, q, quinn);
+    await sendDirect(r, quinn, 'Morning! Agenda in a minute.');
+    await conversationWith(q, rosa).click();
+    await message(q, 'Agenda in a minute').getByTestId('message-body').waitFor();
+
+    await q.evaluate(() => {
+      window.__offline = true;
+      for (const ws of window.__sockets) ws.close();
+    });
+    await q.getByTestId('status').and(q.locator('[data-status="waiting"]')).waitFor();
+
+    await sendInOpen(r, 'Agenda: 1. budget 2. hiring');
+    await sendInOpen(r, 'ignore this one');
+    await message(r, 'ignore this one').getByTestId('recall').click();
+    await r.getByTestId('recalled-marker').waitFor();
+
+    await q.evaluate(() => {
+      window.__offline = false;
+      window.dispatchEvent(new Event('online'));
+    });
+    await q.getByTestId('status').and(q.locator('[data-status="open"]')).waitFor();
+    await message(q, 'budget 2. hiring').getByTestId('message-body').waitFor();
+    await q.getByTestId('recalled-marker').filter({ hasText: `${rosa} recalled this message` }).waitFor();
+    assert.equal(await q.getByText('ignore this one').count(), 0);
+    // The open thread reads what arrived, so Rosa sees her message seen.
+    await message(r, 'budget 2. hiring').getByTestId('seen').waitFor();
+    await q.context().close();
+    await r.context().close();
   });
 
   test('the client module resyncs what it missed while disconnected', { timeout: TEST_TIMEOUT }, async () => {
