@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde::Deserialize;
 use std::future::Future;
@@ -19,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Read buffer per connection: small, since most frames are small and there may be many.
 const READ_BUFFER: usize = 8 * 1024;
+/// Frames the writer feeds are gathered up to this size and leave in one socket write at
+/// its flush; with 0 every frame would be a write of its own.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// A socket that stops draining holds at most this much in tungstenite's buffer.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct App {
@@ -51,8 +57,8 @@ async fn upgrade(
     };
     let max = app.hub.limits().max_frame_bytes as usize;
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(1024 * 1024)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection::serve(socket, app.hub, auth))
@@ -169,7 +175,14 @@ impl Server {
             stop.cancel();
         });
         let router = router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, router)
+        // Frames are small and already batched by the writer: Nagle would only hold a
+        // lone frame back until the peer's delayed ACK, tens of milliseconds.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await
     }
