@@ -170,8 +170,9 @@ fn summarise(r: &Report) {
     );
     let s = &r.server;
     eprintln!(
-        "  server: cpu {:.0}%, rss idle {:.1} MiB, ready {:.1} MiB, max {:.1} MiB, {:.0} B per connection; load cpu {:.0}%",
+        "  server: cpu {:.0}% ({:.2} µs/delivery), rss idle {:.1} MiB, ready {:.1} MiB, max {:.1} MiB, {:.0} B per connection; load cpu {:.0}%",
         s.cpu_percent,
+        s.cpu_us_per_delivery,
         mb(s.rss_idle),
         mb(s.rss_ready),
         mb(s.rss_max),

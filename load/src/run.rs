@@ -198,6 +198,9 @@ pub struct ServerFigures {
     pub rss_max: u64,
     /// (RSS once set up − RSS before) / sessions connected.
     pub rss_per_connection: f64,
+    /// Server CPU time per delivered frame while sending, microseconds: unlike
+    /// frames per second, this barely moves when other work shares the machine.
+    pub cpu_us_per_delivery: f64,
 }
 
 /// Everything one run measured.
@@ -263,6 +266,8 @@ pub struct Report {
     pub server: ServerFigures,
     /// CPU of the client processes, percent of one core.
     pub load_cpu_percent: f64,
+    /// Client CPU time per delivered frame, microseconds.
+    pub load_cpu_us_per_delivery: f64,
     /// Per-second series.
     pub series: Vec<Point>,
     /// No loss, duplicate, reorder, inconsistency or failed client.
@@ -722,6 +727,10 @@ async fn drive(
         })
         .collect();
     let latency_ms = Percentiles::of(&latency);
+    let per_delivery = |cpu_s: f64| match total_result.delivered_in_window {
+        0 => 0.0,
+        n => cpu_s * 1e6 / n as f64,
+    };
     let mut races = BTreeMap::new();
     if scenario == Scenario::RecallRace {
         races.insert("races".to_owned(), total_result.races);
@@ -770,8 +779,10 @@ async fn drive(
             rss_ready,
             rss_max: rss_max.max(rss_ready),
             rss_per_connection,
+            cpu_us_per_delivery: per_delivery(server_cpu_end - server_cpu_start),
         },
         load_cpu_percent: 100.0 * (load_cpu_end - load_before) / measured_s,
+        load_cpu_us_per_delivery: per_delivery(load_cpu_end - load_before),
         series,
         passed,
         failures,
