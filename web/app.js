@@ -148,6 +148,12 @@ function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/** Time left until a deadline on the server's clock; never more than the whole window,
+ * which the clock estimate taken from `hello` could otherwise suggest. */
+function timeLeft(until, windowMs) {
+  return Math.min(until - state.client.serverNow(), windowMs);
+}
+
 function countdown(ms) {
   const s = Math.max(0, Math.ceil(ms / 1000));
   const m = Math.floor(s / 60);
@@ -587,7 +593,7 @@ function renderMessage(c, m, seenBy) {
           },
         },
         'Recall ',
-        h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until } }, countdown(m.recall_until - client.serverNow())),
+        h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until, window: state.limits.recall_window_ms } }, countdown(timeLeft(m.recall_until, state.limits.recall_window_ms))),
       ),
     );
   }
@@ -612,7 +618,7 @@ function renderMessage(c, m, seenBy) {
           },
         },
         'Delete for everyone ',
-        h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until } }, countdown(m.delete_until - client.serverNow())),
+        h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until, window: state.limits.inmail_delete_window_ms } }, countdown(timeLeft(m.delete_until, state.limits.inmail_delete_window_ms))),
       ),
     );
   }
@@ -794,7 +800,7 @@ function tick() {
   const now = state.client.serverNow();
   let expired = false;
   for (const el of document.querySelectorAll('.countdown[data-until]')) {
-    const left = Number(el.dataset.until) - now;
+    const left = Math.min(Number(el.dataset.until) - now, Number(el.dataset.window));
     if (left <= 0) expired = true;
     else el.textContent = countdown(left);
   }
