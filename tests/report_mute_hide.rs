@@ -327,3 +327,35 @@ async fn settings_are_acknowledged_shared_with_other_sessions_and_announced_in_h
         "bad_request"
     );
 }
+
+#[tokio::test]
+async fn a_retried_report_files_one_report() {
+    let server = support::start().await;
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let m = alice.dm("bob", "spam").await;
+    let report = serde_json::json!({"id": "same-report", "type": "report", "reason": "spam",
+        "target": {"kind": "message", "conversation": m["conversation"], "message": m["id"]}});
+    let first = bob.ok(report.clone()).await;
+    let again = bob.ok(report).await;
+    assert_eq!(first, again, "the retry gets the original answer");
+    let mut admin = server.connect_admin("operator").await;
+    let reports = admin.ok(serde_json::json!({"type": "list_reports"})).await;
+    assert_eq!(reports["reports"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_retried_send_after_a_block_gets_its_original_answer() {
+    let server = support::start().await;
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let send = serde_json::json!({"id": "s1", "type": "send", "to": "bob", "body": "hi"});
+    let first = alice.ok(send.clone()).await;
+    bob.ok(serde_json::json!({"type": "block", "user": "alice"}))
+        .await;
+    assert_eq!(
+        alice.ok(send).await,
+        first,
+        "idempotent even though a new send would be refused"
+    );
+    let fresh = serde_json::json!({"id": "s2", "type": "send", "to": "bob", "body": "hi"});
+    assert_eq!(alice.err(fresh).await, "recipient_unavailable");
+}

@@ -458,9 +458,11 @@ impl Hub {
                     self.finish(session, id, result).await;
                 }
                 (None, Some(to)) => {
-                    let checked = self.directory.read().check_direct(&me, &to);
-                    if let Err(r) = checked {
-                        return self.finish(session, id, Err(r)).await;
+                    // Connection and block checks are the send rule's, after the request-id
+                    // lookup, so a retried send gets its original answer.
+                    if to == me {
+                        let r = Err(Refusal::RecipientUnavailable);
+                        return self.finish(session, id, r).await;
                     }
                     let mut pair = [me.clone(), to.clone()];
                     pair.sort();
@@ -497,7 +499,12 @@ impl Hub {
                         participants.push(c);
                     }
                 }
-                let checked = {
+                let cid = derived_id("i", &[&me, &id]);
+                // A retry finds its conversation and gets its original answer.
+                let retry = self.conversations.contains_key(&cid);
+                let checked = if retry {
+                    Ok(())
+                } else {
                     let dir = self.directory.read();
                     participants[1..]
                         .iter()
@@ -507,7 +514,6 @@ impl Hub {
                     return self.finish(session, id, Err(r)).await;
                 }
                 let cc = participants[2..].to_vec();
-                let cid = derived_id("i", &[&me, &id]);
                 let now = self.clock.now();
                 let make = || {
                     Conversation::new(
@@ -738,7 +744,12 @@ impl Hub {
         target: ReportTarget,
         reason: String,
     ) {
-        let report_id = format!("r-{}", uuid::Uuid::now_v7().simple());
+        // Keyed by reporter and request id: a retried report files nothing new.
+        let report_id = derived_id("r", &[&actor.user, &id]);
+        if self.reports.lock().iter().any(|r| r.id == report_id) {
+            let ack = AckResult::Reported { report: report_id };
+            return self.finish(session, id, Ok(Outcome::with_ack(ack))).await;
+        }
         let file = |snapshot, now| {
             let report = ReportView {
                 id: report_id.clone(),
