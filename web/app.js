@@ -225,6 +225,12 @@ function dropToast(el, key) {
   if (key && state.toasts.get(key) === el) state.toasts.delete(key);
 }
 
+/** Tell screen readers about a change in the open thread; the list itself is re-rendered
+ * whole, so it cannot be a live region without repeating everything. */
+function announce(text) {
+  $('announcer').textContent = text;
+}
+
 function fail(err) {
   toast(explain(err), { kind: 'error' });
 }
@@ -575,7 +581,7 @@ function renderMessage(c, m, seenBy) {
           type: 'button',
           class: 'small warn',
           testid: 'recall',
-          'aria-label': 'Recall for everyone',
+          title: 'Recall for everyone, while nobody has read it',
           onclick: async (e) => {
             e.currentTarget.disabled = true;
             try {
@@ -605,6 +611,7 @@ function renderMessage(c, m, seenBy) {
           type: 'button',
           class: 'small warn',
           testid: 'delete-inmail',
+          title: 'Delete this InMail for you and its recipient',
           onclick: async (e) => {
             e.currentTarget.disabled = true;
             try {
@@ -996,6 +1003,9 @@ const handlers = {
     upsertMessage(c, m);
     if (!replayed && m.sender !== state.me && m.state === 'visible' && m.seq > c.myRead) c.unreadLive.set(m.id, m.seq);
     if (m.sender !== state.me) c.typing.delete(m.sender);
+    if (!replayed && state.open === c.view.id && m.state === 'visible') {
+      announce(`${m.sender === state.me ? 'You' : m.sender}: ${m.body}`);
+    }
     afterChange(c);
     maybeRead(c);
   },
@@ -1010,7 +1020,7 @@ const handlers = {
     }
     afterChange(c);
   },
-  recalled(f) {
+  recalled(f, { replayed } = {}) {
     const c = state.convs.get(f.conversation);
     dropToastFor(f.message);
     if (!c) return;
@@ -1021,6 +1031,7 @@ const handlers = {
       if (m) {
         m.state = 'recalled';
         delete m.body;
+        if (!replayed && state.open === c.view.id) announce(`${m.sender} recalled a message`);
       }
       c.unreadLive.delete(f.message);
     }

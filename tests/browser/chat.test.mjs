@@ -299,6 +299,12 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await conversationWith(h, gina).click();
     await message(h, 'proposal').waitFor();
 
+    // Report the message first: the report keeps it as evidence.
+    await message(h, 'proposal').getByTestId('report-message').click();
+    await h.getByTestId('report-reason').fill('Unsolicited sales pitch');
+    await h.getByTestId('report-send').click();
+    await h.getByTestId('toast').filter({ hasText: 'report was sent' }).waitFor();
+
     await h.getByTestId('thread-block').click();
     await person(h, gina).filter({ has: h.getByTestId('unblock') }).waitFor();
     await h.getByTestId('thread-unblock').waitFor();
@@ -441,6 +447,7 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     });
     await q.getByTestId('status').and(q.locator('[data-status="open"]')).waitFor();
     await message(q, 'budget 2. hiring').getByTestId('message-body').waitFor();
+    assert.equal(await q.getByTestId('announcer').textContent(), '', 'replayed frames are not announced');
     await q.getByTestId('recalled-marker').filter({ hasText: `${rosa} recalled this message` }).waitFor();
     assert.equal(await q.getByText('ignore this one').count(), 0);
     // The open thread reads what arrived, so Rosa sees her message seen.
