@@ -11,9 +11,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 const GROUPS: usize = 50;
 const MEMBERS: usize = 10;
-const SENDS: usize = 10;
-/// Each member sends one message per PACE: 1,000 sends/s and 9,000 deliveries/s in all.
-const PACE: Duration = Duration::from_millis(500);
+const SENDS: usize = 6;
+/// Each member sends one message per PACE: about 330 sends/s and 3,000 deliveries/s in
+/// all, well within what even a busy 2-core machine serves, so the figure shows the stuck
+/// client's effect rather than a saturated test.
+const PACE: Duration = Duration::from_millis(1500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_client_is_cut_off_and_the_others_stay_fast() {
