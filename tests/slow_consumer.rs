@@ -88,7 +88,7 @@ async fn a_stuck_client_is_cut_off_and_the_others_stay_fast() {
         max as f64 / 1000.0
     );
     assert!(
-        p99 < 2_000_000,
+        p99 < 5_000_000,
         "p99 {p99} µs: the stuck client must not stall the others"
     );
     assert_eq!(
