@@ -314,6 +314,7 @@ export class ParleyClient {
     this._retryTimer = null;
     this._wanted = false;
     this._synced = false;
+    this._opening = false;
     this._skewMs = 0;
   }
 
@@ -384,7 +385,7 @@ export class ParleyClient {
   /** Open the connection (and keep it open until {@link ParleyClient#close}). */
   connect() {
     this._wanted = true;
-    if (this._ws || this._retryTimer) return;
+    if (this._ws || this._retryTimer || this._opening) return;
     this._open();
   }
 
@@ -412,7 +413,7 @@ export class ParleyClient {
       this._ws = null;
       ws.close(1000, 'reconnecting');
       this._lost();
-    } else {
+    } else if (!this._opening) {
       this._open();
     }
   }
@@ -422,14 +423,17 @@ export class ParleyClient {
     this._synced = false;
     this._setStatus('connecting');
     let url;
+    this._opening = true;
     try {
       url = await this._url();
     } catch (e) {
+      this._opening = false;
       this._emit('fatal', { type: 'error', code: 'unauthorized', message: String(e) });
       this._wanted = false;
       this._setStatus('closed');
       return;
     }
+    this._opening = false;
     if (!this._wanted) return;
     let ws;
     try {

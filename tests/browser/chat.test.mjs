@@ -36,7 +36,7 @@ async function startServer() {
   const args = ['serve', '--demo', '--listen', '127.0.0.1:0', '--data', dataDir];
   // The in-memory store keeps each run independent where the server offers a choice.
   const help = execFileSync(binary, ['serve', '--help'], { encoding: 'utf8' });
-  if (/--store\b/.test(help)) args.push('--store', 'memory');
+  if (/--store\b/.test(help) && /\bmemory\b/.test(help)) args.push('--store', 'memory');
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
