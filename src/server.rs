@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Read buffer per connection: small, since most frames are small and there may be many.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 4 * 1024;
 /// Frames the writer feeds are gathered up to this size and leave in one socket write at
 /// its flush; with 0 every frame would be a write of its own.
 const WRITE_BUFFER: usize = 16 * 1024;
