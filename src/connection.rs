@@ -18,17 +18,22 @@ const MAX_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serve one upgraded socket until it closes.
+///
+/// This future lives as long as the connection, so the steps that run once (opening the
+/// session, turning a connection away) are boxed: their state then takes memory only
+/// while they run, not for the whole life of every idle connection.
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>, admission: Result<Claims, Refusal>) {
     crate::metrics::connection_opened();
     let claims = match admission {
         Ok(claims) => claims,
-        Err(refusal) => return refuse(socket, refusal).await,
+        Err(refusal) => return Box::pin(refuse(socket, refusal)).await,
     };
-    let Some((session, outbox)) = hub.open_session(&claims.sub, claims.admin).await else {
+    let opened = Box::pin(hub.open_session(&claims.sub, claims.admin)).await;
+    let Some((session, outbox)) = opened else {
         let max = hub.limits().max_sessions_per_user;
         let reason = format!("too many sessions (at most {max})");
         tracing::info!(user = %claims.sub, %reason, "connection refused");
-        return say_goodbye(socket, None, close::POLICY, reason).await;
+        return Box::pin(say_goodbye(socket, None, close::POLICY, reason)).await;
     };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
     let limits = *hub.limits();
@@ -134,7 +139,9 @@ async fn read_loop(
             }
         };
         match next {
-            Some(Ok(Message::Text(text))) => hub.dispatch(session, text.as_str()).await,
+            // Boxed: the request's future is large and lives only while it runs, so an
+            // idle connection's task stays small.
+            Some(Ok(Message::Text(text))) => Box::pin(hub.dispatch(session, text.as_str())).await,
             Some(Ok(Message::Binary(_))) => {
                 return session.close(close::UNSUPPORTED, "binary frames are not supported");
             }
@@ -194,20 +201,31 @@ async fn write_loop(
     }
     // A normal goodbye drains what is queued first; an overflow or error does not wait.
     if let Some((code, reason)) = session.close_reason() {
-        let drain = async {
-            if code == close::NORMAL || code == close::GOING_AWAY {
-                while let Ok(next) = outbox.try_recv() {
-                    sink.feed(Message::Text(next)).await?;
-                }
-            }
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            sink.send(Message::Close(Some(frame))).await
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+        Box::pin(drain_and_close(&mut sink, &mut outbox, code, reason)).await;
     }
+}
+
+/// Write what a closing session still has queued (for a normal or going-away close),
+/// then the close frame, within a bounded time.
+async fn drain_and_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut Outbox,
+    code: u16,
+    reason: String,
+) {
+    let drain = async {
+        if code == close::NORMAL || code == close::GOING_AWAY {
+            while let Ok(next) = outbox.try_recv() {
+                sink.feed(Message::Text(next)).await?;
+            }
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        sink.send(Message::Close(Some(frame))).await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
 }
 
 /// The token a client presented: `?token=` for browsers, else `Authorization: Bearer`.
