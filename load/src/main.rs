@@ -43,6 +43,10 @@ enum Command {
         /// Scenario to compare.
         #[arg(value_enum)]
         scenario: Scenario,
+        /// Alternate baseline and parley runs this many times each; the report's figures
+        /// come from the pair with the median ratio, every pair is listed.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -68,8 +72,20 @@ struct Comparison<'a> {
     reordered: u64,
     ratio_to_baseline: f64,
     passed: bool,
+    /// Every (baseline, parley) pair when repeated, in the order run.
+    pairs: Vec<Pair>,
     baseline: &'a Report,
     parley: &'a Report,
+}
+
+/// One baseline run and the parley run after it.
+#[derive(Serialize)]
+struct Pair {
+    baseline_delivered_per_s: f64,
+    parley_delivered_per_s: f64,
+    ratio: f64,
+    baseline_server_cpu_us_per_delivery: f64,
+    parley_server_cpu_us_per_delivery: f64,
 }
 
 fn main() {
@@ -81,7 +97,11 @@ fn main() {
         Command::Dm(args) => runtime(single(Scenario::Dm, args)),
         Command::Connect(args) => runtime(single(Scenario::Connect, args)),
         Command::RecallRace(args) => runtime(single(Scenario::RecallRace, args)),
-        Command::Compare { scenario, run } => runtime(compare(scenario, run)),
+        Command::Compare {
+            scenario,
+            repeat,
+            run,
+        } => runtime(compare(scenario, repeat, run)),
     };
     match code {
         Ok(code) => std::process::exit(code),
@@ -112,35 +132,63 @@ async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
     Ok(if report.passed { 0 } else { 1 })
 }
 
-async fn compare(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
+async fn compare(scenario: Scenario, repeat: usize, args: RunArgs) -> anyhow::Result<i32> {
     if args.url.is_some() {
         anyhow::bail!("compare starts both servers itself; drop --url");
     }
-    let baseline = run::run(scenario, Target::Baseline, &args).await?;
-    summarise(&baseline);
-    let parley = run::run(scenario, Target::Parley, &args).await?;
-    summarise(&parley);
-    let ratio = if baseline.delivered_per_s > 0.0 {
-        parley.delivered_per_s / baseline.delivered_per_s
-    } else {
-        0.0
-    };
-    let passed = baseline.passed && parley.passed;
-    eprintln!(
-        "parley delivered {:.0}/s, baseline {:.0}/s: ratio {ratio:.2}",
-        parley.delivered_per_s, baseline.delivered_per_s
-    );
+    let mut runs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let baseline = run::run(scenario, Target::Baseline, &args).await?;
+        summarise(&baseline);
+        let parley = run::run(scenario, Target::Parley, &args).await?;
+        summarise(&parley);
+        let ratio = if baseline.delivered_per_s > 0.0 {
+            parley.delivered_per_s / baseline.delivered_per_s
+        } else {
+            0.0
+        };
+        eprintln!(
+            "parley delivered {:.0}/s, baseline {:.0}/s: ratio {ratio:.2}",
+            parley.delivered_per_s, baseline.delivered_per_s
+        );
+        runs.push((ratio, baseline, parley));
+    }
+    let passed = runs.iter().all(|(_, b, p)| b.passed && p.passed);
+    let lost = runs.iter().map(|(_, b, p)| b.lost + p.lost).sum();
+    let duplicated = runs
+        .iter()
+        .map(|(_, b, p)| b.duplicated + p.duplicated)
+        .sum();
+    let reordered = runs.iter().map(|(_, b, p)| b.reordered + p.reordered).sum();
+    let pairs = runs
+        .iter()
+        .map(|(ratio, b, p)| Pair {
+            baseline_delivered_per_s: b.delivered_per_s,
+            parley_delivered_per_s: p.delivered_per_s,
+            ratio: *ratio,
+            baseline_server_cpu_us_per_delivery: b.server.cpu_us_per_delivery,
+            parley_server_cpu_us_per_delivery: p.server.cpu_us_per_delivery,
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| runs[a].0.total_cmp(&runs[b].0));
+    let (ratio, baseline, parley) = &runs[order[order.len() / 2]];
+    if runs.len() > 1 {
+        let all: Vec<String> = runs.iter().map(|(r, _, _)| format!("{r:.2}")).collect();
+        eprintln!("ratios {}; median {ratio:.2}", all.join(", "));
+    }
     let comparison = Comparison {
         scenario,
         delivered_per_s: parley.delivered_per_s,
         p99_ms: parley.p99_ms,
-        lost: parley.lost + baseline.lost,
-        duplicated: parley.duplicated + baseline.duplicated,
-        reordered: parley.reordered + baseline.reordered,
-        ratio_to_baseline: ratio,
+        lost,
+        duplicated,
+        reordered,
+        ratio_to_baseline: *ratio,
         passed,
-        baseline: &baseline,
-        parley: &parley,
+        pairs,
+        baseline,
+        parley,
     };
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&comparison)? + "\n")?;
@@ -148,8 +196,8 @@ async fn compare(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
     if let Some(path) = &args.plot {
         let title = format!("{scenario:?}: parley vs baseline (ratio {ratio:.2})");
         let runs = [
-            ("baseline".to_owned(), &baseline),
-            ("parley".to_owned(), &parley),
+            ("baseline".to_owned(), baseline),
+            ("parley".to_owned(), parley),
         ];
         plot::draw(path, &title, &runs)?;
     }

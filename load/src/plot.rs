@@ -35,6 +35,8 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .configure_mesh()
         .x_desc("seconds since start")
         .y_desc("frames/s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
     for (i, (label, report)) in runs.iter().enumerate() {
@@ -72,6 +74,7 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .configure_mesh()
         .x_desc("seconds since start")
         .y_desc("ms")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
     type Pick = fn(&crate::run::Point) -> f64;
