@@ -19,25 +19,39 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serve one upgraded socket until it closes.
 ///
-/// This future lives as long as the connection, so the steps that run once (opening the
-/// session, turning a connection away) are boxed: their state then takes memory only
-/// while they run, not for the whole life of every idle connection.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, admission: Result<Claims, Refusal>) {
+/// The returned future lives as long as the connection, so it is kept small: the socket
+/// is split before it starts (an argument of an `async fn` stays in its future for good),
+/// and the steps that run once (opening the session, turning a connection away) are
+/// boxed, their state taking memory only while they run.
+pub fn serve(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    admission: Result<Claims, Refusal>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    run(sink, stream, hub, admission)
+}
+
+async fn run(
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    hub: Arc<Hub>,
+    admission: Result<Claims, Refusal>,
+) {
     crate::metrics::connection_opened();
     let claims = match admission {
         Ok(claims) => claims,
-        Err(refusal) => return Box::pin(refuse(socket, refusal)).await,
+        Err(refusal) => return Box::pin(refuse(sink, refusal)).await,
     };
     let opened = Box::pin(hub.open_session(&claims.sub, claims.admin)).await;
     let Some((session, outbox)) = opened else {
         let max = hub.limits().max_sessions_per_user;
         let reason = format!("too many sessions (at most {max})");
         tracing::info!(user = %claims.sub, %reason, "connection refused");
-        return Box::pin(say_goodbye(socket, None, close::POLICY, reason)).await;
+        return Box::pin(say_goodbye(sink, None, close::POLICY, reason)).await;
     };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
     let limits = *hub.limits();
-    let (sink, stream) = socket.split();
     let ping_every = Duration::from_millis(limits.ping_interval_ms);
     let writer = tokio::spawn(write_loop(sink, outbox, session.clone(), ping_every));
     let idle = Duration::from_millis(limits.idle_timeout_ms);
@@ -62,7 +76,7 @@ pub enum Refusal {
     TooFast,
 }
 
-async fn refuse(socket: WebSocket, refusal: Refusal) {
+async fn refuse(sink: SplitSink<WebSocket, Message>, refusal: Refusal) {
     let (code, close_code, message) = match &refusal {
         Refusal::Unauthorized(e) => (ErrorCode::Unauthorized, close::POLICY, e.to_string()),
         Refusal::TooFast => (
@@ -78,20 +92,25 @@ async fn refuse(socket: WebSocket, refusal: Refusal) {
         code,
         message,
     };
-    say_goodbye(socket, Some(frame), close_code, reason).await;
+    say_goodbye(sink, Some(frame), close_code, reason).await;
 }
 
 /// Send an optional last frame and a close frame, within a bounded time.
-async fn say_goodbye(mut socket: WebSocket, last: Option<ServerFrame>, code: u16, reason: String) {
+async fn say_goodbye(
+    mut sink: SplitSink<WebSocket, Message>,
+    last: Option<ServerFrame>,
+    code: u16,
+    reason: String,
+) {
     let goodbye = async {
         if let Some(frame) = last {
-            socket.send(Message::Text(encode(&frame))).await?;
+            sink.send(Message::Text(encode(&frame))).await?;
         }
         let close = CloseFrame {
             code,
             reason: reason.into(),
         };
-        socket.send(Message::Close(Some(close))).await
+        sink.send(Message::Close(Some(close))).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
 }
