@@ -615,8 +615,11 @@ impl Member {
         let body = wire::load_body(self.slot, counter, at_us, self.spec.body);
         let key = wire::quoted(&self.group.key);
         match self.spec.target {
+            // Request ids are per user on the server (a repeated id is a retry of the same
+            // send), and a user's sessions all send: the slot keeps them apart.
             Target::Parley => format!(
-                r#"{{"id":"s{counter}","type":"send","conversation":{key},"body":"{body}"}}"#
+                r#"{{"id":"s{}.{counter}","type":"send","conversation":{key},"body":"{body}"}}"#,
+                self.slot
             ),
             Target::Baseline => format!(
                 r#"{{"type":"message","message":{{"conversation":{key},"seq":0,"sender":"{}","body":"{body}"}}}}"#,

@@ -96,3 +96,23 @@ fn connections_are_held_across_client_processes() {
     assert_eq!(report["processes"], 2);
     assert!(report["server"]["rss_per_connection"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn every_session_of_a_user_gets_every_message() {
+    let (ok, report) = run(&[
+        "fanout",
+        "--sessions-per-user",
+        "2",
+        "--connections",
+        "40",
+        "--groups",
+        "4",
+        "--members",
+        "5",
+        "--duration",
+        "1s",
+    ]);
+    assert!(ok, "{report:#}");
+    assert_clean(&report);
+    assert_eq!(report["acked"], report["sent"]);
+}
