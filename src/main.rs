@@ -3,11 +3,13 @@
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parley::config::{self, default_limits, Config};
+use parley::store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store};
 use parley::{auth, server::Server};
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -24,9 +26,30 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mint a signed token for a user.
     Token(TokenArgs),
+    /// Copy the database consistently to a file, even while the server runs.
+    Backup(BackupArgs),
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// Data directory of the server.
+    #[arg(long, env = "PARLEY_DATA", default_value = "parley-data")]
+    data: PathBuf,
+    /// File to write the copy to.
+    #[arg(long)]
+    to: PathBuf,
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// SQLite in the data directory: everything acknowledged survives restarts and crashes.
+    Sqlite,
+    /// Memory only: everything is lost when the process ends (tests, benchmarks).
+    Memory,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -54,6 +77,16 @@ struct ServeArgs {
     /// environment variables override it.
     #[arg(long, env = "PARLEY_CONFIG")]
     config: Option<PathBuf>,
+    /// Where state is kept.
+    #[arg(long, env = "PARLEY_STORE", value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// When a commit counts as durable: `fsync` waits for the disk (survives power loss),
+    /// `os` leaves flushing to the OS (survives a server crash, not an OS crash; faster).
+    #[arg(long, env = "PARLEY_DURABILITY", value_enum, default_value = "fsync")]
+    durability: Durability,
+    /// Keep recalled and deleted content this long for moderation (default: purge at once).
+    #[arg(long, env = "PARLEY_RETENTION", value_parser = duration)]
+    retention: Option<Duration>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -228,7 +261,12 @@ async fn run() -> anyhow::Result<()> {
             println!("{}", auth::mint(&secret, &args.user, args.admin, args.ttl));
             Ok(())
         }
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
+        Command::Backup(args) => {
+            SqliteStore::backup(&args.data, &args.to)?;
+            println!("backed up {} to {}", args.data.display(), args.to.display());
+            Ok(())
+        }
     }
 }
 
@@ -257,9 +295,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         connections_per_ip_per_second: args.connections_per_ip_per_second,
     };
-    let mut server = Server::bind(&config)
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(
+            &config.data,
+            SqliteOptions {
+                durability: args.durability,
+                retention: args.retention,
+                ..SqliteOptions::default()
+            },
+        )?),
+        StoreKind::Memory => Arc::new(MemoryStore::default()),
+    };
+    let mut server = Server::bind_with_store(&config, store)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot start on {}: {e}", config.listen))?;
     if args.demo {
         server.enable_demo().map_err(anyhow::Error::msg)?;
     }

@@ -2,12 +2,16 @@
 //! requester is answered. The in-memory store keeps the log for tests and for running
 //! without a disk; durable stores implement the same trait.
 
+mod sqlite;
+
+pub use sqlite::{database_path, Durability, SqliteOptions, SqliteStore};
+
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 /// A failed commit; the requester's session is closed rather than answered falsely.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("storage: {0}")]
 pub struct StoreError(pub String);
 

@@ -1,0 +1,938 @@
+//! The embedded durable store: SQLite (bundled, nothing to install) in WAL mode, one
+//! writer thread that commits many requests per transaction (group commit).
+//!
+//! Durability policy: a change is acknowledged only after the transaction holding it has
+//! committed. Group commit means a burst of requests shares one transaction and one sync
+//! of the write-ahead log, so waiting for the disk costs each request latency (about one
+//! disk flush) but not the server's throughput. [`Durability`] says what "committed"
+//! survives.
+//!
+//! Purge policy: when a message is recalled, or an InMail deleted for everyone with its
+//! content purged, its body is removed from the stored message row in the same
+//! transaction. `secure_delete` makes SQLite overwrite the freed bytes, and the writer
+//! truncates the write-ahead log soon after a purge, so the text leaves the files on disk,
+//! not just the query results. With a retention period the body is moved to the
+//! `retained` table instead and purged from there once the period has passed. Report
+//! snapshots are separate rows and are never purged. Backups taken before a purge still
+//! hold the text.
+
+use super::{Store, StoreError};
+use crate::core::Change;
+use futures::future::BoxFuture;
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{params, Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// Schema migrations in the order they apply; `PRAGMA user_version` counts those applied,
+/// so a migration, once released, is never edited, only followed by a new one.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init.sql",
+    include_str!("../../migrations/0001_init.sql"),
+)];
+
+/// Requests the writer takes into one transaction at most, so one huge burst cannot hold
+/// every early requester behind a very long transaction.
+const MAX_BATCH: usize = 512;
+
+/// How long connections other than the writer wait for a lock before giving up.
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a commit counts as durable.
+///
+/// Both settings keep the database consistent after any crash; they differ in whether
+/// the last acknowledged commits can be lost when the machine itself goes down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous = FULL`: the write-ahead log is flushed to the disk before a commit is
+    /// acknowledged, so an acknowledged change survives a process crash, an OS crash and
+    /// power loss. Each transaction waits for one disk flush; group commit shares it.
+    #[default]
+    Fsync,
+    /// `synchronous = NORMAL`: a commit is acknowledged once it is in the OS page cache
+    /// (the log is flushed only at checkpoints). An acknowledged change survives a crash
+    /// or SIGKILL of the server, but an OS crash or power loss may lose the last commits.
+    Os,
+}
+
+/// How a [`SqliteStore`] is run.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// When a commit counts as durable.
+    pub durability: Durability,
+    /// Keep recalled and deleted bodies this long for moderation; `None` purges at once.
+    pub retention: Option<Duration>,
+    /// How often the writer purges expired retained bodies and truncates the write-ahead
+    /// log after purges when no commits arrive.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Fsync,
+            retention: None,
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where the writer answers a commit request.
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// Work for the writer thread.
+enum Job {
+    Commit(Vec<Change>, Reply),
+    Checkpoint(mpsc::SyncSender<Result<(), StoreError>>),
+}
+
+/// SQLite-backed [`Store`] in a data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    transactions: Arc<AtomicU64>,
+}
+
+fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{context}: {e}"))
+}
+
+/// The database file in a data directory.
+pub fn database_path(data: &Path) -> PathBuf {
+    data.join("parley.db")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the file system does not support WAL mode (journal mode is {mode})"
+        )));
+    }
+    let sync = match durability {
+        Durability::Fsync => "FULL",
+        Durability::Os => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    // Freed bytes are overwritten with zeros, so a purged body leaves the file itself.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    Ok(conn)
+}
+
+/// Apply the migrations not applied yet, each in its own transaction with its version.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| err("cannot read the schema version", e))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the schema version is {applied} but this parley knows {} migrations; \
+             it was written by a newer parley",
+            MIGRATIONS.len()
+        )));
+    }
+    for (n, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction().map_err(|e| err(name, e))?;
+        tx.execute_batch(sql).map_err(|e| err(name, e))?;
+        tx.pragma_update(None, "user_version", n + 1)
+            .map_err(|e| err(name, e))?;
+        tx.commit().map_err(|e| err(name, e))?;
+    }
+    Ok(())
+}
+
+/// The serde tag of a serialised change, read back so the two can never disagree.
+#[derive(serde::Deserialize)]
+struct Kind<'a> {
+    kind: &'a str,
+}
+
+/// The message a change is about, for the purge index. Reports are left out on purpose:
+/// their snapshot is evidence and must survive the purge of the message.
+fn message_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::MessageStored { message, .. } => Some(&message.id),
+        Change::Recalled { message, .. }
+        | Change::InmailDeleted { message, .. }
+        | Change::DeletedForMe { message, .. } => Some(message),
+        _ => None,
+    }
+}
+
+/// The message whose content `change` removes, if it does.
+fn purged_by(change: &Change) -> Option<&str> {
+    match change {
+        Change::Recalled { message, .. }
+        | Change::InmailDeleted {
+            message,
+            purge: true,
+            ..
+        } => Some(message),
+        _ => None,
+    }
+}
+
+/// The writer thread's state: the only connection that writes.
+struct Writer {
+    conn: Connection,
+    retention: Option<Duration>,
+    interval: Duration,
+    last_maintenance: Instant,
+    /// Purged text may still sit in old write-ahead log frames until the log is truncated.
+    log_holds_purged: bool,
+    transactions: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        loop {
+            let wait = self
+                .interval
+                .saturating_sub(self.last_maintenance.elapsed());
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.maintain();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut commits = Vec::new();
+            let mut checkpoints = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Commit(changes, reply) => commits.push((changes, reply)),
+                    Job::Checkpoint(reply) => checkpoints.push(reply),
+                }
+                // Everything already waiting rides in the same transaction.
+                if commits.len() < MAX_BATCH {
+                    next = jobs.try_recv().ok();
+                }
+            }
+            if !commits.is_empty() {
+                let result = self.write_batch(&commits);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, requests = commits.len(), "commit failed");
+                }
+                for (_, reply) in commits {
+                    let _ = reply.send(result.clone());
+                }
+            }
+            for reply in checkpoints {
+                let _ = reply.send(self.checkpoint());
+            }
+            if self.last_maintenance.elapsed() >= self.interval {
+                self.maintain();
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: &[(Vec<Change>, Reply)]) -> Result<(), StoreError> {
+        let purge_after = self.retention.map(|r| now_ms() + r.as_millis() as i64);
+        let tx = self.conn.transaction().map_err(|e| err("begin", e))?;
+        let mut purged = false;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO changes (kind, conversation, message, data) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| err("prepare", e))?;
+            for (changes, _) in batch {
+                for change in changes {
+                    let data = serde_json::to_string(change).map_err(|e| err("encode", e))?;
+                    let kind = serde_json::from_str::<Kind>(&data)
+                        .map_err(|e| err("encode", e))?
+                        .kind;
+                    insert
+                        .execute(params![
+                            kind,
+                            change.conversation(),
+                            message_of(change),
+                            data
+                        ])
+                        .map_err(|e| err("insert", e))?;
+                    if let Some(message) = purged_by(change) {
+                        purge_body(&tx, message, purge_after).map_err(|e| err("purge", e))?;
+                        purged = true;
+                    }
+                }
+            }
+        }
+        let expired = expire_retained(&tx).map_err(|e| err("expire", e))?;
+        tx.commit().map_err(|e| err("commit", e))?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        // With retention the body is still wanted, so the log need not be truncated yet.
+        self.log_holds_purged |= (purged && purge_after.is_none()) || expired > 0;
+        Ok(())
+    }
+
+    /// Purge expired retained bodies, then truncate the log if it may hold purged text.
+    fn maintain(&mut self) {
+        self.last_maintenance = Instant::now();
+        match expire_retained(&self.conn) {
+            Ok(n) => self.log_holds_purged |= n > 0,
+            Err(e) => tracing::warn!(error = %e, "cannot purge expired retained content"),
+        }
+        if self.log_holds_purged {
+            if let Err(e) = self.checkpoint() {
+                // Usually a long reader (a backup); the next tick tries again.
+                tracing::debug!(error = %e, "checkpoint deferred");
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let expired = expire_retained(&self.conn).map_err(|e| err("expire", e))?;
+        self.log_holds_purged |= expired > 0;
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| err("checkpoint", e))?;
+        if busy != 0 {
+            return Err(StoreError(
+                "checkpoint: a reader is still using the write-ahead log".into(),
+            ));
+        }
+        self.log_holds_purged = false;
+        Ok(())
+    }
+}
+
+/// Remove the body from the stored row of `message`, keeping it in `retained` until
+/// `purge_after` when a retention period is set.
+fn purge_body(conn: &Connection, message: &str, purge_after: Option<i64>) -> rusqlite::Result<()> {
+    if let Some(deadline) = purge_after {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO retained (message, body, purge_after) \
+             SELECT message, json_extract(data, '$.message.body'), ?2 FROM changes \
+             WHERE message = ?1 AND kind = 'message_stored' \
+             AND json_type(data, '$.message.body') IS NOT NULL",
+        )?
+        .execute(params![message, deadline])?;
+    }
+    conn.prepare_cached(
+        "UPDATE changes SET data = json_remove(data, '$.message.body') \
+         WHERE message = ?1 AND kind = 'message_stored' \
+         AND json_type(data, '$.message.body') IS NOT NULL",
+    )?
+    .execute(params![message])?;
+    Ok(())
+}
+
+/// Delete retained bodies whose period has passed; returns how many.
+fn expire_retained(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM retained WHERE purge_after <= ?1")?
+        .execute(params![now_ms()])
+}
+
+/// A connection that only reads, for loading and backups; the writer keeps its own.
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    // Read-write without create: a missing file is an error, and a WAL database whose
+    // shared-memory file is gone (server stopped) can still be opened.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(READER_BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database in the data directory `data`, apply the
+    /// migrations and start the writer.
+    pub fn open(data: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data).map_err(|e| {
+            err(
+                format!("cannot create data directory {}", data.display()),
+                e,
+            )
+        })?;
+        let path = database_path(data);
+        let cannot_open = || format!("cannot open database at {}", path.display());
+        let mut conn = open_writer(&path, options.durability).map_err(|e| err(cannot_open(), e))?;
+        migrate(&mut conn).map_err(|e| err(cannot_open(), e))?;
+        // A real write proves now, not at the first request, that the directory is
+        // writable and not full.
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('opened_at', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![now_ms().to_string()],
+        )
+        .map_err(|e| err(format!("{} (cannot write)", cannot_open()), e))?;
+        let transactions = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            conn,
+            retention: options.retention,
+            interval: options.maintenance_interval,
+            last_maintenance: Instant::now(),
+            // The previous run may have stopped before truncating after a purge.
+            log_holds_purged: true,
+            transactions: transactions.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("parley-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| err("cannot start the database writer", e))?;
+        Ok(SqliteStore {
+            path,
+            jobs: Some(tx),
+            writer: Some(handle),
+            transactions,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write transactions committed so far; under concurrent load group commit makes this
+    /// far smaller than the number of commits.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Purge expired retained bodies, copy the write-ahead log into the database file and
+    /// truncate the log to zero bytes. Blocks until the writer has done it, so async code
+    /// should call it from a blocking task.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let (reply, done) = mpsc::sync_channel(1);
+        self.send(Job::Checkpoint(reply))?;
+        done.recv().map_err(|_| stopped())?
+    }
+
+    /// The body kept for moderation of a recalled or deleted message, while its retention
+    /// period lasts.
+    pub fn retained_body(&self, message: &str) -> Result<Option<String>, StoreError> {
+        let conn = open_reader(&self.path).map_err(|e| err("retained", e))?;
+        let body = conn.query_row(
+            "SELECT body FROM retained WHERE message = ?1 AND purge_after > ?2",
+            params![message, now_ms()],
+            |r| r.get(0),
+        );
+        match body {
+            Ok(body) => Ok(body),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(err("retained", e)),
+        }
+    }
+
+    /// Copy the database of the data directory `data` consistently to the file `to`, with
+    /// SQLite's online backup; the server may be running and keeps committing meanwhile.
+    ///
+    /// The copy is written beside `to` and renamed into place, so a failed backup never
+    /// leaves a partial file under that name. To restore, stop the server, put the copy at
+    /// `DATA/parley.db` and delete any `parley.db-wal` and `parley.db-shm` beside it.
+    pub fn backup(data: &Path, to: &Path) -> Result<(), StoreError> {
+        let path = database_path(data);
+        if !path.is_file() {
+            return Err(StoreError(format!("no database at {}", path.display())));
+        }
+        let source = open_reader(&path)
+            .map_err(|e| err(format!("cannot open database at {}", path.display()), e))?;
+        let mut partial = to.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let _ = std::fs::remove_file(&partial);
+        let cannot =
+            |e: &dyn std::fmt::Display| err(format!("cannot back up to {}", to.display()), e);
+        let result = (|| {
+            let mut dest = Connection::open(&partial).map_err(|e| cannot(&e))?;
+            {
+                let backup = Backup::new(&source, &mut dest).map_err(|e| cannot(&e))?;
+                // One step copies every page inside one read transaction: in WAL mode that
+                // does not block the writer, and a change committed meanwhile cannot make
+                // the copy start over, as it would between smaller steps.
+                let mut attempts = 0;
+                loop {
+                    match backup.step(-1).map_err(|e| cannot(&e))? {
+                        StepResult::Done => break,
+                        StepResult::Busy | StepResult::Locked if attempts < 100 => {
+                            attempts += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        other => return Err(cannot(&format!("gave up: {other:?}"))),
+                    }
+                }
+            }
+            dest.close().map_err(|(_, e)| cannot(&e))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| cannot(&e))?;
+            std::fs::rename(&partial, to).map_err(|e| cannot(&e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        result
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(stopped)
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError("the database writer has stopped".into())
+}
+
+impl Drop for SqliteStore {
+    /// Close the channel and wait for the writer, so the database is closed cleanly.
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for SqliteStore {
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), StoreError>> {
+        if changes.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let (reply, done) = oneshot::channel();
+        // Queued now, not when the future is first polled, so commit order is call order.
+        let sent = self.send(Job::Commit(changes, reply));
+        Box::pin(async move {
+            sent?;
+            done.await.map_err(|_| stopped())?
+        })
+    }
+
+    fn load(&self) -> Result<Vec<Change>, StoreError> {
+        let conn = open_reader(&self.path).map_err(|e| err("load", e))?;
+        let mut rows = conn
+            .prepare("SELECT pos, data FROM changes ORDER BY pos")
+            .map_err(|e| err("load", e))?;
+        let rows = rows
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| err("load", e))?;
+        rows.map(|row| {
+            let (pos, data) = row.map_err(|e| err("load", e))?;
+            serde_json::from_str(&data).map_err(|e| err(format!("change {pos} is unreadable"), e))
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::{MessageKind, MessageState, MessageView, ReportTarget, ReportView};
+
+    fn view(id: &str, body: &str) -> MessageView {
+        MessageView {
+            id: id.into(),
+            conversation: "c".into(),
+            seq: 1,
+            sender: "a".into(),
+            sent_at: 1,
+            kind: MessageKind::Message,
+            state: MessageState::Visible,
+            body: Some(body.into()),
+            reply_to: None,
+            to: None,
+            cc: vec![],
+            recall_until: None,
+            delete_until: None,
+        }
+    }
+
+    fn stored(id: &str, body: &str) -> Change {
+        Change::MessageStored {
+            message: view(id, body),
+            client_id: format!("r-{id}"),
+        }
+    }
+
+    fn recalled(id: &str) -> Change {
+        Change::Recalled {
+            conversation: "c".into(),
+            message: id.into(),
+            at: 2,
+        }
+    }
+
+    fn open(dir: &Path) -> SqliteStore {
+        SqliteStore::open(dir, SqliteOptions::default()).unwrap()
+    }
+
+    /// Whether any file in `dir` (database, log, shared memory) holds `needle`.
+    fn files_contain(dir: &Path, needle: &str) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|f| {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+    }
+
+    fn body_of(change: &Change) -> Option<&str> {
+        match change {
+            Change::MessageStored { message, .. } => message.body.as_deref(),
+            _ => panic!("not a stored message: {change:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_survive_reopening_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut changes: Vec<Change> = (0..50).map(|i| stored(&format!("m{i}"), "x")).collect();
+        changes.push(Change::ReadUpTo {
+            conversation: "c".into(),
+            user: "b".into(),
+            seq: 7,
+        });
+        changes.push(Change::Block {
+            blocker: "a".into(),
+            blocked: "b".into(),
+            on: true,
+        });
+        let commits: Vec<_> = changes
+            .iter()
+            .map(|c| store.commit(vec![c.clone()]))
+            .collect();
+        for c in commits {
+            c.await.unwrap();
+        }
+        assert_eq!(store.load().unwrap(), changes);
+        drop(store);
+        let again = SqliteStore::open(
+            dir.path(),
+            SqliteOptions {
+                durability: Durability::Os,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(again.load().unwrap(), changes);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path()));
+        let before = store.transactions();
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .commit(vec![stored(&format!("m{i}"), "x")])
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let transactions = store.transactions() - before;
+        assert_eq!(store.load().unwrap().len(), 400);
+        assert!(
+            transactions < 400 / 2,
+            "{transactions} transactions for 400 concurrent commits"
+        );
+    }
+
+    #[test]
+    fn migrations_apply_once_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        drop(open(dir.path()));
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let journal: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+    }
+
+    #[test]
+    fn a_database_from_a_newer_parley_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() + 1)
+            .unwrap();
+        drop(conn);
+        let e = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
+        assert!(e.0.contains("newer parley"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn recalled_text_leaves_the_database_files() {
+        let secret = "the-unmistakable-recalled-text-4711";
+        recalled_text_leaves_the_files(secret, secret).await;
+    }
+
+    #[tokio::test]
+    async fn a_long_recalled_text_leaves_the_database_files() {
+        // Longer than a page: the text sits in overflow pages, which the purge frees.
+        let secret = "a-long-recalled-text-ends-here-1234";
+        let body = format!("{}{secret}", "lorem ipsum ".repeat(700));
+        recalled_text_leaves_the_files(&body, secret).await;
+    }
+
+    async fn recalled_text_leaves_the_files(body: &str, secret: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let kept = "a-neighbouring-message-that-stays-0815";
+        store.commit(vec![stored("m1", body)]).await.unwrap();
+        store.commit(vec![stored("m2", kept)]).await.unwrap();
+        store.checkpoint().unwrap();
+        assert!(
+            files_contain(dir.path(), secret),
+            "control: the text is stored"
+        );
+        store.commit(vec![recalled("m1")]).await.unwrap();
+        store.checkpoint().unwrap();
+        assert!(
+            !files_contain(dir.path(), secret),
+            "purged from the files, write-ahead log included"
+        );
+        assert!(files_contain(dir.path(), kept));
+        let log = store.load().unwrap();
+        assert_eq!(body_of(&log[0]), None);
+        assert_eq!(body_of(&log[1]), Some(kept));
+        assert_eq!(log[2], recalled("m1"));
+    }
+
+    #[tokio::test]
+    async fn the_writer_truncates_the_log_after_a_purge_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SqliteOptions {
+                maintenance_interval: Duration::from_millis(100),
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        let secret = "purged-without-an-explicit-checkpoint-3141";
+        let body = format!("{}{secret}", "lorem ipsum ".repeat(700));
+        store.commit(vec![stored("m1", &body)]).await.unwrap();
+        store.commit(vec![recalled("m1")]).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while files_contain(dir.path(), secret) {
+            assert!(Instant::now() < deadline, "the log still holds the text");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn inmail_delete_purges_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store
+            .commit(vec![stored("gone", "purge-me-9931")])
+            .await
+            .unwrap();
+        store
+            .commit(vec![stored("kept", "cc-keeps-this-2231")])
+            .await
+            .unwrap();
+        let delete = |message: &str, purge| Change::InmailDeleted {
+            conversation: "c".into(),
+            message: message.into(),
+            purge,
+        };
+        store
+            .commit(vec![delete("gone", true), delete("kept", false)])
+            .await
+            .unwrap();
+        store.checkpoint().unwrap();
+        assert!(!files_contain(dir.path(), "purge-me-9931"));
+        assert!(files_contain(dir.path(), "cc-keeps-this-2231"));
+    }
+
+    #[tokio::test]
+    async fn a_recall_in_the_same_batch_as_the_message_still_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let both = store.commit(vec![stored("m1", "same-batch-text-5150"), recalled("m1")]);
+        both.await.unwrap();
+        store.checkpoint().unwrap();
+        assert!(!files_contain(dir.path(), "same-batch-text-5150"));
+        assert_eq!(body_of(&store.load().unwrap()[0]), None);
+    }
+
+    #[tokio::test]
+    async fn report_snapshots_survive_the_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let evidence = "reported-then-recalled-text-6060";
+        store.commit(vec![stored("m1", evidence)]).await.unwrap();
+        let report = Change::Reported {
+            report: ReportView {
+                id: "r1".into(),
+                reporter: "b".into(),
+                target: ReportTarget::Message {
+                    conversation: "c".into(),
+                    message: "m1".into(),
+                },
+                reason: "spam".into(),
+                at: 3,
+                snapshot: Some(view("m1", evidence)),
+            },
+        };
+        store.commit(vec![report.clone()]).await.unwrap();
+        store.commit(vec![recalled("m1")]).await.unwrap();
+        store.checkpoint().unwrap();
+        let log = store.load().unwrap();
+        assert_eq!(body_of(&log[0]), None);
+        assert_eq!(log[1], report);
+    }
+
+    #[tokio::test]
+    async fn with_retention_the_body_is_kept_until_it_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(
+            dir.path(),
+            SqliteOptions {
+                retention: Some(Duration::from_millis(1500)),
+                maintenance_interval: Duration::from_millis(100),
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        let text = "kept-for-moderation-for-a-while-7272";
+        store.commit(vec![stored("m1", text)]).await.unwrap();
+        store.commit(vec![recalled("m1")]).await.unwrap();
+        store.checkpoint().unwrap();
+        assert_eq!(
+            body_of(&store.load().unwrap()[0]),
+            None,
+            "gone from the log"
+        );
+        assert_eq!(store.retained_body("m1").unwrap().as_deref(), Some(text));
+        assert!(files_contain(dir.path(), text), "retained in the files");
+        // No commit and no explicit checkpoint: the writer's own tick purges it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while files_contain(dir.path(), text) {
+            assert!(Instant::now() < deadline, "retained text never purged");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.retained_body("m1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_read_only_data_directory_is_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root ignores directory permissions; a path below a regular file fails for
+        // everyone, so it stands in for the read-only directory there.
+        let probe = locked.join("probe");
+        let data = if std::fs::write(&probe, "").is_ok() {
+            std::fs::remove_file(&probe).unwrap();
+            let file = dir.path().join("file");
+            std::fs::write(&file, "").unwrap();
+            file.join("sub")
+        } else {
+            locked.clone()
+        };
+        let e = SqliteStore::open(&data, SqliteOptions::default()).unwrap_err();
+        assert!(
+            e.0.contains("cannot open database at") || e.0.contains("cannot create data directory"),
+            "{e}"
+        );
+        assert!(e.0.contains(&data.display().to_string()), "{e}");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(database_path(dir.path()), vec![0x42u8; 8192]).unwrap();
+        let e = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
+        assert!(e.0.starts_with("cannot open database at"), "{e}");
+        assert!(e.0.contains("not a database"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn backup_is_a_consistent_copy_while_writing_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(dir.path()));
+        for i in 0..100 {
+            store
+                .commit(vec![stored(&format!("m{i}"), "kept")])
+                .await
+                .unwrap();
+        }
+        let writing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 100..600 {
+                    store
+                        .commit(vec![stored(&format!("m{i}"), "more")])
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let copy = dir.path().join("backup.db");
+        let (data, to) = (dir.path().to_owned(), copy.clone());
+        tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &to))
+            .await
+            .unwrap()
+            .unwrap();
+        writing.await.unwrap();
+
+        let restored = tempfile::tempdir().unwrap();
+        std::fs::copy(&copy, database_path(restored.path())).unwrap();
+        let reopened = open(restored.path());
+        let copied = reopened.load().unwrap();
+        let all = store.load().unwrap();
+        assert!(copied.len() >= 100, "{} changes copied", copied.len());
+        assert_eq!(
+            copied[..],
+            all[..copied.len()],
+            "a prefix of the log, in order"
+        );
+        assert!(!dir.path().join("backup.db.partial").exists());
+    }
+
+    #[test]
+    fn backup_without_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SqliteStore::backup(dir.path(), &dir.path().join("copy.db")).unwrap_err();
+        assert!(e.0.contains("no database at"), "{e}");
+    }
+}
