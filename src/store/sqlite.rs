@@ -573,7 +573,8 @@ mod tests {
     fn stored(id: &str, body: &str) -> Change {
         Change::MessageStored {
             message: view(id, body),
-            client_id: format!("r-{id}"),
+            // Quotes, escapes and non-ASCII must survive the JSON rewrite of a purge.
+            client_id: format!("r-{id} \"ü😀\\n\u{1}"),
         }
     }
 
@@ -727,7 +728,16 @@ mod tests {
         );
         assert!(files_contain(dir.path(), kept));
         let log = store.load().unwrap();
-        assert_eq!(body_of(&log[0]), None);
+        let Change::MessageStored {
+            mut message,
+            client_id,
+        } = stored("m1", body)
+        else {
+            unreachable!()
+        };
+        message.body = None;
+        let purged = Change::MessageStored { message, client_id };
+        assert_eq!(log[0], purged, "everything but the body is kept");
         assert_eq!(body_of(&log[1]), Some(kept));
         assert_eq!(log[2], recalled("m1"));
     }
@@ -824,7 +834,7 @@ mod tests {
         let store = SqliteStore::open(
             dir.path(),
             SqliteOptions {
-                retention: Some(Duration::from_millis(1500)),
+                retention: Some(Duration::from_secs(3)),
                 maintenance_interval: Duration::from_millis(100),
                 ..SqliteOptions::default()
             },
