@@ -200,3 +200,39 @@ async fn zero_window_disables_recall() {
         "recall_window_closed"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn recall_windows_are_rearmed_after_a_restart() {
+    let store: Arc<MemoryStore> = Arc::new(MemoryStore::default());
+    let hub = Hub::start(default_limits(), store.clone(), 1 << 20).unwrap();
+    let mut alice = open(&hub, "alice").await;
+    let mut bob = open(&hub, "bob").await;
+    alice
+        .call(&hub, "c", json!({"type": "connect", "user": "bob"}))
+        .await;
+    bob.call(&hub, "a", json!({"type": "accept", "user": "alice"}))
+        .await;
+    let m1 = dm(&hub, &mut alice, "m1").await;
+    let m2 = dm(&hub, &mut alice, "m2").await;
+    drop((alice, bob));
+    drop(hub);
+
+    // The server comes back 60 s later: both windows are still open for 60 s more.
+    let hub = Hub::start(default_limits(), store, 1 << 20).unwrap();
+    hub.clock().advance(Duration::from_secs(60));
+    let mut alice = open(&hub, "alice").await;
+    assert_eq!(
+        alice.call(&hub, "r1", recall(&m1)).await["type"],
+        "ack",
+        "still open"
+    );
+    hub.clock().advance(Duration::from_secs(61));
+    settle().await;
+    let closed = alice.of_type("recall_closed");
+    assert_eq!(
+        closed.len(),
+        1,
+        "the re-armed timer fired for the other: {closed:?}"
+    );
+    assert_eq!(closed[0]["message"], m2["id"]);
+}
