@@ -420,6 +420,29 @@ impl Conversation {
             .collect()
     }
 
+    /// A message `me` sent, not removed, of `kind`: the common ground of recall and InMail
+    /// delete, checked in the SPEC's order (exists, right kind, requester is the sender).
+    fn own_live_message(
+        &self,
+        me: &str,
+        message: &str,
+        kind: MessageKind,
+        wrong_kind: &'static str,
+    ) -> Result<usize, Refusal> {
+        let idx = self.find_for(me, message)?;
+        let m = &self.messages[idx];
+        if m.removal != Removal::None {
+            return Err(Refusal::NotFound("message"));
+        }
+        if m.kind != kind {
+            return Err(Refusal::WrongMessageKind(wrong_kind));
+        }
+        if m.sender != me {
+            return Err(Refusal::NotSender);
+        }
+        Ok(idx)
+    }
+
     /// Recalls by `sender` here within the recall period before `now`.
     fn recent_recalls(&self, sender: &str, now: Millis, period_ms: u64) -> usize {
         let since = now.saturating_sub(period_ms as i64);
@@ -438,19 +461,9 @@ impl Conversation {
         sent_recently: u32,
     ) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        let idx = self.find_for(me, message)?;
+        let wrong = "an InMail is deleted with delete_inmail, not recalled";
+        let idx = self.own_live_message(me, message, MessageKind::Message, wrong)?;
         let m = &self.messages[idx];
-        if m.removal != Removal::None {
-            return Err(Refusal::NotFound("message"));
-        }
-        if m.kind != MessageKind::Message {
-            return Err(Refusal::WrongMessageKind(
-                "an InMail is deleted with delete_inmail, not recalled",
-            ));
-        }
-        if m.sender != me {
-            return Err(Refusal::NotSender);
-        }
         let l = ctx.limits;
         if !window_open(m.sent_at, l.recall_window_ms, ctx.now) {
             return Err(Refusal::RecallWindowClosed);
@@ -536,19 +549,9 @@ impl Conversation {
         message: &str,
     ) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        let idx = self.find_for(me, message)?;
+        let wrong = "only an InMail can be deleted for everyone; recall a message instead";
+        let idx = self.own_live_message(me, message, MessageKind::Inmail, wrong)?;
         let m = &self.messages[idx];
-        if m.removal != Removal::None {
-            return Err(Refusal::NotFound("message"));
-        }
-        if m.kind != MessageKind::Inmail {
-            return Err(Refusal::WrongMessageKind(
-                "only an InMail can be deleted for everyone; recall a message instead",
-            ));
-        }
-        if m.sender != me {
-            return Err(Refusal::NotSender);
-        }
         if !window_open(m.sent_at, ctx.limits.inmail_delete_window_ms, ctx.now) {
             return Err(Refusal::InmailDeleteWindowClosed);
         }
