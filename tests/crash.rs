@@ -7,10 +7,8 @@ mod support;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "crash-secret";
@@ -20,35 +18,15 @@ const KILL_AFTER: usize = 1_200;
 const PAIRS: [(&str, &str); 2] = [("ann", "ben"), ("cat", "dan")];
 
 async fn start(data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--store",
-            "sqlite",
-        ])
-        .args([
-            "--requests-per-second",
-            "0",
-            "--connections-per-ip-per-second",
-            "0",
-            "--data",
-        ])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().expect("listening line");
-    (
-        child,
-        line.strip_prefix("listening on ").unwrap().to_owned(),
-    )
+    let unlimited = [
+        "--store",
+        "sqlite",
+        "--requests-per-second",
+        "0",
+        "--connections-per-ip-per-second",
+        "0",
+    ];
+    support::spawn_binary(data, SECRET, &unlimited).await
 }
 
 async fn client(addr: &str, user: &str) -> support::Client {

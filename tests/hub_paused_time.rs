@@ -67,7 +67,12 @@ async fn settle() {
 }
 
 async fn pair(limits: Limits) -> (Arc<Hub>, Session, Session, Session) {
-    let hub = Hub::start(limits, Arc::new(MemoryStore::default()), 1 << 20).unwrap();
+    pair_on(limits, Arc::new(MemoryStore::default())).await
+}
+
+/// alice (two sessions) and bob, connected, on a hub over `store`.
+async fn pair_on(limits: Limits, store: Arc<MemoryStore>) -> (Arc<Hub>, Session, Session, Session) {
+    let hub = Hub::start(limits, store, 1 << 20).unwrap();
     let mut alice = open(&hub, "alice").await;
     let alice2 = open(&hub, "alice").await;
     let mut bob = open(&hub, "bob").await;
@@ -204,14 +209,7 @@ async fn zero_window_disables_recall() {
 #[tokio::test(start_paused = true)]
 async fn recall_windows_are_rearmed_after_a_restart() {
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::default());
-    let hub = Hub::start(default_limits(), store.clone(), 1 << 20).unwrap();
-    let mut alice = open(&hub, "alice").await;
-    let mut bob = open(&hub, "bob").await;
-    alice
-        .call(&hub, "c", json!({"type": "connect", "user": "bob"}))
-        .await;
-    bob.call(&hub, "a", json!({"type": "accept", "user": "alice"}))
-        .await;
+    let (hub, mut alice, _alice2, bob) = pair_on(default_limits(), store.clone()).await;
     let m1 = dm(&hub, &mut alice, "m1").await;
     let m2 = dm(&hub, &mut alice, "m2").await;
     drop((alice, bob));

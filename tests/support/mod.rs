@@ -384,3 +384,32 @@ pub async fn refused(mut ws: Ws) -> (Vec<Value>, u16, String) {
         }
     }
 }
+
+/// Start the `parley` binary as a child process on a free loopback port with `data` as its
+/// data directory; returns the child and the address it printed.
+pub async fn spawn_binary(
+    data: &std::path::Path,
+    secret: &str,
+    extra: &[&str],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", secret])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the parley binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let line = tokio::io::BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the server prints its address");
+    let addr = line.strip_prefix("listening on ").expect("listening line");
+    (child, addr.to_owned())
+}
