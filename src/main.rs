@@ -4,6 +4,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parley::config::{self, default_limits, Config};
 use parley::store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store};
+use parley::cluster::{Broker, Ledger};
+use parley::hub::Hub;
 use parley::{auth, server::Server};
 use std::ffi::OsString;
 use std::io::Write;
@@ -50,6 +52,8 @@ enum StoreKind {
     Sqlite,
     /// Memory only: everything is lost when the process ends (tests, benchmarks).
     Memory,
+    /// PostgreSQL at `--database-url`, shared with other nodes (with `--broker-url`).
+    Postgres,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -84,6 +88,20 @@ struct ServeArgs {
     /// `os` leaves flushing to the OS (survives a server crash, not an OS crash; faster).
     #[arg(long, env = "PARLEY_DURABILITY", value_enum, default_value = "fsync")]
     durability: Durability,
+    /// PostgreSQL connection URL, for `--store postgres`
+    /// (e.g. `postgres://parley@127.0.0.1:5432/parley`).
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Connections to PostgreSQL each node keeps.
+    #[arg(long, env = "PARLEY_DATABASE_POOL", default_value_t = 16)]
+    database_pool: usize,
+    /// Redis URL of the broker that carries frames between nodes (e.g.
+    /// `redis://127.0.0.1:6379`); without it a PostgreSQL node runs alone.
+    #[arg(long, env = "PARLEY_BROKER_URL", hide_env_values = true)]
+    broker_url: Option<String>,
+    /// Broker channel; every node of one cluster uses the same.
+    #[arg(long, env = "PARLEY_BROKER_CHANNEL", default_value = "parley")]
+    broker_channel: String,
     /// Keep recalled and deleted content this long for moderation (default: purge at once).
     #[arg(long, env = "PARLEY_RETENTION", value_parser = duration)]
     retention: Option<Duration>,
@@ -295,18 +313,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         connections_per_ip_per_second: args.connections_per_ip_per_second,
     };
-    let store: Arc<dyn Store> = match args.store {
-        StoreKind::Sqlite => Arc::new(SqliteStore::open(
-            &config.data,
-            SqliteOptions {
-                durability: args.durability,
-                retention: args.retention,
-                ..SqliteOptions::default()
-            },
-        )?),
-        StoreKind::Memory => Arc::new(MemoryStore::default()),
+    let hub = match args.store {
+        StoreKind::Postgres => {
+            let url = args
+                .database_url
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--store postgres needs --database-url"))?;
+            let ledger = Ledger::connect(url, args.database_pool).await?;
+            let broker = match &args.broker_url {
+                Some(url) => Some(Broker::connect(url, &args.broker_channel).await?),
+                None => None,
+            };
+            Hub::start_node(config.limits, ledger, broker, config.max_queue_bytes).await?
+        }
+        kind => {
+            let store = local_store(kind, &config, args.durability, args.retention)?;
+            Hub::start(config.limits, store, config.max_queue_bytes)?
+        }
     };
-    let mut server = Server::bind_with_store(&config, store)
+    let mut server = Server::bind_with_hub(&config, hub)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start on {}: {e}", config.listen))?;
     if args.demo {
@@ -320,6 +345,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The single-process store `kind` names.
+fn local_store(
+    kind: StoreKind,
+    config: &Config,
+    durability: Durability,
+    retention: Option<Duration>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match kind {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(
+            &config.data,
+            SqliteOptions {
+                durability,
+                retention,
+                ..SqliteOptions::default()
+            },
+        )?),
+        StoreKind::Memory => Arc::new(MemoryStore::default()),
+        StoreKind::Postgres => unreachable!("a cluster node has no local store"),
+    })
 }
 
 async fn shutdown_signal() {

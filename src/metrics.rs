@@ -70,3 +70,9 @@ pub fn error(code: &'static str) {
 pub fn recall(outcome: &'static str) {
     metrics::counter!("parley_recalls_total", "outcome" => outcome).increment(1);
 }
+
+/// Something happened between cluster nodes: `event` is e.g. `entry_applied`,
+/// `gap_filled`, `bulletin_dropped`, `publish_failed`.
+pub fn cluster(event: &'static str) {
+    metrics::counter!("parley_cluster_events_total", "event" => event).increment(1);
+}

@@ -97,10 +97,15 @@ impl Server {
         config: &Config,
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
-        crate::metrics::handle();
-        let listener = TcpListener::bind(config.listen).await?;
         let hub = Hub::start(config.limits, store, config.max_queue_bytes)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Self::bind_with_hub(config, hub).await
+    }
+
+    /// Bind the listener in front of a hub already built (a cluster node, say).
+    pub async fn bind_with_hub(config: &Config, hub: Arc<Hub>) -> std::io::Result<Server> {
+        crate::metrics::handle();
+        let listener = TcpListener::bind(config.listen).await?;
         Ok(Server {
             listener,
             hub,

@@ -884,6 +884,14 @@ impl Conversation {
 
     /// Re-apply a committed change at start; live rules produce exactly these mutations.
     pub fn replay(&mut self, change: &Change) {
+        // Who was online is not recorded: after a restart every outstanding
+        // notification is pending, so none is lost.
+        self.replay_with(change, &super::NobodyOnline);
+    }
+
+    /// Apply a change another node decided, as it happens: `online` says who gets a
+    /// pending notification.
+    pub fn replay_with(&mut self, change: &Change, online: &dyn super::Presence) {
         let find = |id: &str| self.by_id.get(id).copied();
         match change {
             Change::MessageStored {
@@ -903,9 +911,7 @@ impl Conversation {
                     removal: Removal::None,
                     recall_closed: false,
                 };
-                // Who was online is not recorded: after a restart every outstanding
-                // notification is pending, so none is lost.
-                self.insert_message(message, client_id, &super::NobodyOnline);
+                self.insert_message(message, client_id, online);
             }
             Change::ReadUpTo { user, seq, .. } => {
                 let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) else {

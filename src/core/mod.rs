@@ -80,7 +80,7 @@ impl std::fmt::Debug for Ctx<'_> {
 }
 
 /// One recipient of an emitted frame: all sessions of `user`, less `except`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     /// The user whose sessions receive the frame.
     pub user: UserId,
@@ -107,7 +107,7 @@ impl Target {
 }
 
 /// A frame to deliver to several recipients; it is serialised once.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Emit {
     /// Recipients, in delivery order.
     pub to: Vec<Target>,

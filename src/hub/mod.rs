@@ -2,6 +2,7 @@
 //! each conversation behind its own lock, commits changes, fans frames out and arms the
 //! recall timers.
 
+mod replica;
 pub mod sessions;
 mod timers;
 
@@ -9,7 +10,9 @@ use crate::clock::Clock;
 use crate::core::{
     Actor, Change, Conversation, Ctx, Directory, Outcome, RecallTimer, Refusal, SendLog,
 };
+use crate::cluster::DIRECTORY;
 use crate::store::{Store, StoreError};
+use replica::{Claimed, Replica};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use parley_protocol::{
@@ -29,11 +32,19 @@ const SYNC_PAGE: usize = 200;
 
 type SharedConversation = Arc<AsyncMutex<Conversation>>;
 
+/// Where decisions become durable.
+enum Backend {
+    /// This process alone: a local store.
+    Local(Arc<dyn Store>),
+    /// One node of several sharing a ledger.
+    Node(Replica),
+}
+
 /// The shared state of one server.
 pub struct Hub {
     limits: Limits,
     clock: Clock,
-    store: Arc<dyn Store>,
+    backend: Backend,
     max_queue_bytes: usize,
     directory: RwLock<Directory>,
     conversations: DashMap<String, SharedConversation>,
@@ -87,12 +98,18 @@ impl Hub {
         max_queue_bytes: usize,
     ) -> Result<Arc<Hub>, StoreError> {
         let changes = store.load()?;
+        let hub = Hub::build(limits, Backend::Local(store), max_queue_bytes, 0);
+        hub.restore(changes);
+        Ok(hub)
+    }
+
+    fn build(limits: Limits, backend: Backend, max_queue_bytes: usize, node: u32) -> Arc<Hub> {
         let (tx, rx) = mpsc::unbounded_channel();
         let clock = Clock::start();
         let hub = Arc::new(Hub {
             limits,
             clock: clock.clone(),
-            store,
+            backend,
             max_queue_bytes,
             directory: RwLock::new(Directory::default()),
             conversations: DashMap::new(),
@@ -101,13 +118,12 @@ impl Hub {
             reports: Mutex::new(Vec::new()),
             sessions: Sessions::default(),
             timers: tx,
-            next_session: AtomicU64::new(1),
+            next_session: AtomicU64::new(Hub::first_session_id(node)),
             requests: rate_limiter(limits.requests_per_second, limits.request_burst),
             stopping: std::sync::atomic::AtomicBool::new(false),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
-        hub.restore(changes);
-        Ok(hub)
+        hub
     }
 
     /// Rebuild the state from committed changes, re-arm open recall windows and refill
@@ -196,9 +212,8 @@ impl Hub {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (session, outbox) =
             SessionHandle::new(id, user.to_owned(), admin, self.max_queue_bytes);
-        let created = self.directory.write().ensure_user(user);
-        if let Some(change) = created {
-            if let Err(e) = self.store.commit(vec![change]).await {
+        if !self.directory.read().exists(user) {
+            if let Err(e) = self.record_user(user).await {
                 tracing::error!(error = %e, "cannot record new user");
             }
         }
@@ -212,14 +227,33 @@ impl Hub {
             settings,
         });
         let cap = self.limits.max_sessions_per_user as usize;
-        self.sessions
-            .register(session.clone(), cap)
-            .then_some((session, outbox))
+        if !self.sessions.register(session.clone(), cap) {
+            return None;
+        }
+        if self.sessions.count(user) == 1 {
+            self.presence_changed(user, true);
+        }
+        Some((session, outbox))
+    }
+
+    /// Record a user seen for the first time (in a cluster, under the directory's claim,
+    /// so two nodes meeting a new user at once record it once).
+    async fn record_user(&self, user: &str) -> Result<(), StoreError> {
+        let claimed = self.claim(DIRECTORY).await?;
+        let created = self.directory.write().ensure_user(user);
+        let changes: Vec<Change> = created.into_iter().collect();
+        if let Some((scope, seq)) = self.commit_claimed(claimed, &changes, &[]).await? {
+            self.publish_entry(&scope, seq, changes, Vec::new());
+        }
+        Ok(())
     }
 
     /// Stop delivering to a session.
     pub fn close_session(&self, session: &SessionHandle) {
         self.sessions.unregister(session);
+        if self.sessions.count(&session.user) == 0 {
+            self.presence_changed(&session.user, false);
+        }
     }
 
     /// Parse one text frame from a session and answer it with exactly one `ack` or `error`.
@@ -270,28 +304,43 @@ impl Hub {
             now: self.clock.now(),
             limits: &self.limits,
             directory,
-            online: &self.sessions,
+            online: self,
         }
     }
 
     /// Commit, fan out, answer and arm the timer — in that order, so nothing is
-    /// acknowledged or shown before it is durable. Called with the conversation locked
-    /// (when there is one), which keeps every session's view of it in one order.
+    /// acknowledged or shown before it is durable.
     async fn finish(&self, session: &SessionHandle, id: String, result: Result<Outcome, Refusal>) {
+        self.finish_claimed(Claimed::none(), session, id, result)
+            .await
+    }
+
+    /// [`Hub::finish`] for a decision taken on a claimed scope; called with the
+    /// conversation locked (when there is one), which keeps every session's view of it in
+    /// one order.
+    async fn finish_claimed(
+        &self,
+        claimed: Claimed,
+        session: &SessionHandle,
+        id: String,
+        result: Result<Outcome, Refusal>,
+    ) {
         let out = match result {
             Ok(out) => out,
             Err(refusal) => {
+                claimed.release().await;
                 crate::metrics::error(refusal.code().as_str());
                 tracing::debug!(user = %session.user, request = %id, %refusal, "refused");
                 return session.send(&error_frame(Some(id), refusal.code(), refusal.to_string()));
             }
         };
-        if !out.changes.is_empty() {
-            if let Err(e) = self.store.commit(out.changes).await {
+        let committed = match self.commit_claimed(claimed, &out.changes, &out.emits).await {
+            Ok(c) => c,
+            Err(e) => {
                 tracing::error!(error = %e, user = %session.user, "commit failed; closing session");
                 return session.close(1011, "storage unavailable");
             }
-        }
+        };
         for emit in &out.emits {
             self.sessions.deliver(emit);
         }
@@ -302,25 +351,49 @@ impl Hub {
         if let Some(timer) = out.timer {
             let _ = self.timers.send(timer);
         }
+        if let Some((scope, seq)) = committed {
+            self.publish_entry(&scope, seq, out.changes, out.emits);
+        }
+    }
+
+    /// Take a scope, or close the session when the ledger cannot be reached.
+    async fn claim_or_close(&self, session: &SessionHandle, scope: &str) -> Option<Claimed> {
+        match self.claim(scope).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, user = %session.user, "cannot claim; closing session");
+                session.close(1011, "storage unavailable");
+                None
+            }
+        }
     }
 
     fn conversation(&self, id: &str) -> Option<SharedConversation> {
         self.conversations.get(id).map(|c| c.clone())
     }
 
-    /// Run a rule on one conversation under its lock.
+    /// Run a rule on one conversation under its lock; a rule that `decides` (may change
+    /// something) first claims the conversation, which in a cluster locks it on every node.
     async fn on_conversation(
         &self,
         session: &SessionHandle,
         actor: &Actor,
         id: String,
         conversation: &str,
+        decides: bool,
         rule: impl FnOnce(&mut Conversation, &Ctx) -> Result<Outcome, Refusal>,
     ) {
+        let claimed = if decides {
+            let Some(c) = self.claim_or_close(session, conversation).await else {
+                return;
+            };
+            c
+        } else {
+            Claimed::none()
+        };
         let Some(shared) = self.conversation(conversation) else {
-            return self
-                .finish(session, id, Err(Refusal::NotFound("conversation")))
-                .await;
+            let refused = Err(Refusal::NotFound("conversation"));
+            return self.finish_claimed(claimed, session, id, refused).await;
         };
         let mut conv = shared.lock().await;
         let result = if conv.is_participant(&actor.user) {
@@ -329,7 +402,7 @@ impl Hub {
         } else {
             Err(Refusal::NotFound("conversation"))
         };
-        self.finish(session, id, result).await;
+        self.finish_claimed(claimed, session, id, result).await;
     }
 
     /// Run `rule` on conversation `id` under its lock, making the conversation with `make`
@@ -443,10 +516,12 @@ impl Hub {
                 reply_to,
             } => match (conversation, to) {
                 (Some(c), None) => {
+                    let Some(claimed) = self.claim_or_close(session, &c).await else {
+                        return;
+                    };
                     let Some(shared) = self.conversation(&c) else {
-                        return self
-                            .finish(session, id, Err(Refusal::NotFound("conversation")))
-                            .await;
+                        let refused = Err(Refusal::NotFound("conversation"));
+                        return self.finish_claimed(claimed, session, id, refused).await;
                     };
                     let mut conv = shared.lock_owned().await;
                     let result = if conv.is_participant(&me) {
@@ -455,7 +530,7 @@ impl Hub {
                     } else {
                         Err(Refusal::NotFound("conversation"))
                     };
-                    self.finish(session, id, result).await;
+                    self.finish_claimed(claimed, session, id, result).await;
                 }
                 (None, Some(to)) => {
                     // Connection and block checks are the send rule's, after the request-id
@@ -478,13 +553,16 @@ impl Hub {
                             now,
                         )
                     };
+                    let Some(claimed) = self.claim_or_close(session, &cid).await else {
+                        return;
+                    };
                     let (_conv, result) = self
                         .on_new_or_existing(cid.clone(), make, Some(actor), |c| {
                             let kind = MessageKind::Message;
                             self.send_rule(actor, c, &id, body, reply_to, kind, vec![])
                         })
                         .await;
-                    self.finish(session, id, result).await;
+                    self.finish_claimed(claimed, session, id, result).await;
                 }
                 _ => {
                     let r =
@@ -500,6 +578,9 @@ impl Hub {
                     }
                 }
                 let cid = derived_id("i", &[&me, &id]);
+                let Some(claimed) = self.claim_or_close(session, &cid).await else {
+                    return;
+                };
                 // A retry finds its conversation and gets its original answer.
                 let retry = self.conversations.contains_key(&cid);
                 let checked = if retry {
@@ -511,7 +592,7 @@ impl Hub {
                         .try_for_each(|p| dir.check_inmail(&me, p))
                 };
                 if let Err(r) = checked {
-                    return self.finish(session, id, Err(r)).await;
+                    return self.finish_claimed(claimed, session, id, Err(r)).await;
                 }
                 let cc = participants[2..].to_vec();
                 let now = self.clock.now();
@@ -529,7 +610,7 @@ impl Hub {
                         self.send_rule(actor, c, &id, body, None, MessageKind::Inmail, cc)
                     })
                     .await;
-                self.finish(session, id, result).await;
+                self.finish_claimed(claimed, session, id, result).await;
             }
             Op::CreateGroup { members, title } => {
                 let mut participants = vec![me.clone()];
@@ -564,6 +645,9 @@ impl Hub {
                     return self.finish(session, id, Err(r)).await;
                 }
                 let cid = derived_id("g", &[&me, &id]);
+                let Some(claimed) = self.claim_or_close(session, &cid).await else {
+                    return;
+                };
                 let now = self.clock.now();
                 let make = || {
                     Conversation::new(
@@ -581,13 +665,13 @@ impl Hub {
                         }))
                     })
                     .await;
-                self.finish(session, id, result).await;
+                self.finish_claimed(claimed, session, id, result).await;
             }
             Op::Read {
                 conversation,
                 message,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                self.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
                     c.read(ctx, actor, &message)
                 })
                 .await
@@ -598,8 +682,11 @@ impl Hub {
             } => {
                 // Counted before the lock: a send racing this recall may or may not count,
                 // either order is a valid serialisation.
-                let sent = self.sent_recently(&me);
-                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                let sent = match self.sent_recently_everywhere(&me).await {
+                    Some(n) => n,
+                    None => self.sent_recently(&me),
+                };
+                self.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
                     let result = c.recall(ctx, actor, &message, sent);
                     crate::metrics::recall(
                         result.as_ref().map_or_else(|r| r.code().as_str(), |_| "ok"),
@@ -612,7 +699,7 @@ impl Hub {
                 conversation,
                 message,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                self.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
                     c.delete_inmail(ctx, actor, &message)
                 })
                 .await
@@ -621,7 +708,7 @@ impl Hub {
                 conversation,
                 message,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                self.on_conversation(session, actor, id, &conversation, true, |c, _| {
                     c.delete_for_me(actor, &message)
                 })
                 .await
@@ -630,7 +717,7 @@ impl Hub {
                 conversation,
                 muted,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                self.on_conversation(session, actor, id, &conversation, true, |c, _| {
                     c.set_flags(actor, Some(muted), None)
                 })
                 .await
@@ -639,13 +726,13 @@ impl Hub {
                 conversation,
                 hidden,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, _| {
+                self.on_conversation(session, actor, id, &conversation, true, |c, _| {
                     c.set_flags(actor, None, Some(hidden))
                 })
                 .await
             }
             Op::Typing { conversation } => {
-                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                self.on_conversation(session, actor, id, &conversation, false, |c, ctx| {
                     c.typing(ctx, actor)
                 })
                 .await
@@ -655,7 +742,7 @@ impl Hub {
                 before,
                 limit,
             } => {
-                self.on_conversation(session, actor, id, &conversation, |c, ctx| {
+                self.on_conversation(session, actor, id, &conversation, false, |c, ctx| {
                     c.history(ctx, &me, before, limit).map(Outcome::with_ack)
                 })
                 .await
@@ -732,8 +819,11 @@ impl Hub {
         id: String,
         rule: impl FnOnce(&mut Directory) -> Result<Outcome, Refusal>,
     ) {
+        let Some(claimed) = self.claim_or_close(session, DIRECTORY).await else {
+            return;
+        };
         let result = rule(&mut self.directory.write());
-        self.finish(session, id, result).await;
+        self.finish_claimed(claimed, session, id, result).await;
     }
 
     async fn report(
@@ -771,26 +861,36 @@ impl Hub {
                 conversation,
                 message,
             } => {
-                self.on_conversation(session, actor, id, conversation, |c, ctx| {
+                self.on_conversation(session, actor, id, conversation, true, |c, ctx| {
                     let snapshot = c.snapshot(ctx, &actor.user, message)?;
                     Ok(file(Some(snapshot), ctx.now))
                 })
                 .await
             }
             ReportTarget::User { user } => {
+                let Some(claimed) = self.claim_or_close(session, DIRECTORY).await else {
+                    return;
+                };
                 let exists = self.directory.read().exists(user) && *user != actor.user;
                 let result = if exists {
                     Ok(file(None, self.clock.now()))
                 } else {
                     Err(Refusal::NotFound("user"))
                 };
-                self.finish(session, id, result).await
+                self.finish_claimed(claimed, session, id, result).await
             }
         }
     }
 
     /// Everything `user` should see on (re)connecting.
     async fn sync(&self, user: &str, positions: Option<BTreeMap<String, u64>>) -> AckResult {
+        let ids = self
+            .by_user
+            .get(user)
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        // Everything committed anywhere before this request is answered.
+        self.catch_up_all(ids.clone()).await;
         let ids = self
             .by_user
             .get(user)
@@ -833,6 +933,11 @@ impl Hub {
 
     /// A recall window closed: if recall was still on offer, tell the sender it is gone.
     async fn recall_window_closed(&self, timer: &RecallTimer) {
+        // Every node runs this timer and tells only its own sessions; catching up first
+        // means a read or recall committed on another node before the deadline counts.
+        if let Err(e) = self.catch_up(&timer.conversation, None).await {
+            tracing::warn!(error = %e, "cannot catch up before a recall window closes");
+        }
         let Some(shared) = self.conversation(&timer.conversation) else {
             return;
         };

@@ -198,6 +198,11 @@ impl Sessions {
         }
     }
 
+    /// Every user with a live session here.
+    pub fn users(&self) -> Vec<UserId> {
+        self.by_user.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// How many sessions `user` has open.
     pub fn count(&self, user: &str) -> usize {
         self.by_user.get(user).map_or(0, |s| s.len())

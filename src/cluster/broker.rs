@@ -1,0 +1,119 @@
+//! The broker between nodes: Redis pub/sub on one channel. At most once, in no promised
+//! order — the ledger's numbering is what makes delivery exact.
+
+use super::Bulletin;
+use crate::store::StoreError;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Bulletins waiting to be published; beyond this they are dropped (the ledger still has
+/// the entries, and other nodes find them by polling).
+const OUTBOUND: usize = 65_536;
+
+/// Publishes up to this many bulletins in one round trip.
+const BATCH: usize = 256;
+
+/// What the subscription yields.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A bulletin from another node (or this one; the caller filters).
+    Bulletin(Bulletin),
+    /// The subscription was (re)established: anything published meanwhile was missed.
+    Subscribed,
+}
+
+/// A Redis pub/sub channel shared by every node of one cluster.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    outbound: mpsc::Sender<Vec<u8>>,
+}
+
+impl Broker {
+    /// Connect to `url` and start publishing on `channel`; bulletins from every node
+    /// arrive on the returned receiver.
+    pub async fn connect(
+        url: &str,
+        channel: &str,
+    ) -> Result<(Broker, mpsc::Receiver<Incoming>), StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError(format!("broker URL: {e}")))?;
+        let publisher = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| StoreError(format!("cannot reach the broker: {e}")))?;
+        let (outbound, queue) = mpsc::channel(OUTBOUND);
+        tokio::spawn(publish(client.clone(), publisher, channel.to_owned(), queue));
+        let (tx, incoming) = mpsc::channel(OUTBOUND);
+        tokio::spawn(subscribe(client, channel.to_owned(), tx));
+        Ok((Broker { outbound }, incoming))
+    }
+
+    /// Publish a bulletin without waiting.
+    pub fn publish(&self, bulletin: &Bulletin) {
+        let bytes = serde_json::to_vec(bulletin).expect("bulletins serialise");
+        if self.outbound.try_send(bytes).is_err() {
+            crate::metrics::cluster("bulletin_dropped");
+        }
+    }
+}
+
+async fn publish(
+    client: redis::Client,
+    mut conn: redis::aio::MultiplexedConnection,
+    channel: String,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for bytes in batch.drain(..) {
+            pipe.publish(&channel, bytes).ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            crate::metrics::cluster("publish_failed");
+            tracing::warn!(error = %e, "broker publish failed; reconnecting");
+            if let Ok(c) = client.get_multiplexed_async_connection().await {
+                conn = c;
+            }
+        }
+    }
+}
+
+async fn subscribe(client: redis::Client, channel: String, tx: mpsc::Sender<Incoming>) {
+    use futures::StreamExt;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(pubsub) => {
+                if tx.send(Incoming::Subscribed).await.is_err() {
+                    return;
+                }
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let payload: Vec<u8> = match msg.get_payload() {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    };
+                    match serde_json::from_slice::<Bulletin>(&payload) {
+                        Ok(b) => {
+                            if tx.send(Incoming::Bulletin(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "unreadable bulletin"),
+                    }
+                }
+                tracing::warn!("broker subscription ended; resubscribing");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the broker; retrying"),
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,566 @@
+//! The hub as one node of a cluster: claims scopes in the ledger before deciding, applies
+//! other nodes' entries in order, fills gaps from the ledger, and shares presence.
+
+use super::Hub;
+use crate::cluster::broker::Incoming;
+use crate::cluster::{Broker, Bulletin, Claim, Entry, Ledger, DIRECTORY};
+use crate::core::{Change, Conversation, Emit, RecallTimer, SessionId};
+use crate::store::StoreError;
+use dashmap::DashMap;
+use parley_protocol::{MessageKind, UserId};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::time::Instant;
+
+/// Tasks applying bulletins; a scope always goes to the same one, so its entries are
+/// applied in arrival order without one busy scope holding up the others.
+const APPLIERS: usize = 8;
+/// How often recently written scopes are compared with what this node applied.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How far back that comparison looks.
+const POLL_WINDOW_SECS: f64 = 5.0;
+/// How often a node sends its roster of connected users.
+const ROSTER_EVERY: Duration = Duration::from_secs(2);
+/// A node not heard from for this long counts as gone: its users are offline.
+const NODE_SILENT: Duration = Duration::from_secs(7);
+
+/// The cluster side of a hub.
+pub(super) struct Replica {
+    /// This node's id, also the high bits of its session ids.
+    pub node: u32,
+    pub ledger: Ledger,
+    pub broker: Option<Broker>,
+    /// Position applied per conversation; its lock is the node-local half of a claim.
+    /// (The directory's lock only serialises this node's directory decisions.)
+    positions: DashMap<String, Arc<AsyncMutex<u64>>>,
+    /// Position applied of the directory, changed only under the directory's write lock,
+    /// so directory entries are applied without waiting on any decision.
+    directory: AtomicU64,
+    /// Users with sessions on other nodes, per node, with when the node was last heard.
+    remote: DashMap<u32, (Instant, HashSet<UserId>)>,
+}
+
+impl Replica {
+    pub fn new(node: u32, ledger: Ledger, broker: Option<Broker>) -> Replica {
+        Replica {
+            node,
+            ledger,
+            broker,
+            positions: DashMap::new(),
+            directory: AtomicU64::new(0),
+            remote: DashMap::new(),
+        }
+    }
+
+    fn position(&self, scope: &str) -> Arc<AsyncMutex<u64>> {
+        if let Some(p) = self.positions.get(scope) {
+            return p.clone();
+        }
+        self.positions.entry(scope.to_owned()).or_default().clone()
+    }
+
+    /// Whether `user` has a session on a node that is still alive.
+    pub fn online_elsewhere(&self, user: &str) -> bool {
+        self.remote
+            .iter()
+            .any(|n| n.value().0.elapsed() < NODE_SILENT && n.value().1.contains(user))
+    }
+
+    fn publish(&self, bulletin: &Bulletin) {
+        if let Some(broker) = &self.broker {
+            broker.publish(bulletin);
+        }
+    }
+}
+
+/// A scope held for one decision: the node-local lock and, in a cluster, the ledger's.
+#[derive(Default)]
+pub(super) struct Claimed {
+    scope: String,
+    local: Option<OwnedMutexGuard<u64>>,
+    claim: Option<Claim>,
+}
+
+impl Claimed {
+    /// Nothing held: a single node decides under its own locks.
+    pub fn none() -> Claimed {
+        Claimed::default()
+    }
+
+    /// Give the scope back without writing anything.
+    pub async fn release(self) {
+        if let Some(claim) = self.claim {
+            claim.release().await;
+        }
+    }
+}
+
+impl Hub {
+    /// Start a node of a cluster: subscribe, rebuild the state from the ledger, then
+    /// apply bulletins and poll for what they missed.
+    pub async fn start_node(
+        limits: parley_protocol::Limits,
+        ledger: Ledger,
+        broker: Option<(Broker, mpsc::Receiver<Incoming>)>,
+        max_queue_bytes: usize,
+    ) -> Result<Arc<Hub>, StoreError> {
+        let node = rand::random::<u32>() >> 1;
+        let (broker, incoming) = match broker {
+            Some((b, rx)) => (Some(b), Some(rx)),
+            None => (None, None),
+        };
+        let entries = ledger.load().await?;
+        let replica = Replica::new(node, ledger, broker);
+        let mut last: Vec<(String, u64)> = Vec::new();
+        let mut changes = Vec::new();
+        for entry in entries {
+            match last.last_mut() {
+                Some((scope, seq)) if *scope == entry.scope => *seq = entry.seq,
+                _ => last.push((entry.scope.clone(), entry.seq)),
+            }
+            changes.extend(entry.changes);
+        }
+        for (scope, seq) in last {
+            if scope == DIRECTORY {
+                replica.directory.store(seq, Ordering::Relaxed);
+            } else {
+                replica
+                    .positions
+                    .insert(scope, Arc::new(AsyncMutex::new(seq)));
+            }
+        }
+        let hub = Hub::build(limits, super::Backend::Node(replica), max_queue_bytes, node);
+        hub.restore(changes);
+        let weak = Arc::downgrade(&hub);
+        if let Some(rx) = incoming {
+            tokio::spawn(receive(weak.clone(), rx));
+            tokio::spawn(roster(weak.clone()));
+        }
+        tokio::spawn(poll(weak));
+        tracing::info!(node, "cluster node started");
+        Ok(hub)
+    }
+
+    pub(super) fn replica(&self) -> Option<&Replica> {
+        match &self.backend {
+            super::Backend::Node(r) => Some(r),
+            super::Backend::Local(_) => None,
+        }
+    }
+
+    /// Take `scope` for a decision; in a cluster, lock it in the ledger and catch this
+    /// node up first, so the rule sees every entry any node committed before.
+    pub(super) async fn claim(&self, scope: &str) -> Result<Claimed, StoreError> {
+        let Some(r) = self.replica() else {
+            return Ok(Claimed::none());
+        };
+        let local = r.position(scope).lock_owned().await;
+        let directory = r.directory.load(Ordering::Acquire);
+        let after = if scope == DIRECTORY { directory } else { *local };
+        let mut claim = r.ledger.claim(scope, after, directory).await?;
+        for entry in std::mem::take(&mut claim.directory_missed) {
+            self.apply_directory_entry(entry);
+        }
+        let mut local = local;
+        for entry in std::mem::take(&mut claim.missed) {
+            if scope == DIRECTORY {
+                self.apply_directory_entry(entry);
+            } else {
+                self.apply_entry(&mut local, entry).await;
+            }
+        }
+        Ok(Claimed {
+            scope: scope.to_owned(),
+            local: Some(local),
+            claim: Some(claim),
+        })
+    }
+
+    /// Make `changes` durable: in a cluster as the claimed scope's next entry (its number
+    /// is returned with the scope), else in the local store. Frames that change nothing
+    /// still reach the other nodes' sessions.
+    pub(super) async fn commit_claimed(
+        &self,
+        claimed: Claimed,
+        changes: &[Change],
+        emits: &[Emit],
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let Claimed {
+            scope,
+            local,
+            claim,
+        } = claimed;
+        let Some(r) = self.replica() else {
+            if !changes.is_empty() {
+                if let super::Backend::Local(store) = &self.backend {
+                    store.commit(changes.to_vec()).await?;
+                }
+            }
+            return Ok(None);
+        };
+        let (Some(claim), Some(mut local), false) = (claim, local, changes.is_empty()) else {
+            if !emits.is_empty() {
+                r.publish_frames(emits);
+            }
+            return Ok(None);
+        };
+        let next = claim.seq + 1;
+        if scope == DIRECTORY {
+            // Marked applied before the commit: a conversation claim that reads this
+            // entry from the ledger must not apply it a second time.
+            let _dir = self.directory.write();
+            r.directory.store(next, Ordering::Release);
+        }
+        let seq = claim.commit(changes, emits).await?;
+        debug_assert_eq!(seq, next);
+        if scope != DIRECTORY {
+            *local = seq;
+        }
+        Ok(Some((scope, seq)))
+    }
+
+    /// Tell the other nodes about an entry this node committed.
+    pub(super) fn publish_entry(&self, scope: &str, seq: u64, changes: Vec<Change>, emits: Vec<Emit>) {
+        if let Some(r) = self.replica() {
+            r.publish(&Bulletin::Entry {
+                node: r.node,
+                entry: Entry {
+                    scope: scope.to_owned(),
+                    seq,
+                    changes,
+                    emits,
+                },
+            });
+        }
+    }
+
+    /// Apply the directory's next entry (older ones are skipped), its frames included,
+    /// under the directory's write lock.
+    fn apply_directory_entry(&self, entry: Entry) {
+        let Some(r) = self.replica() else { return };
+        let mut dir = self.directory.write();
+        if entry.seq != r.directory.load(Ordering::Acquire) + 1 {
+            return;
+        }
+        for change in &entry.changes {
+            match change {
+                Change::Reported { report } => {
+                    let mut reports = self.reports.lock();
+                    if !reports.iter().any(|r| r.id == report.id) {
+                        reports.push(report.clone());
+                    }
+                }
+                _ => dir.replay(change),
+            }
+        }
+        for emit in &entry.emits {
+            self.sessions.deliver(emit);
+        }
+        r.directory.store(entry.seq, Ordering::Release);
+        crate::metrics::cluster("entry_applied");
+    }
+
+    /// Apply the next entry of a scope whose position lock is held: the changes, then the
+    /// frames for this node's sessions, then the recall timers of messages it stored.
+    async fn apply_entry(&self, pos: &mut u64, entry: Entry) {
+        if entry.seq <= *pos {
+            return;
+        }
+        for change in &entry.changes {
+            match (change, change.conversation()) {
+                (Change::ConversationCreated { conversation: v }, _) => {
+                    if self.conversations.contains_key(&v.id) {
+                        continue;
+                    }
+                    let conv = Conversation::new(
+                        v.id.clone(),
+                        v.kind,
+                        v.participants.clone(),
+                        v.title.clone(),
+                        0,
+                    );
+                    for p in &v.participants {
+                        self.by_user.entry(p.clone()).or_default().push(v.id.clone());
+                    }
+                    self.conversations
+                        .insert(v.id.clone(), Arc::new(AsyncMutex::new(conv)));
+                }
+                (Change::Reported { report }, _) => {
+                    let mut reports = self.reports.lock();
+                    if !reports.iter().any(|r| r.id == report.id) {
+                        reports.push(report.clone());
+                    }
+                }
+                (_, Some(id)) => {
+                    if let Some(shared) = self.conversation(id) {
+                        shared.lock().await.replay_with(change, self);
+                    }
+                    if let Change::MessageStored { message, .. } = change {
+                        if message.kind == MessageKind::Message {
+                            if let Some(at) = message.recall_until {
+                                let _ = self.timers.send(RecallTimer {
+                                    conversation: message.conversation.clone(),
+                                    message: message.id.clone(),
+                                    at,
+                                });
+                            }
+                        }
+                    }
+                }
+                (_, None) => self.directory.write().replay(change),
+            }
+        }
+        for emit in &entry.emits {
+            self.sessions.deliver(emit);
+        }
+        *pos = entry.seq;
+        crate::metrics::cluster("entry_applied");
+    }
+
+    /// Bring `scope` up to the ledger's position `upto` (or everything, when `None`),
+    /// applying every missing entry in order.
+    pub(super) async fn catch_up(&self, scope: &str, upto: Option<u64>) -> Result<(), StoreError> {
+        let Some(r) = self.replica() else {
+            return Ok(());
+        };
+        if scope == DIRECTORY {
+            let applied = r.directory.load(Ordering::Acquire);
+            if upto.is_some_and(|u| u <= applied) {
+                return Ok(());
+            }
+            let entries = r.ledger.entries(scope, applied).await?;
+            if !entries.is_empty() {
+                crate::metrics::cluster("gap_filled");
+            }
+            for entry in entries {
+                self.apply_directory_entry(entry);
+            }
+            return Ok(());
+        }
+        let mut pos = r.position(scope).lock_owned().await;
+        if upto.is_some_and(|u| u <= *pos) {
+            return Ok(());
+        }
+        let entries = r.ledger.entries(scope, *pos).await?;
+        if !entries.is_empty() {
+            crate::metrics::cluster("gap_filled");
+        }
+        for entry in entries {
+            self.apply_entry(&mut pos, entry).await;
+        }
+        Ok(())
+    }
+
+    /// Apply a bulletin's entry: at once when it is the next one, after filling the gap
+    /// from the ledger when entries are missing before it, not at all when already seen.
+    async fn absorb(&self, entry: Entry) {
+        let Some(r) = self.replica() else { return };
+        if entry.scope == DIRECTORY {
+            let applied = r.directory.load(Ordering::Acquire);
+            if entry.seq == applied + 1 {
+                return self.apply_directory_entry(entry);
+            }
+            if entry.seq > applied + 1 {
+                if let Err(e) = self.catch_up(DIRECTORY, Some(entry.seq)).await {
+                    tracing::warn!(error = %e, "cannot fill a directory gap; will retry");
+                }
+            }
+            return;
+        }
+        let mut pos = r.position(&entry.scope).lock_owned().await;
+        if entry.seq <= *pos {
+            return;
+        }
+        if entry.seq == *pos + 1 {
+            return self.apply_entry(&mut pos, entry).await;
+        }
+        drop(pos);
+        if let Err(e) = self.catch_up(&entry.scope, Some(entry.seq)).await {
+            tracing::warn!(error = %e, scope = %entry.scope, "cannot fill a gap; will retry");
+        }
+    }
+
+    /// Before answering a sync, make sure this node has every entry of these scopes.
+    pub(super) async fn catch_up_all(&self, scopes: Vec<String>) {
+        let Some(r) = self.replica() else { return };
+        let scopes: Vec<String> = scopes.into_iter().chain([DIRECTORY.to_owned()]).collect();
+        match r.ledger.positions(&scopes).await {
+            Ok(positions) => {
+                for (scope, seq) in positions {
+                    if let Err(e) = self.catch_up(&scope, Some(seq)).await {
+                        tracing::warn!(error = %e, %scope, "cannot catch up");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read positions"),
+        }
+    }
+
+    /// Messages `user` sent in the throttle window, counted across every node.
+    pub(super) async fn sent_recently_everywhere(&self, user: &str) -> Option<u32> {
+        let r = self.replica()?;
+        let since = self.clock.now() - self.limits.recall_throttle_window_ms as i64;
+        match r.ledger.sent_since(user, since).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count sends; using this node's count");
+                None
+            }
+        }
+    }
+
+    /// A user's first session opened here, or the last one closed.
+    pub(super) fn presence_changed(&self, user: &str, online: bool) {
+        if let Some(r) = self.replica() {
+            r.publish(&Bulletin::Presence {
+                node: r.node,
+                user: user.to_owned(),
+                online,
+            });
+        }
+    }
+
+    /// The first session id this node hands out: the node id in the high bits keeps
+    /// session ids unique across the cluster.
+    pub(super) fn first_session_id(node: u32) -> SessionId {
+        ((node as u64) << 32) | 1
+    }
+
+    fn take_bulletin(&self, bulletin: Bulletin) -> Option<Entry> {
+        let r = self.replica()?;
+        if bulletin.node() == r.node {
+            return None;
+        }
+        match bulletin {
+            Bulletin::Entry { entry, .. } => return Some(entry),
+            Bulletin::Frames { emits, .. } => {
+                for emit in &emits {
+                    self.sessions.deliver(emit);
+                }
+            }
+            Bulletin::Presence { node, user, online } => {
+                let mut n = r
+                    .remote
+                    .entry(node)
+                    .or_insert_with(|| (Instant::now(), HashSet::new()));
+                n.0 = Instant::now();
+                if online {
+                    n.1.insert(user);
+                } else {
+                    n.1.remove(&user);
+                }
+            }
+            Bulletin::Roster { node, users } => {
+                r.remote
+                    .insert(node, (Instant::now(), users.into_iter().collect()));
+            }
+        }
+        None
+    }
+}
+
+impl Replica {
+    fn publish_frames(&self, emits: &[Emit]) {
+        self.publish(&Bulletin::Frames {
+            node: self.node,
+            emits: emits.to_vec(),
+        });
+    }
+}
+
+impl crate::core::Presence for Hub {
+    fn online(&self, user: &str) -> bool {
+        self.sessions.count(user) > 0 || self.replica().is_some_and(|r| r.online_elsewhere(user))
+    }
+}
+
+/// Route bulletins to the appliers, one scope always to the same one.
+async fn receive(hub: Weak<Hub>, mut incoming: mpsc::Receiver<Incoming>) {
+    let mut appliers = Vec::with_capacity(APPLIERS);
+    for _ in 0..APPLIERS {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Entry>();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(entry) = rx.recv().await {
+                let Some(hub) = hub.upgrade() else { return };
+                hub.absorb(entry).await;
+            }
+        });
+        appliers.push(tx);
+    }
+    while let Some(item) = incoming.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        match item {
+            Incoming::Bulletin(b) => {
+                if let Some(entry) = hub.take_bulletin(b) {
+                    let shard = fxhash(&entry.scope) % APPLIERS;
+                    let _ = appliers[shard].send(entry);
+                }
+            }
+            Incoming::Subscribed => {
+                // Whatever was published while unsubscribed is in the ledger.
+                tokio::spawn(async move { hub.poll_once(3600.0).await });
+            }
+        }
+    }
+}
+
+fn fxhash(s: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish() as usize
+}
+
+impl Hub {
+    /// Compare the positions of recently written scopes with this node's and fill gaps.
+    async fn poll_once(&self, window_secs: f64) {
+        let Some(r) = self.replica() else { return };
+        let touched = match r.ledger.recently_touched(window_secs).await {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(error = %e, "cannot poll the ledger"),
+        };
+        for (scope, seq) in touched {
+            let behind = if scope == DIRECTORY {
+                r.directory.load(Ordering::Acquire) < seq
+            } else {
+                match r.positions.get(&scope) {
+                    Some(p) => p.try_lock().is_ok_and(|applied| *applied < seq),
+                    None => true,
+                }
+            };
+            if behind {
+                if let Err(e) = self.catch_up(&scope, Some(seq)).await {
+                    tracing::warn!(error = %e, %scope, "cannot catch up");
+                }
+            }
+        }
+    }
+}
+
+async fn poll(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        hub.poll_once(POLL_WINDOW_SECS).await;
+    }
+}
+
+async fn roster(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(ROSTER_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        if let Some(r) = hub.replica() {
+            r.publish(&Bulletin::Roster {
+                node: r.node,
+                users: hub.sessions.users(),
+            });
+        }
+    }
+}
