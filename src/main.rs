@@ -2,10 +2,10 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use parley::config::{self, default_limits, Config};
-use parley::store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store};
 use parley::cluster::{Broker, Ledger};
+use parley::config::{self, default_limits, Config};
 use parley::hub::Hub;
+use parley::store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store};
 use parley::{auth, server::Server};
 use std::ffi::OsString;
 use std::io::Write;

@@ -16,10 +16,10 @@ async fn parley_passes_the_conformance_suite() {
         c.connections_per_ip_per_second = 50;
     })
     .await;
-    let target = parley_conformance::Target {
-        url: format!("ws://{}", server.running.addr),
-        secret: server.secret.clone(),
-    };
+    let target = parley_conformance::Target::new(
+        format!("ws://{}", server.running.addr),
+        server.secret.clone(),
+    );
     let scenarios = parley_conformance::shipped().expect("scenarios parse");
     let count = scenarios.len();
     let outcomes = parley_conformance::run(&target, scenarios, 8).await;

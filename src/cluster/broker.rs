@@ -35,13 +35,19 @@ impl Broker {
         url: &str,
         channel: &str,
     ) -> Result<(Broker, mpsc::Receiver<Incoming>), StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("broker URL: {e}")))?;
+        let client =
+            redis::Client::open(url).map_err(|e| StoreError(format!("broker URL: {e}")))?;
         let publisher = client
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| StoreError(format!("cannot reach the broker: {e}")))?;
         let (outbound, queue) = mpsc::channel(OUTBOUND);
-        tokio::spawn(publish(client.clone(), publisher, channel.to_owned(), queue));
+        tokio::spawn(publish(
+            client.clone(),
+            publisher,
+            channel.to_owned(),
+            queue,
+        ));
         let (tx, incoming) = mpsc::channel(OUTBOUND);
         tokio::spawn(subscribe(client, channel.to_owned(), tx));
         Ok((Broker { outbound }, incoming))

@@ -88,9 +88,11 @@ impl Bulletin {
 /// throttle's count.
 pub(crate) fn stored_message(changes: &[Change]) -> Option<(&str, &str, i64)> {
     changes.iter().find_map(|c| match c {
-        Change::MessageStored { message, .. } => {
-            Some((message.id.as_str(), message.sender.as_str(), message.sent_at))
-        }
+        Change::MessageStored { message, .. } => Some((
+            message.id.as_str(),
+            message.sender.as_str(),
+            message.sent_at,
+        )),
         _ => None,
     })
 }

@@ -202,11 +202,7 @@ impl Ledger {
     }
 }
 
-async fn entries_after(
-    client: &Object,
-    scope: &str,
-    after: u64,
-) -> Result<Vec<Entry>, StoreError> {
+async fn entries_after(client: &Object, scope: &str, after: u64) -> Result<Vec<Entry>, StoreError> {
     let rows = client
         .query(
             "SELECT scope, seq, changes, emits FROM entries \

@@ -7,18 +7,18 @@ pub mod sessions;
 mod timers;
 
 use crate::clock::Clock;
+use crate::cluster::DIRECTORY;
 use crate::core::{
     Actor, Change, Conversation, Ctx, Directory, Outcome, RecallTimer, Refusal, SendLog,
 };
-use crate::cluster::DIRECTORY;
 use crate::store::{Store, StoreError};
-use replica::{Claimed, Replica};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use parley_protocol::{
     AckResult, ConversationKind, ErrorCode, Limits, MessageKind, Op, ReportTarget, ReportView,
     Request, ServerFrame, UserId, PROTOCOL_VERSION,
 };
+use replica::{Claimed, Replica};
 use sessions::{SessionHandle, Sessions};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -159,7 +159,11 @@ impl Hub {
         };
         let local = r.position(scope).lock_owned().await;
         let directory = r.directory.load(Ordering::Acquire);
-        let after = if scope == DIRECTORY { directory } else { *local };
+        let after = if scope == DIRECTORY {
+            directory
+        } else {
+            *local
+        };
         let mut claim = r.ledger.claim(scope, after, directory).await?;
         for entry in std::mem::take(&mut claim.directory_missed) {
             self.apply_directory_entry(entry);
@@ -223,7 +227,13 @@ impl Hub {
     }
 
     /// Tell the other nodes about an entry this node committed.
-    pub(super) fn publish_entry(&self, scope: &str, seq: u64, changes: Vec<Change>, emits: Vec<Emit>) {
+    pub(super) fn publish_entry(
+        &self,
+        scope: &str,
+        seq: u64,
+        changes: Vec<Change>,
+        emits: Vec<Emit>,
+    ) {
         if let Some(r) = self.replica() {
             r.publish(&Bulletin::Entry {
                 node: r.node,
@@ -283,7 +293,10 @@ impl Hub {
                         0,
                     );
                     for p in &v.participants {
-                        self.by_user.entry(p.clone()).or_default().push(v.id.clone());
+                        self.by_user
+                            .entry(p.clone())
+                            .or_default()
+                            .push(v.id.clone());
                     }
                     self.conversations
                         .insert(v.id.clone(), Arc::new(AsyncMutex::new(conv)));

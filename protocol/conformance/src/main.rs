@@ -13,9 +13,10 @@ use std::time::Duration;
     about = "Run the parley protocol conformance scenarios against a server"
 )]
 struct Cli {
-    /// Server to test, like ws://127.0.0.1:8080 (the path defaults to /ws).
+    /// Server to test, like ws://127.0.0.1:8080 (the path defaults to /ws). Give it
+    /// several times for the nodes of one cluster: connections go to each in turn.
     #[arg(long, conflicts_with = "spawn", requires = "secret")]
-    url: Option<String>,
+    url: Vec<String>,
     /// Secret the server signs tokens with (needed with --url).
     #[arg(long, env = "PARLEY_SECRET", hide_env_values = true)]
     secret: Option<String>,
@@ -75,21 +76,17 @@ async fn main_with(cli: Cli) -> Result<bool, String> {
         patience: Duration::from_millis(cli.patience_ms),
         margin: Duration::from_millis(cli.margin_ms),
     };
-    let (target, server) = match (cli.spawn, cli.url) {
+    let mut urls = cli.url.into_iter();
+    let (target, server) = match (cli.spawn, urls.next()) {
         (true, _) => {
             let server = spawn::spawn(&spawn::find_parley()?).await?;
-            let target = Target {
-                url: server.url.clone(),
-                secret: server.secret.clone(),
-            };
+            let target = Target::new(server.url.clone(), server.secret.clone());
             (target, Some(server))
         }
         (false, Some(url)) => {
             let secret = cli.secret.ok_or("--url needs --secret")?;
-            let target = Target {
-                url,
-                secret: secret.into_bytes(),
-            };
+            let mut target = Target::new(url, secret.into_bytes());
+            target.also = urls.collect();
             (target, None)
         }
         (false, None) => return Err("give --url URL --secret S, or --spawn".into()),

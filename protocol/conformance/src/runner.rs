@@ -18,6 +18,28 @@ pub struct Target {
     pub url: String,
     /// Secret the server verifies tokens with.
     pub secret: Vec<u8>,
+    /// Other nodes of the same cluster: connections go to `url` and these in turn, so
+    /// the actors of one scenario, and the sessions of one actor, meet on different nodes.
+    pub also: Vec<String>,
+}
+
+impl Target {
+    /// One server at `url`.
+    pub fn new(url: impl Into<String>, secret: impl Into<Vec<u8>>) -> Target {
+        Target {
+            url: url.into(),
+            secret: secret.into(),
+            also: Vec::new(),
+        }
+    }
+
+    /// The URL of the `n`th connection of a scenario.
+    fn nth(&self, n: usize) -> &str {
+        match n % (1 + self.also.len()) {
+            0 => &self.url,
+            i => &self.also[i - 1],
+        }
+    }
 }
 
 /// How scenarios are run.
@@ -156,6 +178,7 @@ pub async fn run_scenario(
         scenario,
         vars,
         conns: BTreeMap::new(),
+        connects: 0,
     };
     let result = exec.steps(&scenario.steps, String::new()).await;
     for (_, conn) in std::mem::take(&mut exec.conns) {
@@ -191,6 +214,8 @@ struct Exec<'a> {
     scenario: &'a Scenario,
     vars: Vars,
     conns: BTreeMap<String, Conn>,
+    /// Connections made so far (picks the node of the next one).
+    connects: usize,
 }
 
 /// Most frames shown when a step fails.
@@ -443,7 +468,8 @@ impl<'a> Exec<'a> {
         let spec = &self.scenario.actors[actor];
         let handle = self.vars.users[&spec.user].clone();
         let token = token::mint(&self.target.secret, &handle, spec.admin, kind);
-        let url = ws_url(&self.target.url, token.as_deref());
+        let url = ws_url(self.target.nth(self.connects), token.as_deref());
+        self.connects += 1;
         let mut conn = Conn::open(&url).await?;
         if kind != TokenKind::Valid {
             self.conns.insert(actor.to_owned(), conn);
@@ -564,10 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn run_takes_a_plain_job_count() {
-        let target = Target {
-            url: "ws://127.0.0.1:9".into(),
-            secret: b"s".to_vec(),
-        };
+        let target = Target::new("ws://127.0.0.1:9", b"s".to_vec());
         let report = run(&target, Vec::<Scenario>::new(), 8).await;
         assert!(report.iter().all(|r| r.result.is_ok()));
         assert_eq!(report.summary(), "0 passed, 0 failed");
