@@ -8,7 +8,7 @@ CREATE TABLE IF NOT EXISTS scopes (
 CREATE INDEX IF NOT EXISTS scopes_by_touched ON scopes (touched);
 
 -- `changes` and `emits` are JSON. A purge rewrites a stored message's row without its
--- body and drops the frames that carried it; `message`, `sender` and `at` are set on rows
+-- body, in its changes and in its frames; `message`, `sender` and `at` are set on rows
 -- that store a message, for the purge and for the recall throttle's count.
 CREATE TABLE IF NOT EXISTS entries (
     scope   TEXT NOT NULL,

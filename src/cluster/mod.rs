@@ -97,15 +97,32 @@ pub(crate) fn stored_message(changes: &[Change]) -> Option<(&str, &str, i64)> {
     })
 }
 
-/// Messages whose content a change removes for good.
-pub(crate) fn purged_messages(changes: &[Change]) -> impl Iterator<Item = &str> {
+/// Messages whose content a change removes for good, and whether by a recall (the
+/// message stays as a marker) rather than an InMail delete (it is gone for its viewers).
+pub(crate) fn purged_messages(changes: &[Change]) -> impl Iterator<Item = (&str, bool)> {
     changes.iter().filter_map(|c| match c {
-        Change::Recalled { message, .. } => Some(message.as_str()),
+        Change::Recalled { message, .. } => Some((message.as_str(), true)),
         Change::InmailDeleted {
             message,
             purge: true,
             ..
-        } => Some(message.as_str()),
+        } => Some((message.as_str(), false)),
         _ => None,
     })
+}
+
+/// The frames a stored entry keeps once `message` is purged: a node that catches up only
+/// after the purge shows a recalled message as a marker (as `sync` would), and neither the
+/// text nor a notification of it.
+pub(crate) fn purge_frames(emits: &mut Vec<Emit>, message: &str, recalled: bool) {
+    use parley_protocol::{MessageState, ServerFrame};
+    emits.retain_mut(|e| match &mut e.frame {
+        ServerFrame::Message { message: m } if m.id == message => {
+            m.body = None;
+            m.state = MessageState::Recalled;
+            recalled
+        }
+        ServerFrame::Notification { notification } => notification.message != message,
+        _ => true,
+    });
 }

@@ -1,6 +1,6 @@
 //! The shared ledger in PostgreSQL: scope row locks, per-scope numbering, catch-up reads.
 
-use super::{purged_messages, stored_message, Entry, DIRECTORY};
+use super::{purge_frames, purged_messages, stored_message, Entry, DIRECTORY};
 use crate::core::{Change, Emit};
 use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -253,8 +253,8 @@ impl Claim {
             )
             .await
             .map_err(|e| err("cannot write entry", e))?;
-        for message in purged_messages(changes) {
-            purge(&client, message).await?;
+        for (message, recalled) in purged_messages(changes) {
+            purge(&client, message, recalled).await?;
         }
         client
             .batch_execute("COMMIT")
@@ -285,11 +285,11 @@ impl Drop for Claim {
     }
 }
 
-/// Rewrite the entry that stored `message` without its body, and drop its frames.
-async fn purge(client: &Object, message: &str) -> Result<(), StoreError> {
+/// Rewrite the entry that stored `message` without its body, in its changes and frames.
+async fn purge(client: &Object, message: &str, recalled: bool) -> Result<(), StoreError> {
     let rows = client
         .query(
-            "SELECT scope, seq, changes FROM entries WHERE message = $1",
+            "SELECT scope, seq, changes, emits FROM entries WHERE message = $1",
             &[&message],
         )
         .await
@@ -306,10 +306,19 @@ async fn purge(client: &Object, message: &str) -> Result<(), StoreError> {
             }
         }
         let text = serde_json::to_string(&changes).expect("changes serialise");
+        let frames = match row.get::<_, Option<&str>>(3) {
+            Some(t) => {
+                let mut emits: Vec<Emit> =
+                    serde_json::from_str(t).map_err(|e| err("corrupt entry", e))?;
+                purge_frames(&mut emits, message, recalled);
+                Some(serde_json::to_string(&emits).expect("frames serialise"))
+            }
+            None => None,
+        };
         client
             .execute(
-                "UPDATE entries SET changes = $3, emits = NULL WHERE scope = $1 AND seq = $2",
-                &[&scope, &seq, &text],
+                "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2",
+                &[&scope, &seq, &text, &frames],
             )
             .await
             .map_err(|e| err("cannot purge", e))?;

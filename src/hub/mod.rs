@@ -389,6 +389,10 @@ impl Hub {
             };
             c
         } else {
+            // A read-only answer still reflects everything committed on any node.
+            if let Err(e) = self.catch_up(conversation, None).await {
+                tracing::warn!(error = %e, "cannot catch up; answering from this node's copy");
+            }
             Claimed::none()
         };
         let Some(shared) = self.conversation(conversation) else {

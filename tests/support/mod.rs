@@ -1,6 +1,8 @@
 //! Test support: a real parley server on a loopback port and real WebSocket clients.
 #![allow(dead_code)]
 
+pub mod services;
+
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
 use parley::server::{self, Running};

@@ -1,0 +1,507 @@
+//! Three parley nodes sharing PostgreSQL and a Redis broker, each a real child process
+//! on its own loopback port: clients on different nodes chat, the read/recall race and the
+//! recall limits hold across nodes, a killed node's clients resync elsewhere with nothing
+//! lost, and the conformance suite passes against every node.
+
+mod support;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{services, Client};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &str = "cluster-secret";
+/// The tests drive many requests and connections quickly from one address.
+const UNLIMITED: [&str; 4] = [
+    "--requests-per-second",
+    "0",
+    "--connections-per-ip-per-second",
+    "0",
+];
+
+/// One parley process.
+struct Node {
+    child: tokio::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Nodes of one cluster: one fresh database, one broker channel.
+struct Cluster {
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let database = services::fresh_database().await;
+        let channel = services::fresh_channel();
+        let redis = services::services().redis_url.clone();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            let mut args = vec![
+                "--store",
+                "postgres",
+                "--database-url",
+                &database,
+                "--broker-url",
+                &redis,
+                "--broker-channel",
+                &channel,
+            ];
+            args.extend_from_slice(extra);
+            let (child, addr) = support::spawn_binary(dir.path(), SECRET, &args).await;
+            nodes.push(Node {
+                child,
+                addr,
+                _dir: dir,
+            });
+        }
+        Cluster { nodes }
+    }
+
+    fn url(&self, node: usize, user: &str) -> String {
+        let token = parley::auth::mint(SECRET.as_bytes(), user, false, Duration::from_secs(600));
+        format!("ws://{}/ws?token={token}", self.nodes[node].addr)
+    }
+
+    async fn connect(&self, node: usize, user: &str) -> Client {
+        let ws = tokio_tungstenite::connect_async(self.url(node, user))
+            .await
+            .expect("upgrade")
+            .0;
+        Client::open(ws).await
+    }
+}
+
+/// Read frames until a `message` frame has arrived for every id in `until`; returns the
+/// frames before and including them. Each conversation is delivered in one order on every
+/// node, so whatever was decided before those messages has arrived by then.
+async fn frames_until(c: &mut Client, until: &[&Value]) -> Vec<Value> {
+    let mut missing: HashSet<String> = until.iter().map(|v| v.to_string()).collect();
+    let mut got = c.settle().await;
+    loop {
+        for f in &got {
+            if f["type"] == "message" {
+                missing.remove(&f["message"]["id"].to_string());
+            }
+        }
+        if missing.is_empty() {
+            return got;
+        }
+        let f = tokio::time::timeout(Duration::from_secs(8), c.expect_where("message", |_| true))
+            .await
+            .unwrap_or_else(|_| panic!("{} (session {}): still missing {missing:?}; got {got:?}", c.user, c.hello["session"]));
+        got.extend(c.settle().await);
+        got.push(f);
+    }
+}
+
+fn about<'a>(frames: &'a [Value], id: &Value) -> Vec<&'a str> {
+    let mut kinds: Vec<&str> = frames
+        .iter()
+        .filter(|f| ["recalled", "read", "recall_closed"].contains(&f["type"].as_str().unwrap()))
+        .filter(|f| &f["message"] == id)
+        .map(|f| f["type"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_different_nodes_chat() {
+    let cluster = Cluster::start(3, &UNLIMITED).await;
+    let mut alice = cluster.connect(0, "alice").await;
+    let mut bob = cluster.connect(1, "bob").await;
+    let mut carol = cluster.connect(2, "carol").await;
+    let mut alice_phone = cluster.connect(2, "alice").await;
+
+    // A connection request and its acceptance cross nodes.
+    support::connect_users(&mut alice, &mut bob).await;
+    support::connect_users(&mut alice, &mut carol).await;
+
+    // A direct message from node 0 reaches node 1, and the sender's other device on node 2.
+    let m = alice.dm("bob", "hello across nodes").await;
+    assert_eq!(bob.expect("message").await["message"]["id"], m["id"]);
+    assert_eq!(alice_phone.expect("message").await["message"]["id"], m["id"]);
+
+    // A group spanning all three nodes.
+    let group = alice.group(&["bob", "carol"]).await;
+    for c in [&mut bob, &mut carol, &mut alice_phone] {
+        c.expect_where("conversation", |f| f["conversation"]["id"] == group["id"])
+            .await;
+    }
+    let g = carol.say(&group["id"], "carol here").await;
+    for c in [&mut alice, &mut bob, &mut alice_phone] {
+        assert_eq!(c.expect("message").await["message"]["id"], g["id"]);
+    }
+
+    // Typing changes nothing, yet reaches the other nodes.
+    bob.ok(json!({"type": "typing", "conversation": group["id"]}))
+        .await;
+    assert_eq!(carol.expect("typing").await["user"], "bob");
+
+    // A read receipt on node 1 reaches the sender on nodes 0 and 2.
+    bob.mark_read(&m).await;
+    for c in [&mut alice, &mut alice_phone] {
+        let r = c.expect_where("read", |f| f["message"] == m["id"]).await;
+        assert_eq!(r["user"], "bob");
+    }
+
+    // A recall from node 2 removes the message on node 1.
+    let m2 = alice_phone.dm("bob", "take this back").await;
+    bob.expect_where("message", |f| f["message"]["id"] == m2["id"])
+        .await;
+    alice_phone
+        .ok(json!({"type": "recall", "conversation": m2["conversation"], "message": m2["id"]}))
+        .await;
+    let r = bob.expect("recalled").await;
+    assert_eq!(r["message"], m2["id"]);
+    let h = bob.history(&m2["conversation"]).await;
+    let last = h["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["state"], "recalled");
+    assert!(last.get("body").is_none_or(Value::is_null), "{last}");
+
+    // A block on node 2 is in force on node 0 at once.
+    carol.ok(json!({"type": "block", "user": "alice"})).await;
+    let code = alice
+        .err(json!({"type": "send", "to": "carol", "body": "still there?"}))
+        .await;
+    assert_eq!(code, "recipient_unavailable");
+
+    // A sync on any node sees everything, wherever it was decided.
+    let mut late = cluster.connect(1, "alice").await;
+    let sync = late.sync().await;
+    let inbox = sync["inbox"].as_array().unwrap();
+    assert!(inbox.iter().any(|e| e["conversation"]["id"] == group["id"]));
+    assert!(inbox.iter().any(|e| e["conversation"]["id"] == m["conversation"]));
+}
+
+/// One pair of users racing `rounds` times: the sender's sessions on nodes `a`, the
+/// recipient's on nodes `b`.
+async fn race_pair(cluster: &Cluster, n: usize, rounds: usize) -> (usize, usize) {
+    let (a, b) = (format!("racer-a{n}"), format!("racer-b{n}"));
+    let mut a1 = cluster.connect(0, &a).await;
+    let mut b1 = cluster.connect(1, &b).await;
+    support::connect_users(&mut a1, &mut b1).await;
+    let mut a2 = cluster.connect(2, &a).await;
+    let mut b2 = cluster.connect(2, &b).await;
+    let (mut recalls, mut reads) = (0, 0);
+    for round in 0..rounds {
+        let m = a1.dm(&b, &format!("round {round}")).await;
+        let (conv, id) = (m["conversation"].clone(), m["id"].clone());
+        let recall = json!({"type": "recall", "conversation": conv, "message": id});
+        let read = json!({"type": "read", "conversation": conv, "message": id});
+        let (recall_answer, read_answer) = tokio::join!(a1.request(recall), b1.request(read));
+        let recall_won = recall_answer["type"] == "ack";
+        assert!(
+            recall_won != (read_answer["type"] == "ack"),
+            "exactly one must win: recall {recall_answer}, read {read_answer}"
+        );
+        // Markers from both sides: once a session has them, it has every frame about the
+        // raced message, whichever node decided it.
+        let from_a = a1.say(&conv, "marker a").await;
+        let from_b = b1.say(&conv, "marker b").await;
+        let seen = [
+            frames_until(&mut a1, &[&from_b["id"]]).await,
+            frames_until(&mut a2, &[&m["id"], &from_a["id"], &from_b["id"]]).await,
+            frames_until(&mut b1, &[&m["id"], &from_a["id"]]).await,
+            frames_until(&mut b2, &[&m["id"], &from_a["id"], &from_b["id"]]).await,
+        ];
+        if recall_won {
+            recalls += 1;
+            assert_eq!(read_answer["code"], "not_found");
+            assert_eq!(about(&seen[0], &id), Vec::<&str>::new());
+            for s in &seen[1..] {
+                assert_eq!(about(s, &id), ["recalled"], "{s:?}");
+            }
+        } else {
+            reads += 1;
+            assert_eq!(recall_answer["code"], "already_read");
+            assert_eq!(about(&seen[0], &id), ["read", "recall_closed"]);
+            assert_eq!(about(&seen[1], &id), ["read", "recall_closed"]);
+            assert_eq!(about(&seen[2], &id), Vec::<&str>::new());
+            assert_eq!(about(&seen[3], &id), ["read"]);
+        }
+        // Every node's history agrees.
+        for c in [&mut a2, &mut b2] {
+            let h = c
+                .ok(json!({"type": "history", "conversation": conv}))
+                .await;
+            let raced = h["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["id"] == id)
+                .unwrap()
+                .clone();
+            let want = if recall_won { "recalled" } else { "visible" };
+            assert_eq!(raced["state"], want);
+        }
+    }
+    (recalls, reads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_recall_race_across_nodes_has_one_winner_seen_everywhere() {
+    const PAIRS: usize = 8;
+    const ROUNDS: usize = 25;
+    let cluster = Arc::new(
+        Cluster::start(
+            3,
+            &[
+                &UNLIMITED[..],
+                &["--recall-per-conversation", "1000000"],
+                &["--recall-throttle-window", "0s"],
+            ]
+            .concat(),
+        )
+        .await,
+    );
+    let tasks: Vec<_> = (0..PAIRS)
+        .map(|n| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { race_pair(&cluster, n, ROUNDS).await })
+        })
+        .collect();
+    let (mut recalls, mut reads) = (0, 0);
+    for t in tasks {
+        let (r, d) = t.await.expect("pair task");
+        recalls += r;
+        reads += d;
+    }
+    assert_eq!(recalls + reads, PAIRS * ROUNDS);
+    eprintln!(
+        "{} races across nodes: recall won {recalls}, read won {reads}",
+        PAIRS * ROUNDS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_allowance_and_throttle_count_every_node() {
+    let cluster = Cluster::start(
+        3,
+        &[
+            &UNLIMITED[..],
+            &["--recall-throttle-messages", "3"],
+            &["--recall-throttle-window", "10m"],
+        ]
+        .concat(),
+    )
+    .await;
+    let mut a0 = cluster.connect(0, "ann").await;
+    let mut a1 = cluster.connect(1, "ann").await;
+    let mut b2 = cluster.connect(2, "ben").await;
+    support::connect_users(&mut a0, &mut b2).await;
+
+    // One recall per conversation per day, whichever node takes it.
+    let first = a0.dm("ben", "one").await;
+    let second = a1.dm("ben", "two").await;
+    a0.ok(json!({"type": "recall", "conversation": first["conversation"], "message": first["id"]}))
+        .await;
+    let code = a1
+        .err(json!({"type": "recall", "conversation": second["conversation"], "message": second["id"]}))
+        .await;
+    assert_eq!(code, "recall_limit_reached");
+
+    // The anti-spam throttle counts sends made on every node: 2 here, 2 there.
+    let mut c0 = cluster.connect(0, "cid").await;
+    support::connect_users(&mut a0, &mut c0).await;
+    a0.dm("cid", "three").await;
+    a1.dm("cid", "four").await;
+    let last = a1.dm("cid", "five").await;
+    let code = a0
+        .err(json!({"type": "recall", "conversation": last["conversation"], "message": last["id"]}))
+        .await;
+    assert_eq!(code, "recall_throttled");
+}
+
+/// Pipeline `count` sends from `user` to `to` over `url`; the messages acknowledged, by
+/// request number, as far as they arrived before the connection ended.
+async fn stream_sends(
+    url: String,
+    user: &'static str,
+    to: &'static str,
+    count: usize,
+    acked: Arc<AtomicUsize>,
+) -> HashMap<usize, Value> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let writer = tokio::spawn(async move {
+        for k in 0..count {
+            let frame = json!({"id": format!("{user}-{k}"), "type": "send", "to": to, "body": format!("{user} {k}")});
+            if tx.send(Message::Text(frame.to_string().into())).await.is_err() {
+                return;
+            }
+            // Paced, so the stream is still going when the node dies.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut got = HashMap::new();
+    while let Some(Ok(msg)) = rx.next().await {
+        let Message::Text(t) = msg else { continue };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        if f["type"] == "ack" {
+            let k: usize = f["id"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            got.insert(k, f["result"]["message"].clone());
+            acked.fetch_add(1, Ordering::Relaxed);
+            if got.len() == count {
+                break;
+            }
+        }
+    }
+    writer.abort();
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_clients_reconnect_elsewhere_and_lose_nothing() {
+    const COUNT: usize = 400;
+    let mut cluster = Cluster::start(3, &UNLIMITED).await;
+    // Sender "sam" streams from node 0 to "rae" on node 2; "tom" streams from node 2 to
+    // "uma" on node 1. Node 2 dies mid-stream.
+    let mut sam = cluster.connect(0, "sam").await;
+    let mut rae = cluster.connect(2, "rae").await;
+    support::connect_users(&mut sam, &mut rae).await;
+    let mut tom = cluster.connect(2, "tom").await;
+    let mut uma = cluster.connect(1, "uma").await;
+    support::connect_users(&mut tom, &mut uma).await;
+    drop((sam, tom));
+
+    let sam_acked = Arc::new(AtomicUsize::new(0));
+    let tom_acked = Arc::new(AtomicUsize::new(0));
+    let sam_stream = tokio::spawn(stream_sends(
+        cluster.url(0, "sam"),
+        "sam",
+        "rae",
+        COUNT,
+        sam_acked.clone(),
+    ));
+    let tom_stream = tokio::spawn(stream_sends(
+        cluster.url(2, "tom"),
+        "tom",
+        "uma",
+        COUNT,
+        tom_acked.clone(),
+    ));
+
+    // rae reads live on node 2 until it dies.
+    let mut seen_live: Vec<Value> = Vec::new();
+    let mut position = 0u64;
+    let mut conversation = Value::Null;
+    while seen_live.len() < COUNT / 4 {
+        let f = rae.expect("message").await;
+        position = f["message"]["seq"].as_u64().unwrap();
+        conversation = f["message"]["conversation"].clone();
+        seen_live.push(f["message"]["id"].clone());
+    }
+    cluster.nodes[2].child.start_kill().unwrap();
+    cluster.nodes[2].child.wait().await.unwrap();
+    let tom_acks = tom_stream.await.unwrap();
+    assert!(
+        tom_acks.len() < COUNT,
+        "tom's stream should have been cut by the kill"
+    );
+    let sam_acks = sam_stream.await.unwrap();
+    assert_eq!(sam_acks.len(), COUNT, "node 0 kept serving sam");
+
+    // rae reconnects to node 1 and syncs from the last position she saw.
+    let mut rae = cluster.connect(1, "rae").await;
+    let mut after = Vec::new();
+    loop {
+        let sync = rae
+            .ok(json!({"type": "sync", "positions": {conversation.as_str().unwrap(): position}}))
+            .await;
+        let update = sync["updates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["conversation"]["id"] == conversation)
+            .cloned();
+        let Some(update) = update else { break };
+        for f in update["frames"].as_array().unwrap() {
+            if f["type"] == "message" {
+                after.push(f["message"]["id"].clone());
+            }
+        }
+        position = update["pos"].as_u64().unwrap();
+        if update["more"] != true {
+            break;
+        }
+    }
+    let mut all = seen_live.clone();
+    all.extend(after);
+    let expected: Vec<Value> = (0..COUNT).map(|k| sam_acks[&k]["id"].clone()).collect();
+    assert_eq!(all, expected, "every acknowledged message, once, in order");
+
+    // tom reconnects to node 0 and retries everything; acknowledged sends are not
+    // applied twice, and uma (on node 1) ends with each message exactly once, in order.
+    let tom_retry = stream_sends(
+        cluster.url(0, "tom"),
+        "tom",
+        "uma",
+        COUNT,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    for (k, m) in &tom_acks {
+        assert_eq!(tom_retry[k]["id"], m["id"], "a retried send keeps its first answer");
+    }
+    let conv = tom_retry[&0]["conversation"].clone();
+    let mut bodies = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut req = json!({"type": "history", "conversation": conv, "limit": 100});
+        if let Some(b) = before {
+            req["before"] = json!(b);
+        }
+        let h = uma.ok(req).await;
+        let msgs = h["messages"].as_array().unwrap().clone();
+        if msgs.is_empty() {
+            break;
+        }
+        before = msgs.first().and_then(|m| m["seq"].as_u64());
+        for m in msgs.iter().rev() {
+            bodies.push(m["body"].as_str().unwrap().to_owned());
+        }
+    }
+    bodies.reverse();
+    let expected: Vec<String> = (0..COUNT).map(|k| format!("tom {k}")).collect();
+    assert_eq!(bodies, expected);
+    eprintln!(
+        "kill mid-stream: tom had {} of {COUNT} acknowledged before the kill; rae saw {} live, the rest by sync",
+        tom_acks.len(),
+        seen_live.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_passes_against_each_node_and_across_them() {
+    let cluster = Cluster::start(3, &parley_conformance::spawn::FAST_WINDOWS).await;
+    let scenarios = parley_conformance::embedded().expect("scenarios parse");
+    let options = parley_conformance::Options::default();
+    let url = |i: usize| format!("ws://{}", cluster.nodes[i].addr);
+    let mut targets: Vec<(String, parley_conformance::Target)> = (0..3)
+        .map(|i| {
+            let t = parley_conformance::Target::new(url(i), SECRET.as_bytes().to_vec());
+            (format!("node {i}"), t)
+        })
+        .collect();
+    let mut spread = parley_conformance::Target::new(url(0), SECRET.as_bytes().to_vec());
+    spread.also = vec![url(1), url(2)];
+    targets.push(("all three nodes in turn".into(), spread));
+    for (name, target) in &targets {
+        let report = parley_conformance::run_with(target, &scenarios, &options, |r| {
+            if r.result.is_err() {
+                eprintln!("{name}: {}", r.line());
+            }
+        })
+        .await;
+        eprintln!("conformance against {name}: {}", report.summary());
+        assert_eq!(report.failed(), 0, "{name}: {}", report.summary());
+    }
+}
