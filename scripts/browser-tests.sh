@@ -5,22 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-apt_install() {
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
-}
-
-missing=()
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    apt_install "${missing[@]}"
-fi
+# shellcheck source=scripts/install-missing.sh
+source scripts/install-missing.sh
+install_missing /usr/bin/chromium=chromium node=nodejs npm=npm
 
 if [ ! -d tests/browser/node_modules ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check parley has, in one command: formatting, lints, unit and end-to-end tests,
+# Every check parley has, in one command: formatting, lints, unit and end-to-end tests
+# (three-node cluster tests on PostgreSQL and Redis included, both installed when missing),
 # the conformance suite against a server it spawns on a free loopback port, and the web
 # chat page driven in headless Chromium.
 set -euo pipefail
@@ -23,6 +24,12 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build --workspace --bins
+step "PostgreSQL and Redis for the cluster tests"
+# The tests start their own throwaway servers on loopback; only the programs are needed.
+# shellcheck source=scripts/install-missing.sh
+source scripts/install-missing.sh
+postgres_found=$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | head -n 1 || true)
+install_missing "${postgres_found:-/usr/lib/postgresql/none}=postgresql" redis-server=redis-server
 step "unit and end-to-end tests"
 cargo test --workspace
 step "conformance suite against a spawned server"

@@ -95,7 +95,12 @@ async fn frames_until(c: &mut Client, until: &[&Value]) -> Vec<Value> {
         }
         let f = tokio::time::timeout(Duration::from_secs(8), c.expect_where("message", |_| true))
             .await
-            .unwrap_or_else(|_| panic!("{} (session {}): still missing {missing:?}; got {got:?}", c.user, c.hello["session"]));
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} (session {}): still missing {missing:?}; got {got:?}",
+                    c.user, c.hello["session"]
+                )
+            });
         got.extend(c.settle().await);
         got.push(f);
     }
@@ -127,7 +132,10 @@ async fn clients_on_different_nodes_chat() {
     // A direct message from node 0 reaches node 1, and the sender's other device on node 2.
     let m = alice.dm("bob", "hello across nodes").await;
     assert_eq!(bob.expect("message").await["message"]["id"], m["id"]);
-    assert_eq!(alice_phone.expect("message").await["message"]["id"], m["id"]);
+    assert_eq!(
+        alice_phone.expect("message").await["message"]["id"],
+        m["id"]
+    );
 
     // A group spanning all three nodes.
     let group = alice.group(&["bob", "carol"]).await;
@@ -178,7 +186,9 @@ async fn clients_on_different_nodes_chat() {
     let sync = late.sync().await;
     let inbox = sync["inbox"].as_array().unwrap();
     assert!(inbox.iter().any(|e| e["conversation"]["id"] == group["id"]));
-    assert!(inbox.iter().any(|e| e["conversation"]["id"] == m["conversation"]));
+    assert!(inbox
+        .iter()
+        .any(|e| e["conversation"]["id"] == m["conversation"]));
 }
 
 /// One pair of users racing `rounds` times: the sender's sessions on nodes `a`, the
@@ -229,9 +239,7 @@ async fn race_pair(cluster: &Cluster, n: usize, rounds: usize) -> (usize, usize)
         }
         // Every node's history agrees.
         for c in [&mut a2, &mut b2] {
-            let h = c
-                .ok(json!({"type": "history", "conversation": conv}))
-                .await;
+            let h = c.ok(json!({"type": "history", "conversation": conv})).await;
             let raced = h["messages"]
                 .as_array()
                 .unwrap()
@@ -334,7 +342,11 @@ async fn stream_sends(
     let writer = tokio::spawn(async move {
         for k in 0..count {
             let frame = json!({"id": format!("{user}-{k}"), "type": "send", "to": to, "body": format!("{user} {k}")});
-            if tx.send(Message::Text(frame.to_string().into())).await.is_err() {
+            if tx
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .is_err()
+            {
                 return;
             }
             // Paced, so the stream is still going when the node dies.
@@ -346,7 +358,14 @@ async fn stream_sends(
         let Message::Text(t) = msg else { continue };
         let f: Value = serde_json::from_str(t.as_str()).unwrap();
         if f["type"] == "ack" {
-            let k: usize = f["id"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            let k: usize = f["id"]
+                .as_str()
+                .unwrap()
+                .rsplit('-')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             got.insert(k, f["result"]["message"].clone());
             acked.fetch_add(1, Ordering::Relaxed);
             if got.len() == count {
@@ -449,7 +468,10 @@ async fn a_killed_nodes_clients_reconnect_elsewhere_and_lose_nothing() {
     )
     .await;
     for (k, m) in &tom_acks {
-        assert_eq!(tom_retry[k]["id"], m["id"], "a retried send keeps its first answer");
+        assert_eq!(
+            tom_retry[k]["id"], m["id"],
+            "a retried send keeps its first answer"
+        );
     }
     let conv = tom_retry[&0]["conversation"].clone();
     let mut bodies = Vec::new();

@@ -623,6 +623,12 @@ impl Hub {
                         participants.push(m);
                     }
                 }
+                // Claimed before the checks: in a cluster, the claim brings in every
+                // connection and block committed on any node.
+                let cid = derived_id("g", &[&me, &id]);
+                let Some(claimed) = self.claim_or_close(session, &cid).await else {
+                    return;
+                };
                 let checked = if participants.len() < 3 {
                     Err(Refusal::BadRequest(
                         "a group needs at least two other members".into(),
@@ -646,12 +652,8 @@ impl Hub {
                         })
                 };
                 if let Err(r) = checked {
-                    return self.finish(session, id, Err(r)).await;
+                    return self.finish_claimed(claimed, session, id, Err(r)).await;
                 }
-                let cid = derived_id("g", &[&me, &id]);
-                let Some(claimed) = self.claim_or_close(session, &cid).await else {
-                    return;
-                };
                 let now = self.clock.now();
                 let make = || {
                     Conversation::new(
@@ -802,6 +804,9 @@ impl Hub {
                 .await
             }
             Op::Lookup { user } => {
+                if let Err(e) = self.catch_up(DIRECTORY, None).await {
+                    tracing::warn!(error = %e, "cannot catch up; answering from this node's copy");
+                }
                 let result = self
                     .directory
                     .read()

@@ -55,10 +55,7 @@ pub async fn fresh_database() -> String {
             Err(e) => panic!("PostgreSQL did not come up: {e}"),
         }
     }
-    format!(
-        "postgres://parley@127.0.0.1:{}/{name}",
-        s.postgres_port
-    )
+    format!("postgres://parley@127.0.0.1:{}/{name}", s.postgres_port)
 }
 
 /// A broker channel no other test uses.
@@ -119,7 +116,10 @@ fn unprivileged() -> Option<(u32, u32)> {
         .args(["-g", "postgres"])
         .output()
         .expect("id runs");
-    let gid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("gid");
+    let gid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("gid");
     Some((uid, gid))
 }
 
