@@ -1,15 +1,18 @@
 //! One WebSocket connection: authenticate, then a reader that feeds the hub and a writer
-//! that drains the session's bounded queue, several frames per socket write.
+//! that drains the session's bounded queue, several frames per socket write, both in the
+//! connection's one task.
 
 use crate::auth::{self, AuthError, Claims};
 use crate::hub::sessions::SessionHandle;
 use crate::hub::{encode, Hub, Outbox};
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use parley_protocol::{close, ErrorCode, ServerFrame};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
 /// Frames written per flush when a backlog has built up.
@@ -20,51 +23,170 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serve one upgraded socket until it closes.
 ///
 /// The returned future lives as long as the connection, so it is kept small: the socket
-/// is split before it starts (an argument of an `async fn` stays in its future for good),
-/// and the steps that run once (opening the session, turning a connection away) are
-/// boxed, their state taking memory only while they run.
+/// is split before it starts, admission (opening the session, or turning the connection
+/// away) is a boxed step whose state is freed once it is done, and what stays is [`Live`]
+/// and its loops, which borrow its fields instead of holding copies.
 pub fn serve(
     socket: WebSocket,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
-    run(sink, stream, hub, admission)
+    crate::metrics::connection_opened();
+    Box::pin(admit(sink, stream, hub, admission))
+        .then(|live| futures::future::OptionFuture::from(live.map(Live::run)))
+        .map(drop)
 }
 
-async fn run(
-    sink: SplitSink<WebSocket, Message>,
+/// Open a session for an admitted connection, or say why not and close.
+async fn admit(
+    mut sink: SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
-) {
-    crate::metrics::connection_opened();
+) -> Option<Live> {
     let claims = match admission {
         Ok(claims) => claims,
-        Err(refusal) => return Box::pin(refuse(sink, refusal)).await,
+        Err(refusal) => {
+            refuse(&mut sink, refusal).await;
+            return None;
+        }
     };
-    let opened = Box::pin(hub.open_session(&claims.sub, claims.admin)).await;
-    let Some((session, outbox)) = opened else {
+    let Some((session, outbox)) = hub.open_session(&claims.sub, claims.admin).await else {
         let max = hub.limits().max_sessions_per_user;
         let reason = format!("too many sessions (at most {max})");
         tracing::info!(user = %claims.sub, %reason, "connection refused");
-        return Box::pin(say_goodbye(sink, None, close::POLICY, reason)).await;
+        say_goodbye(&mut sink, None, close::POLICY, reason).await;
+        return None;
     };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
-    let limits = *hub.limits();
-    let ping_every = Duration::from_millis(limits.ping_interval_ms);
-    let writer = tokio::spawn(write_loop(sink, outbox, session.clone(), ping_every));
-    let idle = Duration::from_millis(limits.idle_timeout_ms);
-    read_loop(stream, &hub, &session, idle).await;
-    hub.close_session(&session);
-    // Let the writer flush what is queued (answers to the last requests) and say goodbye.
-    session.close(close::NORMAL, "bye");
-    let _ = writer.await;
-    let reason = session
-        .close_reason()
-        .map(|(c, r)| format!("{c} {r}"))
-        .unwrap_or_default();
-    tracing::info!(user = %claims.sub, session = session.id, %reason, "session closed");
+    let limits = hub.limits();
+    let liveness = Liveness::new(
+        Duration::from_millis(limits.ping_interval_ms),
+        Duration::from_millis(limits.idle_timeout_ms),
+    );
+    Some(Live {
+        sink,
+        stream,
+        outbox,
+        session,
+        hub,
+        liveness,
+    })
+}
+
+/// A connection with an open session: everything it keeps for as long as it lives.
+struct Live {
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    outbox: Outbox,
+    session: Arc<SessionHandle>,
+    hub: Arc<Hub>,
+    liveness: Liveness,
+}
+
+impl Live {
+    // A plain `fn` returning a block: an `async fn` would keep its `self` argument twice,
+    // once as the argument and once as the binding, for the connection's whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move { self.serve().await }
+    }
+
+    async fn serve(&mut self) {
+        let Live {
+            sink,
+            stream,
+            outbox,
+            session,
+            hub,
+            liveness,
+        } = self;
+        let (session, hub, liveness) = (&**session, &**hub, &*liveness);
+        let reader = async {
+            read_loop(stream, hub, session, liveness).await;
+            hub.close_session(session);
+            // The writer flushes what is queued (answers to the last requests) and says
+            // goodbye.
+            session.close(close::NORMAL, "bye");
+        };
+        // Reader and writer share this one task rather than each having its own: a task
+        // and its join handle cost a few hundred bytes, paid by every idle connection.
+        futures::future::join(reader, write_loop(sink, outbox, session, liveness)).await;
+        let reason = session
+            .close_reason()
+            .map(|(c, r)| format!("{c} {r}"))
+            .unwrap_or_default();
+        tracing::info!(user = %session.user, session = session.id, %reason, "session closed");
+    }
+}
+
+/// When a session is pinged, and when a silent peer counts as gone. One timer, the
+/// writer's, serves both: the reader only notes when it last heard from the peer, which
+/// costs a store instead of re-arming a timer for every frame received.
+#[derive(Debug)]
+struct Liveness {
+    started: Instant,
+    ping_every: Duration,
+    idle: Duration,
+    /// Milliseconds after `started` the peer last sent anything.
+    heard_ms: AtomicU64,
+}
+
+/// What the writer's timer asks for when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Nothing yet (the peer spoke since the timer was set).
+    Nothing,
+    /// Send a ping.
+    Ping,
+    /// The peer has been silent for the idle timeout.
+    Idle,
+}
+
+impl Liveness {
+    fn new(ping_every: Duration, idle: Duration) -> Liveness {
+        Liveness {
+            started: Instant::now(),
+            ping_every,
+            idle,
+            heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The peer just sent a frame.
+    fn heard(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_at(&self) -> Option<Instant> {
+        let heard = self.started + Duration::from_millis(self.heard_ms.load(Ordering::Relaxed));
+        (!self.idle.is_zero()).then(|| heard + self.idle)
+    }
+
+    /// The next moment the writer must look, given when the next ping is due.
+    fn next_wake(&self, next_ping: Option<Instant>) -> Option<Instant> {
+        match (next_ping, self.idle_at()) {
+            (Some(p), Some(i)) => Some(p.min(i)),
+            (p, i) => p.or(i),
+        }
+    }
+
+    /// What is due at `now`, the idle timeout first.
+    fn due(&self, now: Instant, next_ping: Option<Instant>) -> Due {
+        if self.idle_at().is_some_and(|at| now >= at) {
+            Due::Idle
+        } else if next_ping.is_some_and(|at| now >= at) {
+            Due::Ping
+        } else {
+            Due::Nothing
+        }
+    }
+
+    fn first_ping(&self) -> Option<Instant> {
+        (!self.ping_every.is_zero()).then(|| self.started + self.ping_every)
+    }
 }
 
 /// Why a connection is turned away before it gets a session.
@@ -76,7 +198,7 @@ pub enum Refusal {
     TooFast,
 }
 
-async fn refuse(sink: SplitSink<WebSocket, Message>, refusal: Refusal) {
+async fn refuse(sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
     let (code, close_code, message) = match &refusal {
         Refusal::Unauthorized(e) => (ErrorCode::Unauthorized, close::POLICY, e.to_string()),
         Refusal::TooFast => (
@@ -97,7 +219,7 @@ async fn refuse(sink: SplitSink<WebSocket, Message>, refusal: Refusal) {
 
 /// Send an optional last frame and a close frame, within a bounded time.
 async fn say_goodbye(
-    mut sink: SplitSink<WebSocket, Message>,
+    sink: &mut SplitSink<WebSocket, Message>,
     last: Option<ServerFrame>,
     code: u16,
     reason: String,
@@ -141,22 +263,19 @@ impl SourceRef for axum::Error {
 }
 
 async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     hub: &Hub,
     session: &SessionHandle,
-    idle: Duration,
+    liveness: &Liveness,
 ) {
     loop {
-        // Any frame, a pong included, proves the peer alive; a half-open connection sends none.
-        let deadline = tokio::time::sleep(idle);
         let next = tokio::select! {
             biased;
-            _ = session.closing().cancelled() => return,
+            _ = session.closing() => return,
             next = stream.next() => next,
-            _ = deadline, if !idle.is_zero() => {
-                return session.close(close::GOING_AWAY, "idle timeout");
-            }
         };
+        // Any frame, a pong included, proves the peer alive; a half-open connection sends none.
+        liveness.heard(Instant::now());
         match next {
             // Boxed: the request's future is large and lives only while it runs, so an
             // idle connection's task stays small.
@@ -178,50 +297,77 @@ async fn read_loop(
 }
 
 async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbox: Outbox,
-    session: Arc<SessionHandle>,
-    ping_every: Duration,
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut Outbox,
+    session: &SessionHandle,
+    liveness: &Liveness,
 ) {
-    let mut ping = tokio::time::interval(ping_every.max(Duration::from_millis(1)));
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ping.reset();
+    let mut next_ping = liveness.first_ping();
+    let wake = liveness.next_wake(next_ping);
+    let timer = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now));
+    tokio::pin!(timer);
+    let mut armed = wake.is_some();
     loop {
         let first = tokio::select! {
             biased;
-            _ = session.closing().cancelled() => break,
+            // `None` once the session is closing.
             first = outbox.recv() => match first { Some(f) => f, None => break },
-            _ = ping.tick(), if !ping_every.is_zero() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+            _ = &mut timer, if armed => {
+                let now = Instant::now();
+                match liveness.due(now, next_ping) {
+                    Due::Idle => {
+                        session.close(close::GOING_AWAY, "idle timeout");
+                        break;
+                    }
+                    Due::Ping => {
+                        next_ping = Some(now + liveness.ping_every);
+                        if sink.send(Message::Ping(Default::default())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Due::Nothing => {}
+                }
+                let wake = liveness.next_wake(next_ping);
+                armed = wake.is_some();
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at);
                 }
                 continue;
             }
         };
-        let mut written = first.len();
-        let batch = async {
-            sink.feed(Message::Text(first)).await?;
-            for _ in 1..MAX_BATCH {
-                let Ok(next) = outbox.try_recv() else { break };
-                written += next.len();
-                sink.feed(Message::Text(next)).await?;
-            }
-            sink.flush().await
-        };
-        let result = tokio::select! {
+        // Boxed: the batch's state is only needed while it is written.
+        let batch = Box::pin(write_batch(sink, outbox, first));
+        let written = tokio::select! {
             biased;
-            _ = session.closing().cancelled() => break,
-            result = batch => result,
+            _ = session.closing() => break,
+            written = batch => written,
         };
-        if result.is_err() {
-            return;
+        match written {
+            Ok(len) => session.written(len),
+            Err(_) => return,
         }
-        session.written(written);
     }
     // A normal goodbye drains what is queued first; an overflow or error does not wait.
     if let Some((code, reason)) = session.close_reason() {
-        Box::pin(drain_and_close(&mut sink, &mut outbox, code, reason)).await;
+        Box::pin(drain_and_close(sink, outbox, code, reason)).await;
     }
+}
+
+/// Write `first` and whatever else is queued, up to a batch, in one flush: the bytes written.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    outbox: &mut Outbox,
+    first: Utf8Bytes,
+) -> Result<usize, axum::Error> {
+    let mut written = first.len();
+    sink.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_BATCH {
+        let Ok(next) = outbox.try_recv() else { break };
+        written += next.len();
+        sink.feed(Message::Text(next)).await?;
+    }
+    sink.flush().await?;
+    Ok(written)
 }
 
 /// Write what a closing session still has queued (for a normal or going-away close),
@@ -262,4 +408,51 @@ pub fn presented_token(query: Option<String>, headers: &axum::http::HeaderMap) -
 /// Verify a presented token against the server secret.
 pub fn authenticate(secret: &[u8], token: Option<&str>) -> Result<Claims, Refusal> {
     auth::verify(secret, token).map_err(Refusal::Unauthorized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn liveness(ping_ms: u64, idle_ms: u64) -> Liveness {
+        Liveness::new(
+            Duration::from_millis(ping_ms),
+            Duration::from_millis(idle_ms),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_fall_due_and_a_silent_peer_goes_idle() {
+        let l = liveness(30_000, 90_000);
+        let t0 = l.started;
+        let ping = l.first_ping();
+        assert_eq!(ping, Some(t0 + Duration::from_secs(30)));
+        assert_eq!(l.next_wake(ping), ping);
+        assert_eq!(l.due(t0 + Duration::from_secs(29), ping), Due::Nothing);
+        assert_eq!(l.due(t0 + Duration::from_secs(30), ping), Due::Ping);
+        // Silence for the whole idle timeout outranks a ping due at the same time.
+        let late = Some(t0 + Duration::from_secs(90));
+        assert_eq!(l.due(t0 + Duration::from_secs(90), late), Due::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hearing_from_the_peer_moves_the_idle_deadline() {
+        let l = liveness(0, 1_000);
+        let t0 = l.started;
+        assert_eq!(l.first_ping(), None);
+        assert_eq!(l.next_wake(None), Some(t0 + Duration::from_secs(1)));
+        l.heard(t0 + Duration::from_millis(700));
+        // The timer set for t0 + 1 s fires and finds nothing due; the next wake is later.
+        assert_eq!(l.due(t0 + Duration::from_secs(1), None), Due::Nothing);
+        assert_eq!(l.next_wake(None), Some(t0 + Duration::from_millis(1_700)));
+        assert_eq!(l.due(t0 + Duration::from_millis(1_700), None), Due::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_both_off_the_timer_never_wakes() {
+        let l = liveness(0, 0);
+        assert_eq!(l.next_wake(l.first_ping()), None);
+        let far = l.started + Duration::from_secs(86_400);
+        assert_eq!(l.due(far, None), Due::Nothing);
+    }
 }

@@ -6,10 +6,9 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use parley_protocol::{ServerFrame, UserId};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Serialise a frame once; the bytes are shared by every recipient.
 pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
@@ -31,7 +30,10 @@ pub struct SessionHandle {
     queued: Notify,
     queued_bytes: AtomicUsize,
     max_queue_bytes: usize,
-    closing: CancellationToken,
+    // A flag and a `Notify` rather than a `CancellationToken`, which allocates a tree node
+    // of its own per session.
+    closing: AtomicBool,
+    closed: Notify,
     close_reason: Mutex<Option<(u16, String)>>,
     /// Requests refused by the rate limit since the last one accepted.
     pub refused_in_row: std::sync::atomic::AtomicU32,
@@ -50,9 +52,13 @@ pub struct Outbox {
 pub struct Empty;
 
 impl Outbox {
-    /// The next queued frame, waiting for one if need be.
+    /// The next queued frame, waiting for one if need be; `None` once the session is
+    /// closing (what is still queued can then be drained with [`Outbox::try_recv`]).
     pub async fn recv(&mut self) -> Option<Utf8Bytes> {
         loop {
+            if self.session.closing.load(Ordering::Acquire) {
+                return None;
+            }
             if let Some(frame) = self.taken.pop_front() {
                 return Some(frame);
             }
@@ -65,7 +71,11 @@ impl Outbox {
                     std::mem::swap(&mut *queue, &mut self.taken);
                     continue;
                 }
+                // About to sleep with nothing queued: give both deques' memory back, since
+                // most sessions are idle most of the time and each would keep its own.
+                *queue = VecDeque::new();
             }
+            self.taken = VecDeque::new();
             queued.await;
         }
     }
@@ -97,7 +107,8 @@ impl SessionHandle {
             queued: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             max_queue_bytes,
-            closing: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
             close_reason: Mutex::new(None),
             refused_in_row: std::sync::atomic::AtomicU32::new(0),
         };
@@ -139,12 +150,21 @@ impl SessionHandle {
         if slot.is_none() {
             *slot = Some((code, reason.to_owned()));
         }
-        self.closing.cancel();
+        drop(slot);
+        self.closing.store(true, Ordering::Release);
+        self.closed.notify_waiters();
+        // The writer may be waiting for frames rather than for the close.
+        self.queued.notify_one();
     }
 
     /// Resolves once the session has been asked to close.
-    pub fn closing(&self) -> &CancellationToken {
-        &self.closing
+    pub async fn closing(&self) {
+        let mut closed = std::pin::pin!(self.closed.notified());
+        // Registered before looking at the flag, so a close in between still wakes us.
+        closed.as_mut().enable();
+        if !self.closing.load(Ordering::Acquire) {
+            closed.await;
+        }
     }
 
     /// The close code and reason asked for, if any.
