@@ -6,6 +6,7 @@ mod check;
 mod plot;
 mod run;
 mod servers;
+mod services;
 mod shard;
 mod stats;
 mod wire;
@@ -133,8 +134,14 @@ async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
 }
 
 async fn compare(scenario: Scenario, repeat: usize, args: RunArgs) -> anyhow::Result<i32> {
-    if args.url.is_some() {
+    if !args.url.is_empty() {
         anyhow::bail!("compare starts both servers itself; drop --url");
+    }
+    if args.nodes.is_some() {
+        anyhow::bail!(
+            "compare measures one parley against the one-process baseline; run a scenario \
+             with --nodes on its own to load a cluster"
+        );
     }
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
@@ -207,9 +214,9 @@ async fn compare(scenario: Scenario, repeat: usize, args: RunArgs) -> anyhow::Re
 fn summarise(r: &Report) {
     let mb = |b: u64| b as f64 / 1048576.0;
     eprintln!(
-        "{:?} vs {:?}: {} sessions ({} failed) in {} process(es); sent {} ({:.0}/s), delivered {} ({:.0}/s)",
-        r.scenario, r.target, r.connected, r.connect_failed, r.processes, r.sent, r.sends_per_s,
-        r.delivered, r.delivered_per_s
+        "{:?} vs {:?} on {} node(s): {} sessions ({} failed) in {} process(es); sent {} ({:.0}/s), delivered {} ({:.0}/s, {} across nodes)",
+        r.scenario, r.target, r.nodes, r.connected, r.connect_failed, r.processes, r.sent,
+        r.sends_per_s, r.delivered, r.delivered_per_s, r.delivered_across_nodes
     );
     let l = &r.latency_ms;
     eprintln!(
@@ -227,6 +234,17 @@ fn summarise(r: &Report) {
         s.rss_per_connection,
         r.load_cpu_percent
     );
+    for (name, service) in [("postgres", &r.postgres), ("redis", &r.redis)] {
+        if let Some(f) = service {
+            eprintln!(
+                "  {name}: cpu {:.0}% ({:.2} µs/send, {:.2} µs/delivery), memory max {:.1} MiB",
+                f.cpu_percent,
+                f.cpu_us_per_send,
+                f.cpu_us_per_delivery,
+                mb(f.memory_max)
+            );
+        }
+    }
     eprintln!(
         "  lost {} duplicated {} reordered {} inconsistent {}{}{}",
         r.lost,
