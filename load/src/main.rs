@@ -94,15 +94,15 @@ fn main() {
     let code = match cli.command {
         Command::BaselineServer { listen } => runtime(baseline::serve(listen)).map(|()| 0),
         Command::Worker => runtime(run::worker()).map(|()| 0),
-        Command::Fanout(args) => runtime(single(Scenario::Fanout, args)),
-        Command::Dm(args) => runtime(single(Scenario::Dm, args)),
-        Command::Connect(args) => runtime(single(Scenario::Connect, args)),
-        Command::RecallRace(args) => runtime(single(Scenario::RecallRace, args)),
+        Command::Fanout(args) => runtime(interruptible(single(Scenario::Fanout, args))),
+        Command::Dm(args) => runtime(interruptible(single(Scenario::Dm, args))),
+        Command::Connect(args) => runtime(interruptible(single(Scenario::Connect, args))),
+        Command::RecallRace(args) => runtime(interruptible(single(Scenario::RecallRace, args))),
         Command::Compare {
             scenario,
             repeat,
             run,
-        } => runtime(compare(scenario, repeat, run)),
+        } => runtime(interruptible(compare(scenario, repeat, run))),
     };
     match code {
         Ok(code) => std::process::exit(code),
@@ -118,6 +118,20 @@ fn runtime<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow
         .enable_all()
         .build()?
         .block_on(f)
+}
+
+/// Run `f` until Ctrl-C or SIGTERM, then drop it: the servers and client processes it
+/// started are killed and their temporary directories removed, which the default action
+/// of those signals would leave behind.
+async fn interruptible<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        done = f => done,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
 }
 
 async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
