@@ -141,7 +141,10 @@ async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
     }
     if let Some(path) = &args.plot {
-        let title = format!("{scenario:?} against {:?}", args.target);
+        let mut title = format!("{scenario:?} against {:?}", args.target);
+        if args.nodes.is_some() || report.nodes > 1 {
+            title.push_str(&format!(" on {} node(s)", report.nodes));
+        }
         plot::draw(path, &title, &[(format!("{:?}", args.target), &report)])?;
     }
     Ok(if report.passed { 0 } else { 1 })
