@@ -507,7 +507,7 @@ pub async fn run(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::
 }
 
 /// Refuse flags that do not fit together, before anything starts.
-pub fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
+fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
     if let Some(nodes) = args.nodes {
         if nodes == 0 {
             bail!("--nodes must be at least 1");
