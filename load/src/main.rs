@@ -6,6 +6,7 @@ mod check;
 mod plot;
 mod run;
 mod servers;
+mod services;
 mod shard;
 mod stats;
 mod wire;
@@ -93,15 +94,15 @@ fn main() {
     let code = match cli.command {
         Command::BaselineServer { listen } => runtime(baseline::serve(listen)).map(|()| 0),
         Command::Worker => runtime(run::worker()).map(|()| 0),
-        Command::Fanout(args) => runtime(single(Scenario::Fanout, args)),
-        Command::Dm(args) => runtime(single(Scenario::Dm, args)),
-        Command::Connect(args) => runtime(single(Scenario::Connect, args)),
-        Command::RecallRace(args) => runtime(single(Scenario::RecallRace, args)),
+        Command::Fanout(args) => runtime(interruptible(single(Scenario::Fanout, args))),
+        Command::Dm(args) => runtime(interruptible(single(Scenario::Dm, args))),
+        Command::Connect(args) => runtime(interruptible(single(Scenario::Connect, args))),
+        Command::RecallRace(args) => runtime(interruptible(single(Scenario::RecallRace, args))),
         Command::Compare {
             scenario,
             repeat,
             run,
-        } => runtime(compare(scenario, repeat, run)),
+        } => runtime(interruptible(compare(scenario, repeat, run))),
     };
     match code {
         Ok(code) => std::process::exit(code),
@@ -119,6 +120,20 @@ fn runtime<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow
         .block_on(f)
 }
 
+/// Run `f` until Ctrl-C or SIGTERM, then drop it: the servers and client processes it
+/// started are killed and their temporary directories removed, which the default action
+/// of those signals would leave behind.
+async fn interruptible<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        done = f => done,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
+
 async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
     let report = run::run(scenario, args.target, &args).await?;
     summarise(&report);
@@ -126,15 +141,24 @@ async fn single(scenario: Scenario, args: RunArgs) -> anyhow::Result<i32> {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
     }
     if let Some(path) = &args.plot {
-        let title = format!("{scenario:?} against {:?}", args.target);
+        let mut title = format!("{scenario:?} against {:?}", args.target);
+        if args.nodes.is_some() || report.nodes > 1 {
+            title.push_str(&format!(" on {} node(s)", report.nodes));
+        }
         plot::draw(path, &title, &[(format!("{:?}", args.target), &report)])?;
     }
     Ok(if report.passed { 0 } else { 1 })
 }
 
 async fn compare(scenario: Scenario, repeat: usize, args: RunArgs) -> anyhow::Result<i32> {
-    if args.url.is_some() {
+    if !args.url.is_empty() {
         anyhow::bail!("compare starts both servers itself; drop --url");
+    }
+    if args.nodes.is_some() {
+        anyhow::bail!(
+            "compare measures one parley against the one-process baseline; run a scenario \
+             with --nodes on its own to load a cluster"
+        );
     }
     let mut runs = Vec::new();
     for _ in 0..repeat.max(1) {
@@ -207,9 +231,9 @@ async fn compare(scenario: Scenario, repeat: usize, args: RunArgs) -> anyhow::Re
 fn summarise(r: &Report) {
     let mb = |b: u64| b as f64 / 1048576.0;
     eprintln!(
-        "{:?} vs {:?}: {} sessions ({} failed) in {} process(es); sent {} ({:.0}/s), delivered {} ({:.0}/s)",
-        r.scenario, r.target, r.connected, r.connect_failed, r.processes, r.sent, r.sends_per_s,
-        r.delivered, r.delivered_per_s
+        "{:?} vs {:?} on {} node(s): {} sessions ({} failed) in {} process(es); sent {} ({:.0}/s), delivered {} ({:.0}/s, {} across nodes)",
+        r.scenario, r.target, r.nodes, r.connected, r.connect_failed, r.processes, r.sent,
+        r.sends_per_s, r.delivered, r.delivered_per_s, r.delivered_across_nodes
     );
     let l = &r.latency_ms;
     eprintln!(
@@ -227,6 +251,17 @@ fn summarise(r: &Report) {
         s.rss_per_connection,
         r.load_cpu_percent
     );
+    for (name, service) in [("postgres", &r.postgres), ("redis", &r.redis)] {
+        if let Some(f) = service {
+            eprintln!(
+                "  {name}: cpu {:.0}% ({:.2} µs/send, {:.2} µs/delivery), memory max {:.1} MiB",
+                f.cpu_percent,
+                f.cpu_us_per_send,
+                f.cpu_us_per_delivery,
+                mb(f.memory_max)
+            );
+        }
+    }
     eprintln!(
         "  lost {} duplicated {} reordered {} inconsistent {}{}{}",
         r.lost,

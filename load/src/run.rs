@@ -2,7 +2,7 @@
 //! client processes, set up, start everyone together, show progress, merge the results
 //! and judge them.
 
-use crate::servers::{self, ProcSample};
+use crate::servers::{self, Cluster, ProcSample, Usage, Watched};
 use crate::shard::{self, Scenario, ShardSpec, Target};
 use crate::stats::{self, Event, Percentiles, ShardResult};
 use anyhow::{bail, Context};
@@ -26,16 +26,38 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "parley")]
     pub target: Target,
     /// WebSocket URL of a running server on loopback (`ws://127.0.0.1:PORT/ws` for
-    /// parley, `ws://127.0.0.1:PORT` for the baseline); without it the harness starts
-    /// one on a free port.
+    /// parley, `ws://127.0.0.1:PORT` for the baseline); repeat it once per node of a parley
+    /// cluster: sessions are dealt to the nodes in turn, so every group spans nodes.
+    /// Without it the harness starts the server itself on a free port.
     #[arg(long)]
-    pub url: Option<String>,
-    /// Process id of the server given by `--url`, to read its CPU and memory.
+    pub url: Vec<String>,
+    /// Process id of a server given by `--url` (repeat it for each), to read its CPU and
+    /// memory.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Token secret of the parley given by `--url`.
     #[arg(long, env = "PARLEY_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// Start N parley nodes on PostgreSQL and Redis (`--store postgres`) and deal the
+    /// sessions to them in turn; 1 is one node on the same ledger and broker.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// PostgreSQL for `--nodes` (`postgres://USER@127.0.0.1:PORT/DB`); without it the
+    /// harness starts a throwaway one on a free loopback port.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Redis for `--nodes` (`redis://127.0.0.1:PORT`); without it the harness starts a
+    /// throwaway one on a free loopback port.
+    #[arg(long)]
+    pub broker_url: Option<String>,
+    /// Process id of PostgreSQL's postmaster, when the harness did not start it, to read
+    /// what the ledger costs (it and its backends).
+    #[arg(long)]
+    pub postgres_pid: Option<u32>,
+    /// Process id of Redis, when the harness did not start it, to read what the broker
+    /// costs.
+    #[arg(long)]
+    pub redis_pid: Option<u32>,
     /// Connections (sessions) in all [default: fanout and dm 2000, connect 19000, recall-race 400].
     #[arg(long)]
     pub connections: Option<usize>,
@@ -183,11 +205,11 @@ pub struct Point {
     pub server_rss: u64,
 }
 
-/// The server's resources over a run.
+/// The server's resources over a run, summed over its nodes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerFigures {
-    /// Process id, when known.
-    pub pid: Option<u32>,
+    /// Process ids, one per node, when known.
+    pub pids: Vec<u32>,
     /// Mean CPU while sending (or holding), percent of one core.
     pub cpu_percent: f64,
     /// RSS before any client connected.
@@ -201,6 +223,48 @@ pub struct ServerFigures {
     /// Server CPU time per delivered frame while sending, microseconds: unlike
     /// frames per second, this barely moves when other work shares the machine.
     pub cpu_us_per_delivery: f64,
+    /// Server CPU time per send while sending, microseconds.
+    pub cpu_us_per_send: f64,
+}
+
+/// What a cluster's PostgreSQL or Redis cost over a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceFigures {
+    /// Process id (PostgreSQL: the postmaster, whose backends are counted with it).
+    pub pid: u32,
+    /// Mean CPU while sending, percent of one core.
+    pub cpu_percent: f64,
+    /// CPU time per send while sending, microseconds.
+    pub cpu_us_per_send: f64,
+    /// CPU time per delivered frame while sending, microseconds.
+    pub cpu_us_per_delivery: f64,
+    /// Largest memory seen, bytes (PostgreSQL: proportional set sizes summed).
+    pub memory_max: u64,
+}
+
+/// The largest memory seen of each watched process.
+#[derive(Default)]
+struct MemoryMax {
+    servers: u64,
+    postgres: u64,
+    redis: u64,
+}
+
+impl MemoryMax {
+    fn add(&mut self, u: &Usage) {
+        let rss = |s: Option<ProcSample>| s.map_or(0, |s| s.rss);
+        self.servers = self.servers.max(rss(u.servers));
+        self.postgres = self.postgres.max(rss(u.postgres));
+        self.redis = self.redis.max(rss(u.redis));
+    }
+}
+
+/// CPU time of the client processes, summed.
+fn load_cpu(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|&p| servers::sample(p))
+        .map(|s| s.cpu_s)
+        .sum()
 }
 
 /// Everything one run measured.
@@ -210,6 +274,8 @@ pub struct Report {
     pub scenario: Scenario,
     /// Server kind.
     pub target: Target,
+    /// Servers (parley nodes) the sessions were dealt to.
+    pub nodes: usize,
     /// Layout.
     pub shape: Shape,
     /// Sessions asked for.
@@ -238,6 +304,9 @@ pub struct Report {
     pub delivered: u64,
     /// Deliveries per second while sending.
     pub delivered_per_s: f64,
+    /// Deliveries to a session on another node than the sender's: frames that crossed
+    /// the broker.
+    pub delivered_across_nodes: u64,
     /// Deliveries the sends called for.
     pub expected: u64,
     /// Sends acknowledged (parley).
@@ -264,6 +333,10 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The server's resources.
     pub server: ServerFigures,
+    /// The cluster's PostgreSQL (postmaster and backends), when known.
+    pub postgres: Option<ServiceFigures>,
+    /// The cluster's Redis, when known.
+    pub redis: Option<ServiceFigures>,
     /// CPU of the client processes, percent of one core.
     pub load_cpu_percent: f64,
     /// Client CPU time per delivered frame, microseconds.
@@ -417,46 +490,131 @@ pub async fn run(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::
         .processes
         .max(total.div_ceil(per_process))
         .clamp(1, shape.groups);
-    let (launched, url, pid, secret) = match &args.url {
-        Some(url) => {
-            crate::wire::loopback_addr(url)?;
-            let secret = match target {
-                Target::Parley => args
-                    .secret
-                    .clone()
-                    .context("--secret (or PARLEY_SECRET) is needed to mint tokens for --url")?,
-                Target::Baseline => String::new(),
-            };
-            (
-                None,
-                url.trim_end_matches('/').to_owned(),
-                args.server_pid,
-                secret,
-            )
-        }
-        None => {
-            let l = servers::start(target, scenario).await?;
-            let url = match target {
-                Target::Parley => format!("ws://{}/ws", l.addr),
-                Target::Baseline => format!("ws://{}", l.addr),
-            };
-            let (pid, secret) = (Some(l.pid), l.secret.clone());
-            (Some(l), url, pid, secret)
-        }
-    };
-    let outcome = drive(scenario, target, args, shape, processes, &url, pid, &secret).await;
-    let died = match launched {
-        Some(l) => l.stop().await,
-        None => None,
+    let servers = Servers::open(scenario, target, args).await?;
+    let outcome = drive(scenario, target, args, shape, processes, &servers).await;
+    let died = match servers.started {
+        Some(cluster) => cluster.stop().await,
+        None => Vec::new(),
     };
     let mut report = outcome?;
-    if let Some(log) = died {
+    for log in died {
         report.passed = false;
         report.failures.push(format!(
-            "the server died during the run; its log ends:\n{log}"
+            "a server died during the run; its log ends:\n{log}"
         ));
     }
     Ok(report)
+}
+
+/// Refuse flags that do not fit together, before anything starts.
+fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
+    if let Some(nodes) = args.nodes {
+        if nodes == 0 {
+            bail!("--nodes must be at least 1");
+        }
+        if target == Target::Baseline {
+            bail!(
+                "the baseline is a single process with no ledger: --nodes is for --target parley"
+            );
+        }
+        if !args.url.is_empty() {
+            bail!("--nodes starts its own nodes: drop --url, or drop --nodes to load running ones");
+        }
+    } else if args.database_url.is_some() || args.broker_url.is_some() {
+        bail!("--database-url and --broker-url are for the nodes --nodes starts: add --nodes N");
+    }
+    if target == Target::Baseline && args.url.len() > 1 {
+        bail!("the baseline's rooms do not span servers: give it one --url");
+    }
+    if args.server_pid.len() > args.url.len() {
+        bail!("--server-pid names a server given by --url: one at most per --url");
+    }
+    for url in &args.url {
+        crate::wire::loopback_addr(url)?;
+    }
+    for url in args.database_url.iter().chain(&args.broker_url) {
+        crate::wire::loopback_service(url)?;
+    }
+    Ok(())
+}
+
+/// The servers of one run: given by `--url`, or started here.
+struct Servers {
+    /// One WebSocket URL per server; sessions are dealt to them in turn.
+    urls: Vec<String>,
+    /// Token secret (parley).
+    secret: String,
+    /// Processes whose CPU and memory the report reads.
+    watched: Watched,
+    /// What the harness started, to stop when the run ends.
+    started: Option<Cluster>,
+}
+
+impl Servers {
+    async fn open(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::Result<Servers> {
+        check_servers(target, args)?;
+        let ws_url = |addr| match target {
+            Target::Parley => format!("ws://{addr}/ws"),
+            Target::Baseline => format!("ws://{addr}"),
+        };
+        if let Some(n) = args.nodes {
+            let cluster = servers::start_cluster(
+                n,
+                scenario,
+                args.database_url.as_deref(),
+                args.broker_url.as_deref(),
+            )
+            .await?;
+            let watched = Watched {
+                servers: cluster.nodes.iter().map(|l| l.pid).collect(),
+                postgres: cluster
+                    .postgres
+                    .as_ref()
+                    .map(|s| s.pid)
+                    .or(args.postgres_pid),
+                redis: cluster.redis.as_ref().map(|s| s.pid).or(args.redis_pid),
+            };
+            return Ok(Servers {
+                urls: cluster.nodes.iter().map(|l| ws_url(l.addr)).collect(),
+                secret: cluster.nodes[0].secret.clone(),
+                watched,
+                started: Some(cluster),
+            });
+        }
+        if args.url.is_empty() {
+            let l = servers::start(target, scenario).await?;
+            return Ok(Servers {
+                urls: vec![ws_url(l.addr)],
+                secret: l.secret.clone(),
+                watched: Watched {
+                    servers: vec![l.pid],
+                    ..Watched::default()
+                },
+                started: Some(Cluster::alone(l)),
+            });
+        }
+        let secret = match target {
+            Target::Parley => args
+                .secret
+                .clone()
+                .context("--secret (or PARLEY_SECRET) is needed to mint tokens for --url")?,
+            Target::Baseline => String::new(),
+        };
+        Ok(Servers {
+            urls: args
+                .url
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
+            secret,
+            watched: Watched {
+                servers: args.server_pid.clone(),
+                postgres: args.postgres_pid,
+                redis: args.redis_pid,
+            },
+            started: None,
+        })
+    }
 }
 
 fn tag() -> String {
@@ -470,10 +628,9 @@ async fn drive(
     args: &RunArgs,
     shape: Shape,
     processes: usize,
-    url: &str,
-    pid: Option<u32>,
-    secret: &str,
+    servers: &Servers,
 ) -> anyhow::Result<Report> {
+    let watched = &servers.watched;
     let progress = Progress {
         tty: std::io::stderr().is_terminal(),
     };
@@ -483,7 +640,7 @@ async fn drive(
         Scenario::RecallRace => shape.groups,
         Scenario::Connect => 1,
     };
-    let rss_idle = pid.and_then(servers::sample).map_or(0, |s| s.rss);
+    let rss_idle = watched.sample().servers.map_or(0, |s| s.rss);
     let tag = tag();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut gos = Vec::new();
@@ -496,8 +653,8 @@ async fn drive(
             shard,
             scenario,
             target,
-            url: url.to_owned(),
-            secret: secret.to_owned(),
+            urls: servers.urls.clone(),
+            secret: servers.secret.clone(),
             tag: tag.clone(),
             first_group,
             groups,
@@ -564,18 +721,15 @@ async fn drive(
         progress.done();
         bail!("set-up failed: {}", failures.join("; "));
     }
-    let ready_sample = pid.and_then(servers::sample);
+    let ready_usage = watched.sample();
+    let ready_sample = ready_usage.servers;
     let rss_ready = ready_sample.map_or(0, |s| s.rss);
     let connected_total: u64 = connected.values().sum();
     let load_pids: Vec<u32> = match workers.is_empty() {
         true => vec![std::process::id()],
         false => workers.iter().filter_map(|w| w.child.id()).collect(),
     };
-    let load_before: f64 = load_pids
-        .iter()
-        .filter_map(|&p| servers::sample(p))
-        .map(|s| s.cpu_s)
-        .sum();
+    let load_before = load_cpu(&load_pids);
 
     // Go.
     for go in gos {
@@ -596,7 +750,9 @@ async fn drive(
     let mut results: Vec<ShardResult> = Vec::new();
     let hard_stop = args.duration + args.drain + Duration::from_secs(120);
     let deadline = tokio::time::Instant::now() + hard_stop;
-    let mut send_end_cpu: Option<(f64, f64)> = None;
+    let mut send_end: Option<(Usage, f64)> = None;
+    let mut memory_max = MemoryMax::default();
+    memory_max.add(&ready_usage);
     while results.len() + failures.len() < processes {
         let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(e)) => e,
@@ -621,7 +777,9 @@ async fn drive(
                 stats::add_buckets(sum.latency.get_or_insert_with(stats::hist), &latency);
                 if sum.shards == processes {
                     let p = Percentiles::of(sum.latency.as_ref().expect("just set"));
-                    let server = pid.and_then(servers::sample);
+                    let usage = watched.sample();
+                    memory_max.add(&usage);
+                    let server = usage.servers;
                     if let Some(s) = server {
                         samples_live.push((started.elapsed().as_secs_f64(), s));
                     }
@@ -637,14 +795,8 @@ async fn drive(
                         server.map_or(0.0, |s| s.rss as f64 / 1048576.0),
                     ));
                 }
-                if send_end_cpu.is_none() && index + 1 >= args.duration.as_secs().max(1) {
-                    let server_cpu = pid.and_then(servers::sample).map_or(0.0, |s| s.cpu_s);
-                    let load_cpu: f64 = load_pids
-                        .iter()
-                        .filter_map(|&p| servers::sample(p))
-                        .map(|s| s.cpu_s)
-                        .sum();
-                    send_end_cpu = Some((server_cpu, load_cpu));
+                if send_end.is_none() && index + 1 >= args.duration.as_secs().max(1) {
+                    send_end = Some((watched.sample(), load_cpu(&load_pids)));
                 }
             }
             Event::Done { result, .. } => results.push(*result),
@@ -654,15 +806,8 @@ async fn drive(
     }
     progress.done();
     let elapsed_at_end = started.elapsed().as_secs_f64();
-    let (server_cpu_end, load_cpu_end) = send_end_cpu.unwrap_or_else(|| {
-        let server = pid.and_then(servers::sample).map_or(0.0, |s| s.cpu_s);
-        let load: f64 = load_pids
-            .iter()
-            .filter_map(|&p| servers::sample(p))
-            .map(|s| s.cpu_s)
-            .sum();
-        (server, load)
-    });
+    let (end_usage, load_cpu_end) =
+        send_end.unwrap_or_else(|| (watched.sample(), load_cpu(&load_pids)));
     for mut w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(10), w.child.wait()).await;
     }
@@ -681,6 +826,7 @@ async fn drive(
         total_result.connect_failed += r.connect_failed;
         total_result.sent += r.sent;
         total_result.delivered += r.delivered;
+        total_result.delivered_across_nodes += r.delivered_across_nodes;
         total_result.delivered_in_window += r.delivered_in_window;
         total_result.expected += r.expected;
         total_result.acked += r.acked;
@@ -696,8 +842,11 @@ async fn drive(
             *total_result.errors.entry(code.clone()).or_default() += n;
         }
     }
-    let server_cpu_start = ready_sample.map_or(0.0, |s| s.cpu_s);
-    let rss_max = samples.iter().map(|(_, s)| s.rss).max().unwrap_or(0);
+    let cpu_spent = |start: Option<ProcSample>, end: Option<ProcSample>| match (start, end) {
+        (Some(a), Some(b)) => (b.cpu_s - a.cpu_s).max(0.0),
+        _ => 0.0,
+    };
+    let server_cpu = cpu_spent(ready_sample, end_usage.servers);
     let connected = total_result.connected.max(connected_total);
     let rss_per_connection = if connected > 0 && rss_ready > rss_idle {
         (rss_ready - rss_idle) as f64 / connected as f64
@@ -727,9 +876,21 @@ async fn drive(
         })
         .collect();
     let latency_ms = Percentiles::of(&latency);
-    let per_delivery = |cpu_s: f64| match total_result.delivered_in_window {
+    let per = |cpu_s: f64, n: u64| match n {
         0 => 0.0,
         n => cpu_s * 1e6 / n as f64,
+    };
+    let per_delivery = |cpu_s: f64| per(cpu_s, total_result.delivered_in_window);
+    let per_send = |cpu_s: f64| per(cpu_s, total_result.sent);
+    let service = |pid: Option<u32>, start: Option<ProcSample>, end: Option<ProcSample>, max| {
+        let cpu = cpu_spent(start, end);
+        pid.map(|pid| ServiceFigures {
+            pid,
+            cpu_percent: 100.0 * cpu / measured_s,
+            cpu_us_per_send: per_send(cpu),
+            cpu_us_per_delivery: per_delivery(cpu),
+            memory_max: max,
+        })
     };
     let mut races = BTreeMap::new();
     if scenario == Scenario::RecallRace {
@@ -746,6 +907,7 @@ async fn drive(
     Ok(Report {
         scenario,
         target,
+        nodes: servers.urls.len(),
         shape,
         connections: total,
         connected,
@@ -760,6 +922,7 @@ async fn drive(
         sends_per_s: total_result.sent as f64 / measured_s,
         delivered: total_result.delivered,
         delivered_per_s: total_result.delivered_in_window as f64 / measured_s,
+        delivered_across_nodes: total_result.delivered_across_nodes,
         expected: total_result.expected,
         acked: total_result.acked,
         other_frames: total_result.other_frames,
@@ -773,14 +936,27 @@ async fn drive(
         races,
         errors: total_result.errors,
         server: ServerFigures {
-            pid,
-            cpu_percent: 100.0 * (server_cpu_end - server_cpu_start) / measured_s,
+            pids: watched.servers.clone(),
+            cpu_percent: 100.0 * server_cpu / measured_s,
             rss_idle,
             rss_ready,
-            rss_max: rss_max.max(rss_ready),
+            rss_max: memory_max.servers.max(rss_ready),
             rss_per_connection,
-            cpu_us_per_delivery: per_delivery(server_cpu_end - server_cpu_start),
+            cpu_us_per_delivery: per_delivery(server_cpu),
+            cpu_us_per_send: per_send(server_cpu),
         },
+        postgres: service(
+            watched.postgres,
+            ready_usage.postgres,
+            end_usage.postgres,
+            memory_max.postgres,
+        ),
+        redis: service(
+            watched.redis,
+            ready_usage.redis,
+            end_usage.redis,
+            memory_max.redis,
+        ),
         load_cpu_percent: 100.0 * (load_cpu_end - load_before) / measured_s,
         load_cpu_us_per_delivery: per_delivery(load_cpu_end - load_before),
         series,

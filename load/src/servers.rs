@@ -1,6 +1,7 @@
-//! Servers under load: starting parley or the baseline on a free loopback port, stopping
-//! them, and reading a server's CPU time and resident memory from `/proc`.
+//! Servers under load: starting parley (alone or as cluster nodes) or the baseline on a
+//! free loopback port, stopping them, and reading CPU time and memory from `/proc`.
 
+use crate::services::{self, bound, Service};
 use crate::shard::{Scenario, Target};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
@@ -38,52 +39,99 @@ fn parley_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Where a parley node started by the harness keeps its state.
+pub enum Backing<'a> {
+    /// Memory (`--store memory`, where the binary has it): the single-node figures.
+    Memory,
+    /// A cluster node on a shared PostgreSQL ledger and Redis broker channel.
+    Cluster {
+        /// `postgres://…` of the ledger.
+        database_url: &'a str,
+        /// `redis://…` of the broker.
+        broker_url: &'a str,
+        /// Broker channel, one per run so runs sharing a Redis never mix.
+        channel: &'a str,
+    },
+}
+
 /// Start the server `target` for `scenario` on 127.0.0.1, port 0.
 pub async fn start(target: Target, scenario: Scenario) -> anyhow::Result<Launched> {
-    let dir = tempfile::Builder::new().prefix("parley-load-").tempdir()?;
-    let secret = crate::wire::random_secret();
-    let mut cmd = match target {
+    match target {
         Target::Parley => {
-            let bin = parley_bin()?;
+            let secret = crate::wire::random_secret();
+            start_parley(scenario, &secret, Backing::Memory).await
+        }
+        Target::Baseline => {
+            let mut cmd = bound(std::env::current_exe()?);
+            cmd.args(["baseline-server", "--listen", "127.0.0.1:0"]);
+            launch(cmd, tempdir()?, String::new()).await
+        }
+    }
+}
+
+fn tempdir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("parley-load-").tempdir()
+}
+
+/// Start one parley on 127.0.0.1, port 0, signing tokens with `secret`.
+pub async fn start_parley(
+    scenario: Scenario,
+    secret: &str,
+    backing: Backing<'_>,
+) -> anyhow::Result<Launched> {
+    let dir = tempdir()?;
+    let bin = parley_bin()?;
+    let mut cmd = bound(&bin);
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .args(["--secret", secret])
+        // The harness is one client address hammering the server: take the
+        // per-user and per-address abuse limits out of the measurement.
+        .args(["--requests-per-second", "0"])
+        .args(["--connections-per-ip-per-second", "0"]);
+    match backing {
+        Backing::Memory => {
             let help = Command::new(&bin)
                 .args(["serve", "--help"])
                 .output()
                 .await?;
-            let help = String::from_utf8_lossy(&help.stdout);
-            let mut cmd = Command::new(&bin);
-            cmd.arg("serve")
-                .args(["--listen", "127.0.0.1:0"])
-                .arg("--data")
-                .arg(dir.path().join("data"))
-                .args(["--secret", &secret])
-                // The harness is one client address hammering the server: take the
-                // per-user and per-address abuse limits out of the measurement.
-                .args(["--requests-per-second", "0"])
-                .args(["--connections-per-ip-per-second", "0"]);
-            if help.contains("--store") {
+            // Older builds have no --store and keep everything in memory anyway.
+            if String::from_utf8_lossy(&help.stdout).contains("--store") {
                 cmd.args(["--store", "memory"]);
             }
-            if scenario == Scenario::RecallRace {
-                // Every round recalls in the same conversation: lift the daily allowance
-                // and the anti-spam throttle so every race is a real one.
-                cmd.args(["--recall-per-conversation", "1000000"])
-                    .args(["--recall-throttle-window", "0s"]);
-            }
-            cmd.env("RUST_LOG", "warn");
-            cmd
         }
-        Target::Baseline => {
-            let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["baseline-server", "--listen", "127.0.0.1:0"]);
-            cmd
+        Backing::Cluster {
+            database_url,
+            broker_url,
+            channel,
+        } => {
+            cmd.args(["--store", "postgres", "--database-url", database_url])
+                .args(["--broker-url", broker_url, "--broker-channel", channel]);
         }
-    };
+    }
+    if scenario == Scenario::RecallRace {
+        // Every round recalls in the same conversation: lift the daily allowance
+        // and the anti-spam throttle so every race is a real one.
+        cmd.args(["--recall-per-conversation", "1000000"])
+            .args(["--recall-throttle-window", "0s"]);
+    }
+    cmd.env("RUST_LOG", "warn");
+    launch(cmd, dir, secret.to_owned()).await
+}
+
+/// Spawn `cmd` and read the address from its first line, `listening on ADDR`.
+async fn launch(
+    mut cmd: Command,
+    dir: tempfile::TempDir,
+    secret: String,
+) -> anyhow::Result<Launched> {
     let log = std::fs::File::create(dir.path().join("server.log"))?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
-        .kill_on_drop(true)
         .spawn()
         .context("cannot start the server")?;
     let pid = child.id().context("server exited at once")?;
@@ -108,6 +156,89 @@ pub async fn start(target: Target, scenario: Scenario) -> anyhow::Result<Launche
         secret,
         dir,
     })
+}
+
+/// Parley nodes sharing one ledger and broker, with the PostgreSQL and Redis this harness
+/// started for them (none when their URLs were given).
+pub struct Cluster {
+    /// The nodes, in the order sessions are dealt to them.
+    pub nodes: Vec<Launched>,
+    /// PostgreSQL, when started here.
+    pub postgres: Option<Service>,
+    /// Redis, when started here.
+    pub redis: Option<Service>,
+}
+
+/// Start `n` parley nodes for `scenario` on the given PostgreSQL and Redis, or on
+/// throwaway ones started first.
+pub async fn start_cluster(
+    n: usize,
+    scenario: Scenario,
+    database_url: Option<&str>,
+    broker_url: Option<&str>,
+) -> anyhow::Result<Cluster> {
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        postgres: None,
+        redis: None,
+    };
+    // On an error the services started so far are killed as `cluster` drops.
+    let database_url = match database_url {
+        Some(url) => url.to_owned(),
+        None => cluster
+            .postgres
+            .insert(services::postgres().await?)
+            .url
+            .clone(),
+    };
+    let broker_url = match broker_url {
+        Some(url) => url.to_owned(),
+        None => cluster.redis.insert(services::redis().await?).url.clone(),
+    };
+    let secret = crate::wire::random_secret();
+    let channel = format!("parley-load-{}", &secret[..12]);
+    for _ in 0..n {
+        let backing = Backing::Cluster {
+            database_url: &database_url,
+            broker_url: &broker_url,
+            channel: &channel,
+        };
+        cluster
+            .nodes
+            .push(start_parley(scenario, &secret, backing).await?);
+    }
+    Ok(cluster)
+}
+
+impl Cluster {
+    /// A lone server, with nothing shared.
+    pub fn alone(server: Launched) -> Cluster {
+        Cluster {
+            nodes: vec![server],
+            postgres: None,
+            redis: None,
+        }
+    }
+
+    /// Stop the nodes, then PostgreSQL and Redis; the end of the log of each node that
+    /// had died before.
+    pub async fn stop(self) -> Vec<String> {
+        let several = self.nodes.len() > 1;
+        let mut died = Vec::new();
+        for (i, node) in self.nodes.into_iter().enumerate() {
+            if let Some(log) = node.stop().await {
+                died.push(if several {
+                    format!("node {i}: {log}")
+                } else {
+                    log
+                });
+            }
+        }
+        for service in [self.postgres, self.redis].into_iter().flatten() {
+            service.stop().await;
+        }
+        died
+    }
 }
 
 impl Launched {
@@ -142,29 +273,117 @@ pub struct ProcSample {
     pub rss: u64,
 }
 
-/// Read a process's CPU time and RSS; `None` once it is gone.
-pub fn sample(pid: u32) -> Option<ProcSample> {
+/// The fields of `/proc/PID/stat` after the command name (which may itself hold spaces
+/// and parentheses): state, ppid, …; utime is at 11.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which may itself hold spaces and parentheses.
     let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(rest.split(' ').map(str::to_owned).collect())
+}
+
+fn ticks_to_s(fields: &[String], at: &[usize]) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss_kb: u64 = status
+    let mut sum = 0u64;
+    for &i in at {
+        sum += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(sum as f64 / ticks)
+}
+
+/// A `kB` figure of `/proc/PID/FILE`, in bytes.
+fn kb_field(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let kb: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
         .ok()?;
+    Some(kb * 1024)
+}
+
+/// Read a process's CPU time and RSS; `None` once it is gone.
+pub fn sample(pid: u32) -> Option<ProcSample> {
+    let fields = stat_fields(pid)?;
     Some(ProcSample {
-        cpu_s: (utime + stime) as f64 / ticks,
-        rss: rss_kb * 1024,
+        cpu_s: ticks_to_s(&fields, &[11, 12])?,
+        rss: kb_field(pid, "status", "VmRSS:")?,
     })
+}
+
+/// A server made of a parent and its children (PostgreSQL's postmaster and backends): CPU
+/// of all of them, those already reaped included, and their proportional set sizes
+/// summed (RSS would count the shared buffers once per backend).
+pub fn sample_tree(pid: u32) -> Option<ProcSample> {
+    let fields = stat_fields(pid)?;
+    // utime, stime, and the children's it has reaped: cutime, cstime.
+    let mut cpu_s = ticks_to_s(&fields, &[11, 12, 13, 14])?;
+    let memory =
+        |p: u32| kb_field(p, "smaps_rollup", "Pss:").or_else(|| kb_field(p, "status", "VmRSS:"));
+    let mut rss = memory(pid).unwrap_or(0);
+    let parent = pid.to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(f) = stat_fields(child) else {
+            continue;
+        };
+        if f.get(1) == Some(&parent) {
+            cpu_s += ticks_to_s(&f, &[11, 12]).unwrap_or(0.0);
+            rss += memory(child).unwrap_or(0);
+        }
+    }
+    Some(ProcSample { cpu_s, rss })
+}
+
+/// The processes a run reads: the servers under load (the parley nodes, or the
+/// baseline), and the cluster's PostgreSQL and Redis when known.
+#[derive(Debug, Clone, Default)]
+pub struct Watched {
+    /// Servers under load; their figures are summed.
+    pub servers: Vec<u32>,
+    /// PostgreSQL's postmaster.
+    pub postgres: Option<u32>,
+    /// Redis.
+    pub redis: Option<u32>,
+}
+
+/// One reading of every watched process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// The servers under load, summed (`None` when none could be read).
+    pub servers: Option<ProcSample>,
+    /// PostgreSQL, postmaster and backends.
+    pub postgres: Option<ProcSample>,
+    /// Redis.
+    pub redis: Option<ProcSample>,
+}
+
+impl Watched {
+    /// Read them all now.
+    pub fn sample(&self) -> Usage {
+        let servers = self
+            .servers
+            .iter()
+            .filter_map(|&p| sample(p))
+            .reduce(|a, b| ProcSample {
+                cpu_s: a.cpu_s + b.cpu_s,
+                rss: a.rss + b.rss,
+            });
+        Usage {
+            servers,
+            postgres: self.postgres.and_then(sample_tree),
+            redis: self.redis.and_then(sample),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -174,5 +393,34 @@ mod tests {
         let s = super::sample(std::process::id()).expect("own /proc entry");
         assert!(s.rss > 0);
         assert!(s.cpu_s >= 0.0);
+    }
+
+    #[test]
+    fn a_tree_counts_its_children() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done; sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let busy = loop {
+            let busy = super::sample(child.id()).unwrap().cpu_s;
+            if busy >= 0.1 || std::time::Instant::now() > deadline {
+                break busy;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let alone = super::sample(std::process::id()).unwrap();
+        let tree = super::sample_tree(std::process::id()).expect("own /proc entry");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(busy >= 0.1, "the child never got busy");
+        assert!(
+            tree.cpu_s >= alone.cpu_s + busy,
+            "{tree:?} {alone:?} {busy}"
+        );
+        assert!(tree.rss > 0);
     }
 }

@@ -49,8 +49,9 @@ pub struct ShardSpec {
     pub scenario: Scenario,
     /// Server kind.
     pub target: Target,
-    /// WebSocket URL of the server (`ws://127.0.0.1:PORT/ws` for parley, `ws://127.0.0.1:PORT` for the baseline).
-    pub url: String,
+    /// WebSocket URL of each server (`ws://127.0.0.1:PORT/ws` for parley,
+    /// `ws://127.0.0.1:PORT` for the baseline); sessions are dealt to them in turn.
+    pub urls: Vec<String>,
     /// Token secret (parley).
     pub secret: String,
     /// Run tag, so user names never collide with an earlier run on the same server.
@@ -90,14 +91,21 @@ impl ShardSpec {
         format!("{}-g{group}-u{member}", self.tag)
     }
 
-    fn session_url(&self, group: usize, member: usize) -> String {
+    /// The server of a group's session: consecutive sessions of the run go to consecutive
+    /// servers, so a group of two or more sessions spans as many nodes as it can.
+    fn node(&self, group: usize, slot: usize) -> usize {
+        (group * self.sessions_per_group() + slot) % self.urls.len().max(1)
+    }
+
+    fn session_url(&self, group: usize, slot: usize) -> String {
+        let url = &self.urls[self.node(group, slot)];
+        let member = slot / self.sessions_per_user.max(1);
         match self.target {
             Target::Parley => format!(
-                "{}?token={}",
-                self.url,
+                "{url}?token={}",
                 wire::token(&self.secret, &self.user(group, member))
             ),
-            Target::Baseline => format!("{}/room/{}-g{group}", self.url, self.tag),
+            Target::Baseline => format!("{url}/room/{}-g{group}", self.tag),
         }
     }
 }
@@ -118,19 +126,27 @@ struct Group {
     sent: Vec<AtomicU64>,
     /// Acknowledged sends: (seq, sending session).
     acked: Mutex<Vec<(u64, usize)>>,
+    /// The node each session is on.
+    nodes: Vec<usize>,
 }
 
 impl Group {
-    fn new(key: String, n: usize) -> Self {
+    fn new(key: String, nodes: Vec<usize>) -> Self {
+        let n = nodes.len();
         Group {
             key,
             n,
+            nodes,
             names: (0..n).map(|s| format!("s{s}")).collect(),
             seen: (0..n * n).map(|_| AtomicU64::new(0)).collect(),
             wake: (0..n).map(|_| Notify::new()).collect(),
             sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
             acked: Mutex::new(Vec::new()),
         }
+    }
+
+    fn across(&self, sender: usize, receiver: usize) -> bool {
+        self.nodes.get(sender) != self.nodes.get(receiver)
     }
 
     fn in_flight(&self, sender: usize, sent: u64) -> u64 {
@@ -165,6 +181,8 @@ impl Group {
 struct Opened {
     key: String,
     sessions: Vec<Ws>,
+    /// The node of each session.
+    nodes: Vec<usize>,
 }
 
 /// Run this process's share; every event goes to `events`; sending starts when `go` fires.
@@ -251,7 +269,7 @@ async fn drive(
             let mut tasks = tokio::task::JoinSet::new();
             let mut groups = Vec::new();
             for (gi, (_, group)) in opened.into_iter().enumerate() {
-                let state = Arc::new(Group::new(group.key, group.sessions.len()));
+                let state = Arc::new(Group::new(group.key, group.nodes));
                 for (slot, ws) in group.sessions.into_iter().enumerate() {
                     let member = Member {
                         slot,
@@ -288,6 +306,7 @@ async fn drive(
                     shared: shared.clone(),
                     spec: spec.clone(),
                     key: group.key,
+                    nodes: group.nodes,
                 };
                 tasks.spawn(pair.run(group.sessions, start, send_until));
             }
@@ -312,6 +331,7 @@ async fn drive(
         window_ms: spec.duration_ms,
         delivered_in_window: window_delivered,
         delivered: shared.delivered.load(Ordering::Relaxed),
+        delivered_across_nodes: shared.across.load(Ordering::Relaxed),
         expected: shared.expected.load(Ordering::Relaxed),
         acked: shared.acked.load(Ordering::Relaxed),
         other_frames: shared.other.load(Ordering::Relaxed),
@@ -427,11 +447,11 @@ async fn open_session(
     shared: &Shared,
     gate: &Semaphore,
     group: usize,
-    member: usize,
-    index: usize,
+    slot: usize,
 ) -> anyhow::Result<Ws> {
     let _permit = gate.acquire().await?;
-    let url = spec.session_url(group, member);
+    let url = spec.session_url(group, slot);
+    let index = group * spec.sessions_per_group() + slot;
     let source = wire::source_addr(index + spec.shard, spec.sources);
     let started = Instant::now();
     let opened = tokio::time::timeout(Duration::from_secs(60), async {
@@ -466,16 +486,19 @@ async fn open_group(
     let per_group = spec.sessions_per_group();
     let mut sessions = Vec::with_capacity(per_group);
     for slot in 0..per_group {
-        let member = slot / spec.sessions_per_user;
-        let index = g * per_group + slot;
-        sessions.push(open_session(spec, shared, gate, g, member, index).await?);
+        sessions.push(open_session(spec, shared, gate, g, slot).await?);
     }
     let key = match spec.target {
         Target::Baseline => format!("{}-g{g}", spec.tag),
         Target::Parley if spec.scenario == Scenario::Connect => String::new(),
         Target::Parley => converse(spec, g, &mut sessions).await?,
     };
-    Ok(Opened { key, sessions })
+    let nodes = (0..per_group).map(|slot| spec.node(g, slot)).collect();
+    Ok(Opened {
+        key,
+        sessions,
+        nodes,
+    })
 }
 
 /// Connect the group's users to its first and open their conversation: a group for
@@ -647,6 +670,9 @@ impl Member {
                 if arrival != Arrival::Duplicate {
                     bump(&shared.unique);
                 }
+                if self.group.across(sender, self.slot) {
+                    bump(&shared.across);
+                }
                 shared.latency(wire::now_us().saturating_sub(at));
                 self.group.delivered(sender, self.slot, counter);
             }
@@ -690,6 +716,8 @@ struct Pair {
     shared: Arc<Shared>,
     spec: Arc<ShardSpec>,
     key: String,
+    /// The node of each of the four sessions.
+    nodes: Vec<usize>,
 }
 
 impl Pair {
@@ -845,6 +873,9 @@ impl Pair {
                             bump(&self.shared.unique);
                         }
                         bump(&self.shared.delivered);
+                        if self.nodes.get(session) != self.nodes.get(A1) {
+                            bump(&self.shared.across);
+                        }
                         if let Some((_, _, at)) = m.body.as_deref().and_then(wire::parse_body) {
                             self.shared.latency(wire::now_us().saturating_sub(at));
                         }

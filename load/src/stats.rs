@@ -74,6 +74,8 @@ pub struct Shared {
     pub delivered: AtomicU64,
     /// Load messages received for the first time.
     pub unique: AtomicU64,
+    /// Load messages received on another node than their sender's.
+    pub across: AtomicU64,
     /// Deliveries the sends so far call for.
     pub expected: AtomicU64,
     /// Sends the server acknowledged.
@@ -109,6 +111,7 @@ impl Default for Shared {
             sent: z(),
             delivered: z(),
             unique: z(),
+            across: z(),
             expected: z(),
             acked: z(),
             other: z(),
@@ -247,6 +250,8 @@ pub struct ShardResult {
     pub delivered_in_window: u64,
     /// Messages delivered in all, drain included.
     pub delivered: u64,
+    /// Of those, delivered on another node than their sender's.
+    pub delivered_across_nodes: u64,
     /// Deliveries expected.
     pub expected: u64,
     /// Sends acknowledged.

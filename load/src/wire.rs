@@ -32,6 +32,28 @@ pub fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Check that a `postgres://` or `redis://` URL names a loopback host: the nodes the
+/// harness starts talk only to servers on this machine.
+pub fn loopback_service(url: &str) -> anyhow::Result<()> {
+    let (_, rest) = url
+        .split_once("://")
+        .with_context(|| format!("{url}: expected SCHEME://HOST:PORT/…"))?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("{url}: the nodes are only ever pointed at loopback addresses (127.0.0.0/8, ::1)");
+    }
+    Ok(())
+}
+
 /// The `i`th of `count` loopback source addresses, 127.0.0.2 upwards: each gives another
 /// ~28,000 ephemeral ports.
 pub fn source_addr(i: usize, count: usize) -> Ipv4Addr {
@@ -330,6 +352,31 @@ pub async fn greeting(ws: &mut Ws) -> anyhow::Result<()> {
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),
             None => bail!("closed before greeting"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_service;
+
+    #[test]
+    fn services_must_be_on_loopback() {
+        for ok in [
+            "postgres://parley@127.0.0.1:5432/parley",
+            "postgres://u:p@localhost/db",
+            "redis://127.0.0.1:6379",
+            "redis://[::1]:6379",
+        ] {
+            assert!(loopback_service(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "postgres://parley@10.0.0.5:5432/parley",
+            "redis://db.example:6379",
+            "redis://127.0.0.1.example:6379",
+            "127.0.0.1:6379",
+        ] {
+            assert!(loopback_service(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The harness end to end, small and short: each run starts its server, checks every
-//! delivery and writes a report with the agreed keys.
+//! The harness end to end, small and short: each run starts its servers (a cluster's
+//! PostgreSQL and Redis included), checks every delivery and writes a report with the
+//! agreed keys.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,6 +35,15 @@ fn run(args: &[&str]) -> (bool, serde_json::Value) {
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg"), "not an SVG");
     (out.status.success(), serde_json::from_str(&text).unwrap())
+}
+
+/// Run `parley-load` with `args`, expecting it to refuse them before starting anything:
+/// what it said.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(harness()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
 }
 
 fn assert_clean(report: &serde_json::Value) {
@@ -115,4 +125,66 @@ fn every_session_of_a_user_gets_every_message() {
     assert!(ok, "{report:#}");
     assert_clean(&report);
     assert_eq!(report["acked"], report["sent"]);
+}
+
+#[test]
+fn fanout_across_two_nodes_loses_nothing() {
+    // PostgreSQL and Redis are started by the harness itself; a long drain (it ends as soon
+    // as everything has arrived) keeps a slow, shared machine from turning into losses.
+    let (ok, report) = run(&[
+        "fanout",
+        "--nodes",
+        "2",
+        "--connections",
+        "40",
+        "--groups",
+        "4",
+        "--members",
+        "10",
+        "--duration",
+        "3s",
+        "--drain",
+        "60s",
+    ]);
+    assert!(ok, "{report:#}");
+    assert_clean(&report);
+    assert_eq!(report["nodes"], 2);
+    assert_eq!(report["connected"], 40);
+    assert_eq!(report["acked"], report["sent"]);
+    assert_eq!(report["server"]["pids"].as_array().unwrap().len(), 2);
+    // Sessions alternate between the nodes: five of a sender's nine fellow members are on
+    // the other node, so over half of all deliveries crossed the broker.
+    let delivered = report["delivered"].as_u64().unwrap();
+    let across = report["delivered_across_nodes"].as_u64().unwrap();
+    assert!(across * 2 > delivered, "{across} of {delivered} crossed");
+    assert!(report["postgres"]["cpu_us_per_send"].as_f64().unwrap() > 0.0);
+    assert!(report["redis"]["memory_max"].as_u64().unwrap() > 0);
+    // The run's PostgreSQL and Redis are gone with it.
+    for service in ["postgres", "redis"] {
+        let pid = report[service]["pid"].as_u64().unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{service} ({pid}) outlived the run"
+        );
+    }
+}
+
+#[test]
+fn cluster_flags_that_do_not_fit_are_refused() {
+    let said = refused(&["fanout", "--nodes", "2", "--target", "baseline"]);
+    assert!(said.contains("--nodes is for --target parley"), "{said}");
+    let said = refused(&["fanout", "--nodes", "0"]);
+    assert!(said.contains("at least 1"), "{said}");
+    let said = refused(&["fanout", "--broker-url", "redis://127.0.0.1:6379"]);
+    assert!(said.contains("add --nodes"), "{said}");
+    let said = refused(&[
+        "fanout",
+        "--nodes",
+        "1",
+        "--database-url",
+        "postgres://parley@192.0.2.1:5432/parley",
+    ]);
+    assert!(said.contains("loopback"), "{said}");
+    let said = refused(&["compare", "fanout", "--nodes", "2"]);
+    assert!(said.contains("--nodes on its own"), "{said}");
 }

@@ -146,7 +146,8 @@ fn start() -> Services {
     // The servers are children of a thread that lives as long as the process, so the
     // parent-death signal fires only when the whole test binary is gone.
     std::thread::spawn(move || {
-        let services = spawn_services();
+        // The thread keeps the children: nothing waits for them, the kernel ends them.
+        let (services, _children) = spawn_services();
         tx.send(services).expect("the test waits");
         loop {
             std::thread::park();
@@ -155,7 +156,7 @@ fn start() -> Services {
     rx.recv().expect("services start")
 }
 
-fn spawn_services() -> Services {
+fn spawn_services() -> (Services, [std::process::Child; 2]) {
     let root = std::env::temp_dir().join(format!("parley-services-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("make the services directory");
@@ -181,7 +182,7 @@ fn spawn_services() -> Services {
         String::from_utf8_lossy(&init.stderr)
     );
     let postgres_port = free_port();
-    command(&bin.join("postgres"), who)
+    let postgres = command(&bin.join("postgres"), who)
         .arg("-D")
         .arg(&data)
         .args(["-p", &postgres_port.to_string()])
@@ -196,7 +197,7 @@ fn spawn_services() -> Services {
         .expect("postgres starts");
 
     let redis_port = free_port();
-    command(Path::new("redis-server"), None)
+    let redis = command(Path::new("redis-server"), None)
         .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
@@ -208,8 +209,9 @@ fn spawn_services() -> Services {
         assert!(Instant::now() < deadline, "redis-server did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Services {
+    let services = Services {
         postgres_port,
         redis_url: format!("redis://127.0.0.1:{redis_port}"),
-    }
+    };
+    (services, [postgres, redis])
 }
