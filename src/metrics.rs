@@ -9,6 +9,9 @@ const BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
 ];
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide recorder's handle, installed on first use (several servers in one
 /// test process share it).
 pub fn handle() -> &'static PrometheusHandle {
@@ -22,6 +25,17 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed by an embedding program; then ours
         // simply renders nothing.
         let _ = metrics::set_global_recorder(recorder);
+        // Histogram samples pile up until they are folded into their buckets, which only
+        // a scrape or an upkeep does: without this, a server nobody scrapes keeps every
+        // latency it ever recorded.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            })
+            .expect("a thread for metrics upkeep");
         handle
     })
 }
