@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// Server to put under load.
     #[arg(long, value_enum, default_value = "parley")]
     pub target: Target,
+    /// Store of the single parley the harness starts: `memory` (the throughput and
+    /// latency figures), or `sqlite`, parley's default, durable on disk.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub store: LocalStore,
     /// WebSocket URL of a running server on loopback (`ws://127.0.0.1:PORT/ws` for
     /// parley, `ws://127.0.0.1:PORT` for the baseline); repeat it once per node of a parley
     /// cluster: sessions are dealt to the nodes in turn, so every group spans nodes.
@@ -109,6 +113,16 @@ pub struct RunArgs {
     /// Draw throughput and latency percentiles over time into this SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+/// The store of a single parley started by the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalStore {
+    /// Everything in memory.
+    Memory,
+    /// SQLite in a temporary data directory, parley's default.
+    Sqlite,
 }
 
 /// Group layout of a run.
@@ -523,6 +537,9 @@ fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
     } else if args.database_url.is_some() || args.broker_url.is_some() {
         bail!("--database-url and --broker-url are for the nodes --nodes starts: add --nodes N");
     }
+    if args.store == LocalStore::Sqlite && (args.nodes.is_some() || !args.url.is_empty()) {
+        bail!("--store is for the single parley the harness starts: drop --nodes and --url");
+    }
     if target == Target::Baseline && args.url.len() > 1 {
         bail!("the baseline's rooms do not span servers: give it one --url");
     }
@@ -582,7 +599,7 @@ impl Servers {
             });
         }
         if args.url.is_empty() {
-            let l = servers::start(target, scenario).await?;
+            let l = servers::start(target, scenario, args.store).await?;
             return Ok(Servers {
                 urls: vec![ws_url(l.addr)],
                 secret: l.secret.clone(),

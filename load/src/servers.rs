@@ -1,6 +1,7 @@
 //! Servers under load: starting parley (alone or as cluster nodes) or the baseline on a
 //! free loopback port, stopping them, and reading CPU time and memory from `/proc`.
 
+use crate::run::LocalStore;
 use crate::services::{self, bound, Service};
 use crate::shard::{Scenario, Target};
 use anyhow::{bail, Context};
@@ -43,6 +44,8 @@ fn parley_bin() -> anyhow::Result<PathBuf> {
 pub enum Backing<'a> {
     /// Memory (`--store memory`, where the binary has it): the single-node figures.
     Memory,
+    /// SQLite in the node's temporary data directory (parley's default store).
+    Sqlite,
     /// A cluster node on a shared PostgreSQL ledger and Redis broker channel.
     Cluster {
         /// `postgres://…` of the ledger.
@@ -55,11 +58,19 @@ pub enum Backing<'a> {
 }
 
 /// Start the server `target` for `scenario` on 127.0.0.1, port 0.
-pub async fn start(target: Target, scenario: Scenario) -> anyhow::Result<Launched> {
+pub async fn start(
+    target: Target,
+    scenario: Scenario,
+    store: LocalStore,
+) -> anyhow::Result<Launched> {
     match target {
         Target::Parley => {
             let secret = crate::wire::random_secret();
-            start_parley(scenario, &secret, Backing::Memory).await
+            let backing = match store {
+                LocalStore::Memory => Backing::Memory,
+                LocalStore::Sqlite => Backing::Sqlite,
+            };
+            start_parley(scenario, &secret, backing).await
         }
         Target::Baseline => {
             let mut cmd = bound(std::env::current_exe()?);
@@ -101,6 +112,9 @@ pub async fn start_parley(
             if String::from_utf8_lossy(&help.stdout).contains("--store") {
                 cmd.args(["--store", "memory"]);
             }
+        }
+        Backing::Sqlite => {
+            cmd.args(["--store", "sqlite"]);
         }
         Backing::Cluster {
             database_url,

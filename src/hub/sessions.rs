@@ -71,10 +71,10 @@ impl Outbox {
                     std::mem::swap(&mut *queue, &mut self.taken);
                     continue;
                 }
-                // About to sleep with nothing queued: give both deques' memory back, since
-                // most sessions are idle most of the time and each would keep its own.
-                *queue = VecDeque::new();
             }
+            // About to sleep with nothing queued: give the drained deque's memory back,
+            // since most sessions are idle most of the time. (Freed outside the queue's
+            // lock, so pushers never wait on it.)
             self.taken = VecDeque::new();
             queued.await;
         }
