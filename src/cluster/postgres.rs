@@ -39,6 +39,9 @@ const APPEND: &str = "WITH numbered AS (\
        WHERE id = $1 RETURNING seq) \
      INSERT INTO entries (scope, seq, changes, emits, message, sender, at) \
      VALUES ($1, (SELECT seq FROM numbered), $2, $3, $4, $5, $6) RETURNING seq";
+/// Transaction control through prepared statements too: nothing to parse per send.
+const BEGIN: &str = "BEGIN";
+const COMMIT: &str = "COMMIT";
 const FIND_STORED: &str = "SELECT scope, seq, changes, emits FROM entries WHERE message = $1";
 const REWRITE: &str = "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2";
 
@@ -112,7 +115,17 @@ async fn query(
 impl Ledger {
     /// Connect with up to `pool_size` connections and create the schema if it is missing.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Ledger, StoreError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| err("database URL", e))?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| err("database URL", e))?;
+        // Every prepared statement here is a key lookup whose best plan does not depend on
+        // the values; left to choose, PostgreSQL plans the catch-up read afresh on every
+        // claim (its generic estimate of `seq > $2` is a third of the scope), which costs
+        // more than running it.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c plan_cache_mode=force_generic_plan"),
+            None => "-c plan_cache_mode=force_generic_plan".to_owned(),
+        };
+        config.options(options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -189,16 +202,32 @@ impl Ledger {
 
     /// Scopes written in the last `seconds`, with their positions.
     pub async fn recently_touched(&self, seconds: f64) -> Result<Vec<(String, u64)>, StoreError> {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(StoreError(format!("not a window in seconds: {seconds}")));
+        }
         let client = self.client().await?;
-        let rows = query(
-            &client,
-            "SELECT id, seq FROM scopes \
-             WHERE touched > now() - make_interval(secs => $1) AND seq > 0",
-            &[&seconds],
-            "cannot read positions",
-        )
-        .await?;
-        Ok(rows_to_positions(rows))
+        // A simple query is planned with `now()` known, so the index on `touched` is used
+        // however many scopes there are; a generic plan could not know the cut-off.
+        let messages = client
+            .simple_query(&format!(
+                "SELECT id, seq FROM scopes \
+                 WHERE touched > now() - make_interval(secs => {seconds}) AND seq > 0"
+            ))
+            .await
+            .map_err(|e| err("cannot read positions", e))?;
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .map(
+                |row| match (row.get(0), row.get(1).and_then(|s| s.parse().ok())) {
+                    (Some(id), Some(seq)) => Ok((id.to_owned(), seq)),
+                    _ => Err(StoreError("corrupt scope position".to_owned())),
+                },
+            )
+            .collect()
     }
 
     /// Messages `user` sent after `since` (Unix ms), on any node.
@@ -233,6 +262,7 @@ impl Ledger {
             ENTRIES_AFTER
         };
         let read = prepared(&client, read_sql, "cannot read entries").await?;
+        let begin = prepared(&client, BEGIN, "cannot begin").await?;
         let mut claim = Claim {
             client: Some(client),
             scope: scope.to_owned(),
@@ -250,7 +280,7 @@ impl Ledger {
         };
         // One round trip: the three are sent together and run in this order.
         let (begun, locked, read_rows) = join3(
-            c.batch_execute("BEGIN"),
+            c.execute(&begin, &[]),
             c.query_opt(&lock, &[&scope]),
             c.query(&read, &catch_up),
         )
@@ -296,6 +326,7 @@ impl Claim {
     pub async fn commit(mut self, changes: &[Change], emits: &[Emit]) -> Result<u64, StoreError> {
         let client = self.client.take().expect("a claim commits once");
         let append = prepared(&client, APPEND, "cannot write entry").await?;
+        let commit = prepared(&client, COMMIT, "cannot commit").await?;
         let text = serde_json::to_string(changes).expect("changes serialise");
         let frames = serde_json::to_string(emits).expect("frames serialise");
         let (message, sender, at) = match stored_message(changes) {
@@ -325,7 +356,7 @@ impl Claim {
             purge(&client, message, recalled).await?;
         }
         client
-            .batch_execute("COMMIT")
+            .execute(&commit, &[])
             .await
             .map_err(|e| err("cannot commit", e))?;
         Ok(seq as u64)
