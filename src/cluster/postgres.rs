@@ -84,12 +84,6 @@ fn rows_to_entries(rows: Vec<Row>) -> Result<Vec<Entry>, StoreError> {
         .collect()
 }
 
-fn rows_to_positions(rows: Vec<Row>) -> Vec<(String, u64)> {
-    rows.into_iter()
-        .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
-        .collect()
-}
-
 /// `sql` prepared on this connection, once: later calls hit the connection's cache.
 async fn prepared(client: &Object, sql: &str, context: &str) -> Result<Statement, StoreError> {
     client
@@ -197,7 +191,10 @@ impl Ledger {
             "cannot read positions",
         )
         .await?;
-        Ok(rows_to_positions(rows))
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
     }
 
     /// Scopes written in the last `seconds`, with their positions.
