@@ -282,9 +282,12 @@ impl Ledger {
             c.query(&read, &catch_up),
         )
         .await;
+        // In the order they ran: a failure aborts the transaction, and what follows it
+        // only reports that.
         begun.map_err(|e| err("cannot begin", e))?;
+        let locked = locked.map_err(|e| err("cannot lock scope", e))?;
         let mut rows = read_rows.map_err(|e| err("cannot read entries", e))?;
-        match locked.map_err(|e| err("cannot lock scope", e))? {
+        match locked {
             Some(row) => claim.seq = row.get::<_, i64>(0) as u64,
             None => {
                 // A scope's first claim: the read above ran without the lock, so another
