@@ -1,14 +1,49 @@
 //! The shared ledger in PostgreSQL: scope row locks, per-scope numbering, catch-up reads.
+//!
+//! A send is two round trips: the claim (begin, lock the scope, read what this node missed)
+//! and the commit (number and append the entry, commit), each a pipeline of prepared
+//! statements. Pipelined statements still run one after another on the server, each with
+//! its own snapshot, so a read queued behind the lock sees everything committed before
+//! the lock was granted.
 
 use super::{purge_frames, purged_messages, stored_message, Entry, DIRECTORY};
 use crate::core::{Change, Emit};
 use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures::future::join3;
 use std::str::FromStr;
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 /// Serialises schema set-up when several nodes start at once.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
+
+/// Locks an existing scope without writing a new row version, unlike an upsert.
+const LOCK_SCOPE: &str = "SELECT seq FROM scopes WHERE id = $1 FOR UPDATE";
+/// Creates a scope on first use and takes its row lock.
+const CREATE_SCOPE: &str = "INSERT INTO scopes (id) VALUES ($1) \
+     ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING seq";
+const ENTRIES_AFTER: &str = "SELECT scope, seq, changes, emits FROM entries \
+     WHERE scope = $1 AND seq > $2 ORDER BY seq";
+/// A conversation's missed entries and the directory's, in one statement.
+const CATCH_UP: &str = "SELECT scope, seq, changes, emits FROM entries \
+     WHERE scope = $1 AND seq > $2 \
+     UNION ALL SELECT scope, seq, changes, emits FROM entries \
+     WHERE scope = $3 AND seq > $4 ORDER BY 1, 2";
+/// Numbers the entry under the row lock and stores it. `touched` is refreshed at most once
+/// a second: an update that leaves every indexed column alone is a heap-only update,
+/// which skips both indexes of `scopes`; the poll's window allows for the second.
+const APPEND: &str = "WITH numbered AS (\
+       UPDATE scopes SET seq = seq + 1, touched = CASE \
+         WHEN touched < now() - interval '1 second' THEN now() ELSE touched END \
+       WHERE id = $1 RETURNING seq) \
+     INSERT INTO entries (scope, seq, changes, emits, message, sender, at) \
+     VALUES ($1, (SELECT seq FROM numbered), $2, $3, $4, $5, $6) RETURNING seq";
+/// Transaction control through prepared statements too: nothing to parse per send.
+const BEGIN: &str = "BEGIN";
+const COMMIT: &str = "COMMIT";
+const FIND_STORED: &str = "SELECT scope, seq, changes, emits FROM entries WHERE message = $1";
+const REWRITE: &str = "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2";
 
 fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{context}: {e}"))
@@ -43,16 +78,48 @@ fn decode_entry(
     })
 }
 
-fn rows_to_entries(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Entry>, StoreError> {
+fn rows_to_entries(rows: Vec<Row>) -> Result<Vec<Entry>, StoreError> {
     rows.into_iter()
         .map(|r| decode_entry(r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect()
 }
 
+/// `sql` prepared on this connection, once: later calls hit the connection's cache.
+async fn prepared(client: &Object, sql: &str, context: &str) -> Result<Statement, StoreError> {
+    client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| err(context, e))
+}
+
+/// Run `sql` as a prepared statement.
+async fn query(
+    client: &Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    context: &str,
+) -> Result<Vec<Row>, StoreError> {
+    let statement = prepared(client, sql, context).await?;
+    client
+        .query(&statement, params)
+        .await
+        .map_err(|e| err(context, e))
+}
+
 impl Ledger {
     /// Connect with up to `pool_size` connections and create the schema if it is missing.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Ledger, StoreError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| err("database URL", e))?;
+        let mut config =
+            tokio_postgres::Config::from_str(url).map_err(|e| err("database URL", e))?;
+        // Every prepared statement here is a key lookup whose best plan does not depend on
+        // the values; left to choose, PostgreSQL plans the catch-up read afresh on every
+        // claim (its generic estimate of `seq > $2` is a third of the scope), which costs
+        // more than running it.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c plan_cache_mode=force_generic_plan"),
+            None => "-c plan_cache_mode=force_generic_plan".to_owned(),
+        };
+        config.options(options);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -104,19 +171,26 @@ impl Ledger {
     /// Entries of `scope` after position `after`, in order.
     pub async fn entries(&self, scope: &str, after: u64) -> Result<Vec<Entry>, StoreError> {
         let client = self.client().await?;
-        entries_after(&client, scope, after).await
+        let rows = query(
+            &client,
+            ENTRIES_AFTER,
+            &[&scope, &(after as i64)],
+            "cannot read entries",
+        )
+        .await?;
+        rows_to_entries(rows)
     }
 
     /// The committed position of each scope given (scopes never written are left out).
     pub async fn positions(&self, scopes: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, seq FROM scopes WHERE id = ANY($1) AND seq > 0",
-                &[&scopes],
-            )
-            .await
-            .map_err(|e| err("cannot read positions", e))?;
+        let rows = query(
+            &client,
+            "SELECT id, seq FROM scopes WHERE id = ANY($1) AND seq > 0",
+            &[&scopes],
+            "cannot read positions",
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
@@ -125,32 +199,46 @@ impl Ledger {
 
     /// Scopes written in the last `seconds`, with their positions.
     pub async fn recently_touched(&self, seconds: f64) -> Result<Vec<(String, u64)>, StoreError> {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(StoreError(format!("not a window in seconds: {seconds}")));
+        }
         let client = self.client().await?;
-        let rows = client
-            .query(
+        // A simple query is planned with `now()` known, so the index on `touched` is used
+        // however many scopes there are; a generic plan could not know the cut-off.
+        let messages = client
+            .simple_query(&format!(
                 "SELECT id, seq FROM scopes \
-                 WHERE touched > now() - make_interval(secs => $1) AND seq > 0",
-                &[&seconds],
-            )
+                 WHERE touched > now() - make_interval(secs => {seconds}) AND seq > 0"
+            ))
             .await
             .map_err(|e| err("cannot read positions", e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
-            .collect())
+        messages
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .map(
+                |row| match (row.get(0), row.get(1).and_then(|s| s.parse().ok())) {
+                    (Some(id), Some(seq)) => Ok((id.to_owned(), seq)),
+                    _ => Err(StoreError("corrupt scope position".to_owned())),
+                },
+            )
+            .collect()
     }
 
     /// Messages `user` sent after `since` (Unix ms), on any node.
     pub async fn sent_since(&self, user: &str, since: i64) -> Result<u32, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT count(*) FROM entries WHERE sender = $1 AND at > $2",
-                &[&user, &since],
-            )
-            .await
-            .map_err(|e| err("cannot count sends", e))?;
-        Ok(row.get::<_, i64>(0) as u32)
+        let rows = query(
+            &client,
+            "SELECT count(*) FROM entries WHERE sender = $1 AND at > $2",
+            &[&user, &since],
+            "cannot count sends",
+        )
+        .await?;
+        let count = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+        Ok(count as u32)
     }
 
     /// Lock `scope` for a decision across every node, and read what this node has not
@@ -163,6 +251,15 @@ impl Ledger {
         directory_after: u64,
     ) -> Result<Claim, StoreError> {
         let client = self.client().await?;
+        let lock = prepared(&client, LOCK_SCOPE, "cannot lock scope").await?;
+        let conversation = scope != DIRECTORY;
+        let read_sql = if conversation {
+            CATCH_UP
+        } else {
+            ENTRIES_AFTER
+        };
+        let read = prepared(&client, read_sql, "cannot read entries").await?;
+        let begin = prepared(&client, BEGIN, "cannot begin").await?;
         let mut claim = Claim {
             client: Some(client),
             scope: scope.to_owned(),
@@ -171,47 +268,44 @@ impl Ledger {
             directory_missed: Vec::new(),
         };
         let c = claim.client.as_ref().expect("just set");
-        c.batch_execute("BEGIN")
-            .await
-            .map_err(|e| err("cannot begin", e))?;
-        // The upsert both creates a scope on first use and takes its row lock.
-        let row = c
-            .query_one(
-                "INSERT INTO scopes (id) VALUES ($1) \
-                 ON CONFLICT (id) DO UPDATE SET id = excluded.id RETURNING seq",
-                &[&scope],
-            )
-            .await
-            .map_err(|e| err("cannot lock scope", e))?;
-        let seq = row.get::<_, i64>(0) as u64;
-        claim.seq = seq;
-        if seq > after {
-            claim.missed = entries_after(c, scope, after).await?;
+        let after = after as i64;
+        let directory_after = directory_after as i64;
+        let catch_up: Vec<&(dyn ToSql + Sync)> = if conversation {
+            vec![&scope, &after, &DIRECTORY, &directory_after]
+        } else {
+            vec![&scope, &after]
+        };
+        // One round trip: the three are sent together and run in this order.
+        let (begun, locked, read_rows) = join3(
+            c.execute(&begin, &[]),
+            c.query_opt(&lock, &[&scope]),
+            c.query(&read, &catch_up),
+        )
+        .await;
+        // In the order they ran: a failure aborts the transaction, and what follows it
+        // only reports that.
+        begun.map_err(|e| err("cannot begin", e))?;
+        let locked = locked.map_err(|e| err("cannot lock scope", e))?;
+        let mut rows = read_rows.map_err(|e| err("cannot read entries", e))?;
+        match locked {
+            Some(row) => claim.seq = row.get::<_, i64>(0) as u64,
+            None => {
+                // A scope's first claim: the read above ran without the lock, so another
+                // node may have created and written the scope since.
+                let row = query(c, CREATE_SCOPE, &[&scope], "cannot lock scope").await?;
+                claim.seq = row.first().map_or(0, |r| r.get::<_, i64>(0) as u64);
+                rows = query(c, read_sql, &catch_up, "cannot read entries").await?;
+            }
         }
-        if scope != DIRECTORY {
-            let dir = c
-                .query_opt("SELECT seq FROM scopes WHERE id = $1", &[&DIRECTORY])
-                .await
-                .map_err(|e| err("cannot read the directory position", e))?
-                .map_or(0, |r| r.get::<_, i64>(0) as u64);
-            if dir > directory_after {
-                claim.directory_missed = entries_after(c, DIRECTORY, directory_after).await?;
+        for entry in rows_to_entries(rows)? {
+            if entry.scope == scope {
+                claim.missed.push(entry);
+            } else {
+                claim.directory_missed.push(entry);
             }
         }
         Ok(claim)
     }
-}
-
-async fn entries_after(client: &Object, scope: &str, after: u64) -> Result<Vec<Entry>, StoreError> {
-    let rows = client
-        .query(
-            "SELECT scope, seq, changes, emits FROM entries \
-             WHERE scope = $1 AND seq > $2 ORDER BY seq",
-            &[&scope, &(after as i64)],
-        )
-        .await
-        .map_err(|e| err("cannot read entries", e))?;
-    rows_to_entries(rows)
 }
 
 /// A scope locked across nodes for one decision.
@@ -231,33 +325,38 @@ impl Claim {
     /// release the lock; returns the entry as numbered by the database.
     pub async fn commit(mut self, changes: &[Change], emits: &[Emit]) -> Result<u64, StoreError> {
         let client = self.client.take().expect("a claim commits once");
-        let row = client
-            .query_one(
-                "UPDATE scopes SET seq = seq + 1, touched = now() WHERE id = $1 RETURNING seq",
-                &[&self.scope],
-            )
-            .await
-            .map_err(|e| err("cannot number entry", e))?;
-        let seq: i64 = row.get(0);
+        let append = prepared(&client, APPEND, "cannot write entry").await?;
+        let commit = prepared(&client, COMMIT, "cannot commit").await?;
         let text = serde_json::to_string(changes).expect("changes serialise");
         let frames = serde_json::to_string(emits).expect("frames serialise");
         let (message, sender, at) = match stored_message(changes) {
             Some((m, s, a)) => (Some(m), Some(s), Some(a)),
             None => (None, None, None),
         };
-        client
-            .execute(
-                "INSERT INTO entries (scope, seq, changes, emits, message, sender, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&self.scope, &seq, &text, &frames, &message, &sender, &at],
-            )
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&self.scope, &text, &frames, &message, &sender, &at];
+        let mut purges = purged_messages(changes).peekable();
+        if purges.peek().is_none() {
+            // One round trip. Should the append fail, the transaction is aborted and the
+            // pipelined COMMIT only rolls it back.
+            let (appended, committed) = futures::join!(
+                client.query_one(&append, &params),
+                client.batch_execute("COMMIT")
+            );
+            let seq: i64 = appended.map_err(|e| err("cannot write entry", e))?.get(0);
+            committed.map_err(|e| err("cannot commit", e))?;
+            return Ok(seq as u64);
+        }
+        let seq: i64 = client
+            .query_one(&append, &params)
             .await
-            .map_err(|e| err("cannot write entry", e))?;
-        for (message, recalled) in purged_messages(changes) {
+            .map_err(|e| err("cannot write entry", e))?
+            .get(0);
+        for (message, recalled) in purges {
             purge(&client, message, recalled).await?;
         }
         client
-            .batch_execute("COMMIT")
+            .execute(&commit, &[])
             .await
             .map_err(|e| err("cannot commit", e))?;
         Ok(seq as u64)
@@ -287,13 +386,13 @@ impl Drop for Claim {
 
 /// Rewrite the entry that stored `message` without its body, in its changes and frames.
 async fn purge(client: &Object, message: &str, recalled: bool) -> Result<(), StoreError> {
-    let rows = client
-        .query(
-            "SELECT scope, seq, changes, emits FROM entries WHERE message = $1",
-            &[&message],
-        )
-        .await
-        .map_err(|e| err("cannot find message to purge", e))?;
+    let rows = query(
+        client,
+        FIND_STORED,
+        &[&message],
+        "cannot find message to purge",
+    )
+    .await?;
     for row in rows {
         let (scope, seq, text): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
         let mut changes: Vec<Change> =
@@ -315,13 +414,13 @@ async fn purge(client: &Object, message: &str, recalled: bool) -> Result<(), Sto
             }
             None => None,
         };
-        client
-            .execute(
-                "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2",
-                &[&scope, &seq, &text, &frames],
-            )
-            .await
-            .map_err(|e| err("cannot purge", e))?;
+        query(
+            client,
+            REWRITE,
+            &[&scope, &seq, &text, &frames],
+            "cannot purge",
+        )
+        .await?;
     }
     Ok(())
 }

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 const APPLIERS: usize = 8;
 /// How often recently written scopes are compared with what this node applied.
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How far back that comparison looks.
+/// How far back that comparison looks (the ledger refreshes a scope's `touched` at most
+/// once a second, so a write shows in the window for at least four seconds).
 const POLL_WINDOW_SECS: f64 = 5.0;
 /// How often a node sends its roster of connected users.
 const ROSTER_EVERY: Duration = Duration::from_secs(2);
