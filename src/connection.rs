@@ -127,6 +127,9 @@ struct Liveness {
     idle: Duration,
     /// Milliseconds after `started` the peer last sent anything.
     heard_ms: AtomicU64,
+    /// Milliseconds after `started` the next ping is due ([`u64::MAX`]: never). Kept here
+    /// rather than in the writer's future, every byte of which each connection pays.
+    next_ping_ms: AtomicU64,
 }
 
 /// What the writer's timer asks for when it fires.
@@ -142,12 +145,33 @@ enum Due {
 
 impl Liveness {
     fn new(ping_every: Duration, idle: Duration) -> Liveness {
+        let first_ping_ms = if ping_every.is_zero() {
+            u64::MAX
+        } else {
+            ping_every.as_millis() as u64
+        };
         Liveness {
             started: Instant::now(),
             ping_every,
             idle,
             heard_ms: AtomicU64::new(0),
+            next_ping_ms: AtomicU64::new(first_ping_ms),
         }
+    }
+
+    /// When the next ping is due, if pings are on.
+    fn next_ping(&self) -> Option<Instant> {
+        match self.next_ping_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(self.started + Duration::from_millis(ms)),
+        }
+    }
+
+    /// A ping was just sent: the next is due one interval from `now`.
+    fn pinged(&self, now: Instant) {
+        let next = now.saturating_duration_since(self.started) + self.ping_every;
+        self.next_ping_ms
+            .store(next.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The peer just sent a frame.
@@ -178,10 +202,6 @@ impl Liveness {
         } else {
             Due::Nothing
         }
-    }
-
-    fn first_ping(&self) -> Option<Instant> {
-        (!self.ping_every.is_zero()).then(|| self.started + self.ping_every)
     }
 }
 
@@ -309,51 +329,59 @@ fn write_loop(
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let (sink, outbox) = (&mut sink, &mut outbox);
-        let mut next_ping = liveness.first_ping();
-        let (timer, mut armed) = {
-            let wake = liveness.next_wake(next_ping);
-            let at = wake.unwrap_or_else(Instant::now);
-            (tokio::time::sleep_until(at), wake.is_some())
+        // With neither pings nor an idle timeout the timer is set this far ahead, which
+        // spares the future a flag saying whether it is armed.
+        const NEVER: Duration = Duration::from_secs(365 * 86_400);
+        let wake = |l: &Liveness| {
+            l.next_wake(l.next_ping())
+                .unwrap_or_else(|| Instant::now() + NEVER)
         };
+        let timer = tokio::time::sleep_until(wake(&liveness));
         tokio::pin!(timer);
         loop {
+            // The select only says what woke the writer; the ping is sent after it, so the
+            // select's state is not kept alive across that write.
             let first = tokio::select! {
                 biased;
                 // `None` once the session is closing.
-                first = outbox.recv() => match first { Some(f) => f, None => break },
-                _ = &mut timer, if armed => {
+                first = outbox.recv() => first,
+                _ = &mut timer => None,
+            };
+            let first = match first {
+                Some(frame) => frame,
+                None if session.is_closing() => break,
+                None => {
                     let now = Instant::now();
-                    match liveness.due(now, next_ping) {
+                    match liveness.due(now, liveness.next_ping()) {
                         Due::Idle => {
                             session.close(close::GOING_AWAY, "idle timeout");
                             break;
                         }
                         Due::Ping => {
-                            next_ping = Some(now + liveness.ping_every);
+                            liveness.pinged(now);
                             if sink.send(Message::Ping(Default::default())).await.is_err() {
                                 return;
                             }
                         }
                         Due::Nothing => {}
                     }
-                    let wake = liveness.next_wake(next_ping);
-                    armed = wake.is_some();
-                    if let Some(at) = wake {
-                        timer.as_mut().reset(at);
-                    }
+                    timer.as_mut().reset(wake(&liveness));
                     continue;
                 }
             };
-            // Boxed: the batch's state is only needed while it is written.
-            let batch = Box::pin(write_batch(sink, outbox, first));
-            let written = tokio::select! {
-                biased;
-                _ = session.closing() => break,
-                written = batch => written,
-            };
-            match written {
-                Ok(len) => session.written(len),
-                Err(_) => return,
+            // Boxed, with the watch for a close that cuts a stuck write short: that state
+            // is only needed while a batch is written.
+            let batch = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    _ = session.closing() => None,
+                    written = write_batch(sink, outbox, first) => Some(written),
+                }
+            });
+            match batch.await {
+                None => break,
+                Some(Ok(len)) => session.written(len),
+                Some(Err(_)) => return,
             }
         }
         // A normal goodbye drains what is queued first; an overflow or error does not wait.
@@ -435,7 +463,7 @@ mod tests {
     async fn pings_fall_due_and_a_silent_peer_goes_idle() {
         let l = liveness(30_000, 90_000);
         let t0 = l.started;
-        let ping = l.first_ping();
+        let ping = l.next_ping();
         assert_eq!(ping, Some(t0 + Duration::from_secs(30)));
         assert_eq!(l.next_wake(ping), ping);
         assert_eq!(l.due(t0 + Duration::from_secs(29), ping), Due::Nothing);
@@ -449,7 +477,7 @@ mod tests {
     async fn hearing_from_the_peer_moves_the_idle_deadline() {
         let l = liveness(0, 1_000);
         let t0 = l.started;
-        assert_eq!(l.first_ping(), None);
+        assert_eq!(l.next_ping(), None);
         assert_eq!(l.next_wake(None), Some(t0 + Duration::from_secs(1)));
         l.heard(t0 + Duration::from_millis(700));
         // The timer set for t0 + 1 s fires and finds nothing due; the next wake is later.
@@ -459,9 +487,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_ping_sets_the_next_one_an_interval_later() {
+        let l = liveness(30_000, 0);
+        let t0 = l.started;
+        l.pinged(t0 + Duration::from_secs(31));
+        assert_eq!(l.next_ping(), Some(t0 + Duration::from_secs(61)));
+        assert_eq!(
+            l.due(t0 + Duration::from_secs(60), l.next_ping()),
+            Due::Nothing
+        );
+        assert_eq!(
+            l.due(t0 + Duration::from_secs(61), l.next_ping()),
+            Due::Ping
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn with_both_off_the_timer_never_wakes() {
         let l = liveness(0, 0);
-        assert_eq!(l.next_wake(l.first_ping()), None);
+        assert_eq!(l.next_wake(l.next_ping()), None);
         let far = l.started + Duration::from_secs(86_400);
         assert_eq!(l.due(far, None), Due::Nothing);
     }

@@ -157,6 +157,11 @@ impl SessionHandle {
         self.queued.notify_one();
     }
 
+    /// Whether the session has been asked to close.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Resolves once the session has been asked to close.
     pub async fn closing(&self) {
         let mut closed = std::pin::pin!(self.closed.notified());
