@@ -105,7 +105,7 @@ impl Server {
     /// Bind the listener in front of a hub already built (a cluster node, say).
     pub async fn bind_with_hub(config: &Config, hub: Arc<Hub>) -> std::io::Result<Server> {
         crate::metrics::handle();
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = listen(config.listen)?;
         Ok(Server {
             listener,
             hub,
@@ -214,6 +214,24 @@ impl Running {
         self.stop.cancel();
         let _ = self.task.await;
     }
+}
+
+/// Pending connections the kernel may hold before the server accepts them (Linux caps it
+/// at `net.core.somaxconn`). tokio's default of 1,024 overflows when a few thousand clients
+/// reconnect at once, say after a restart; each dropped handshake then waits a whole
+/// second for the client's SYN to be retransmitted.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind the listening socket, with the address reusable as soon as an old server is gone.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Start a server in the background on the current runtime, over an in-memory store.

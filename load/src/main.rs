@@ -3,6 +3,7 @@
 
 mod baseline;
 mod check;
+mod hiccup;
 mod plot;
 mod run;
 mod servers;
@@ -57,6 +58,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: SocketAddr,
     },
+    /// Check the machine before a latency benchmark: keep every CPU busy with the same
+    /// piece of work and report how evenly the platform delivered it (JSON on stdout).
+    Hiccups {
+        /// How long to measure.
+        #[arg(long, default_value = "10s", value_parser = run::duration)]
+        duration: std::time::Duration,
+    },
     /// A client process of a larger run (started by the harness itself).
     #[command(hide = true)]
     Worker,
@@ -94,6 +102,12 @@ fn main() {
     let code = match cli.command {
         Command::BaselineServer { listen } => runtime(baseline::serve(listen)).map(|()| 0),
         Command::Worker => runtime(run::worker()).map(|()| 0),
+        Command::Hiccups { duration } => {
+            let h = hiccup::measure(duration);
+            show_hiccups(&h);
+            println!("{}", serde_json::to_string_pretty(&h).expect("serialises"));
+            Ok(0)
+        }
         Command::Fanout(args) => runtime(interruptible(single(Scenario::Fanout, args))),
         Command::Dm(args) => runtime(interruptible(single(Scenario::Dm, args))),
         Command::Connect(args) => runtime(interruptible(single(Scenario::Connect, args))),
@@ -240,6 +254,13 @@ fn summarise(r: &Report) {
         "  latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}; connect ms: p50 {:.1} p99 {:.1}",
         l.p50, l.p90, l.p99, l.p99_9, l.max, r.connect_ms.p50, r.connect_ms.p99
     );
+    if r.rate > 0.0 {
+        let g = &r.send_lag_ms;
+        eprintln!(
+            "  of which the load generator's own send lag, ms: p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            g.p50, g.p99, g.p99_9, g.max
+        );
+    }
     let s = &r.server;
     eprintln!(
         "  server: cpu {:.0}% ({:.2} µs/delivery), rss idle {:.1} MiB, ready {:.1} MiB, max {:.1} MiB, {:.0} B per connection; load cpu {:.0}%",
@@ -283,4 +304,11 @@ fn summarise(r: &Report) {
         eprintln!("  failure: {f}");
     }
     eprintln!("  {}", if r.passed { "PASSED" } else { "FAILED" });
+}
+
+fn show_hiccups(h: &hiccup::Hiccups) {
+    eprintln!(
+        "machine: {} CPUs delivered {:.0}% of their best pace; {:.1}% of {} pieces of work took at least twice the best {:.2} ms (median {:.2}x, worst {:.1} ms)",
+        h.cpus, 100.0 * h.capacity, 100.0 * h.slow_share, h.pieces, h.best_piece_ms, h.median_slowdown, h.worst_piece_ms
+    );
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
@@ -333,6 +333,9 @@ pub struct Report {
     pub p99_ms: f64,
     /// Connect→greeting latency, ms.
     pub connect_ms: Percentiles,
+    /// How late scheduled sends left the load generator (`--rate` runs): the part of the
+    /// latency the generator itself added.
+    pub send_lag_ms: Percentiles,
     /// Deliveries missing after the drain.
     pub lost: u64,
     /// Deliveries that arrived twice.
@@ -835,10 +838,12 @@ async fn drive(
     let measured_s = window_s.min(elapsed_at_end).max(0.001);
     let mut latency = stats::hist();
     let mut connect = stats::hist();
+    let mut send_lag = stats::hist();
     let mut total_result = ShardResult::default();
     for r in &results {
         stats::add_buckets(&mut latency, &r.latency);
         stats::add_buckets(&mut connect, &r.connect_latency);
+        stats::add_buckets(&mut send_lag, &r.send_lag);
         total_result.connected += r.connected;
         total_result.connect_failed += r.connect_failed;
         total_result.sent += r.sent;
@@ -946,6 +951,7 @@ async fn drive(
         p99_ms: latency_ms.p99,
         latency_ms,
         connect_ms: Percentiles::of(&connect),
+        send_lag_ms: Percentiles::of(&send_lag),
         lost: total_result.lost,
         duplicated: total_result.duplicated,
         reordered: total_result.reordered,

@@ -344,6 +344,7 @@ async fn drive(
         errors: shared.errors(),
         latency: shared.all_latencies(),
         connect_latency: shared.connect_latencies(),
+        send_lag: shared.send_lags(),
         ..ShardResult::default()
     };
     for (group, checks) in &checks_by_group {
@@ -621,6 +622,9 @@ impl Member {
                         self.shared.error("send_failed");
                         tracing_note(&format!("send failed: {e}"));
                         break;
+                    }
+                    if schedule.is_some() {
+                        self.shared.send_lag(wire::now_us().saturating_sub(at));
                     }
                     self.group.sent[self.slot].store(counter, Ordering::Relaxed);
                     bump(&self.shared.sent);

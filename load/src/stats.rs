@@ -102,6 +102,7 @@ pub struct Shared {
     errors: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<(Hist, Hist)>,
     connect: Mutex<Hist>,
+    send_lag: Mutex<Hist>,
 }
 
 impl Default for Shared {
@@ -126,6 +127,7 @@ impl Default for Shared {
             errors: Mutex::new(BTreeMap::new()),
             latency: Mutex::new((hist(), hist())),
             connect: Mutex::new(hist()),
+            send_lag: Mutex::new(hist()),
         }
     }
 }
@@ -164,6 +166,20 @@ impl Shared {
             .lock()
             .expect("unpoisoned")
             .saturating_record(us.max(1));
+    }
+
+    /// Record how late a scheduled send left the load generator: time the generator
+    /// itself, rather than the server, added to the send's latency.
+    pub fn send_lag(&self, us: u64) {
+        self.send_lag
+            .lock()
+            .expect("unpoisoned")
+            .saturating_record(us.max(1));
+    }
+
+    /// Send lags so far, as buckets.
+    pub fn send_lags(&self) -> Vec<(u64, u64)> {
+        buckets(&self.send_lag.lock().expect("unpoisoned"))
     }
 
     /// Latencies since the last call, as buckets.
@@ -278,4 +294,7 @@ pub struct ShardResult {
     pub latency: Vec<(u64, u64)>,
     /// Connect→greeting latencies.
     pub connect_latency: Vec<(u64, u64)>,
+    /// How late scheduled sends left (`--rate` runs).
+    #[serde(default)]
+    pub send_lag: Vec<(u64, u64)>,
 }
