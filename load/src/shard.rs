@@ -582,6 +582,11 @@ impl Member {
         });
         let mut counter = 0u64;
         let mut sending = true;
+        // Made once, not per frame received: each would otherwise register and drop a
+        // timer entry and a cancellation waiter for every delivery.
+        let stopped = stop.cancelled();
+        let window_over = tokio::time::sleep_until(send_until.into());
+        tokio::pin!(stopped, window_over);
         loop {
             let turn = async {
                 match &mut schedule {
@@ -597,7 +602,7 @@ impl Member {
             };
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
+                _ = &mut stopped => break,
                 next = ws.next() => match next {
                     Some(Ok(Message::Text(text))) => self.receive(&text, &mut check),
                     Some(Ok(Message::Close(frame))) => {
@@ -611,7 +616,7 @@ impl Member {
                         break;
                     }
                 },
-                _ = tokio::time::sleep_until(send_until.into()), if sending => sending = false,
+                _ = &mut window_over, if sending => sending = false,
                 at = turn, if sending => {
                     if Instant::now() >= send_until {
                         sending = false;
