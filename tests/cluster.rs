@@ -5,14 +5,12 @@
 
 mod support;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{services, Client};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "cluster-secret";
 /// The tests drive many requests and connections quickly from one address.
@@ -328,58 +326,11 @@ async fn recall_allowance_and_throttle_count_every_node() {
     assert_eq!(code, "recall_throttled");
 }
 
-/// Pipeline `count` sends from `user` to `to` over `url`; the messages acknowledged, by
-/// request number, as far as they arrived before the connection ended.
-async fn stream_sends(
-    url: String,
-    user: &'static str,
-    to: &'static str,
-    count: usize,
-    acked: Arc<AtomicUsize>,
-) -> HashMap<usize, Value> {
-    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let (mut tx, mut rx) = ws.split();
-    let writer = tokio::spawn(async move {
-        for k in 0..count {
-            let frame = json!({"id": format!("{user}-{k}"), "type": "send", "to": to, "body": format!("{user} {k}")});
-            if tx
-                .send(Message::Text(frame.to_string().into()))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            // Paced, so the stream is still going when the node dies.
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
-    let mut got = HashMap::new();
-    while let Some(Ok(msg)) = rx.next().await {
-        let Message::Text(t) = msg else { continue };
-        let f: Value = serde_json::from_str(t.as_str()).unwrap();
-        if f["type"] == "ack" {
-            let k: usize = f["id"]
-                .as_str()
-                .unwrap()
-                .rsplit('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            got.insert(k, f["result"]["message"].clone());
-            acked.fetch_add(1, Ordering::Relaxed);
-            if got.len() == count {
-                break;
-            }
-        }
-    }
-    writer.abort();
-    got
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_clients_reconnect_elsewhere_and_lose_nothing() {
     const COUNT: usize = 400;
+    // Paced, so the streams are still going when the node dies.
+    const PACE: Option<Duration> = Some(Duration::from_millis(2));
     let mut cluster = Cluster::start(3, &UNLIMITED).await;
     // Sender "sam" streams from node 0 to "rae" on node 2; "tom" streams from node 2 to
     // "uma" on node 1. Node 2 dies mid-stream.
@@ -393,18 +344,20 @@ async fn a_killed_nodes_clients_reconnect_elsewhere_and_lose_nothing() {
 
     let sam_acked = Arc::new(AtomicUsize::new(0));
     let tom_acked = Arc::new(AtomicUsize::new(0));
-    let sam_stream = tokio::spawn(stream_sends(
+    let sam_stream = tokio::spawn(support::stream_sends(
         cluster.url(0, "sam"),
         "sam",
         "rae",
         COUNT,
+        PACE,
         sam_acked.clone(),
     ));
-    let tom_stream = tokio::spawn(stream_sends(
+    let tom_stream = tokio::spawn(support::stream_sends(
         cluster.url(2, "tom"),
         "tom",
         "uma",
         COUNT,
+        PACE,
         tom_acked.clone(),
     ));
 
@@ -459,11 +412,12 @@ async fn a_killed_nodes_clients_reconnect_elsewhere_and_lose_nothing() {
 
     // tom reconnects to node 0 and retries everything; acknowledged sends are not
     // applied twice, and uma (on node 1) ends with each message exactly once, in order.
-    let tom_retry = stream_sends(
+    let tom_retry = support::stream_sends(
         cluster.url(0, "tom"),
         "tom",
         "uma",
         COUNT,
+        None,
         Arc::new(AtomicUsize::new(0)),
     )
     .await;

@@ -4,12 +4,10 @@
 
 mod support;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::process::Child;
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "crash-secret";
 const PER_CLIENT: usize = 600;
@@ -29,62 +27,17 @@ async fn start(data: &std::path::Path) -> (Child, String) {
     support::spawn_binary(data, SECRET, &unlimited).await
 }
 
-async fn client(addr: &str, user: &str) -> support::Client {
+fn url(addr: &str, user: &str) -> String {
     let token = parley::auth::mint(SECRET.as_bytes(), user, false, Duration::from_secs(600));
-    let ws = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+    format!("ws://{addr}/ws?token={token}")
+}
+
+async fn client(addr: &str, user: &str) -> support::Client {
+    let ws = tokio_tungstenite::connect_async(url(addr, user))
         .await
         .unwrap()
         .0;
     support::Client::open(ws).await
-}
-
-fn send_frame(user: &str, to: &str, k: usize) -> Value {
-    json!({"id": format!("{user}-{k}"), "type": "send", "to": to, "body": format!("{user} {k}")})
-}
-
-/// Pipeline every send without waiting; return the acknowledged message ids by request
-/// number, as far as they arrived before the server died.
-async fn stream(
-    addr: String,
-    user: &'static str,
-    to: &'static str,
-    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> HashMap<usize, Value> {
-    let token = parley::auth::mint(SECRET.as_bytes(), user, false, Duration::from_secs(600));
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = ws.split();
-    let writer = tokio::spawn(async move {
-        for k in 0..PER_CLIENT {
-            let frame = send_frame(user, to, k).to_string();
-            if tx.send(Message::Text(frame.into())).await.is_err() {
-                return;
-            }
-            if k % 20 == 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-    });
-    let mut got = HashMap::new();
-    while let Some(Ok(msg)) = rx.next().await {
-        let Message::Text(t) = msg else { continue };
-        let f: Value = serde_json::from_str(t.as_str()).unwrap();
-        if f["type"] == "ack" {
-            let k: usize = f["id"]
-                .as_str()
-                .unwrap()
-                .rsplit('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            got.insert(k, f["result"]["message"]["id"].clone());
-            acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    writer.abort();
-    got
 }
 
 /// Every message of a conversation, oldest first, paging backwards.
@@ -127,7 +80,14 @@ async fn every_acknowledged_send_survives_sigkill_exactly_once() {
         .map(|(from, to)| {
             (
                 from,
-                tokio::spawn(stream(addr.clone(), from, to, acked.clone())),
+                tokio::spawn(support::stream_sends(
+                    url(&addr, from),
+                    from,
+                    to,
+                    PER_CLIENT,
+                    None,
+                    acked.clone(),
+                )),
             )
         })
         .collect();
@@ -141,7 +101,14 @@ async fn every_acknowledged_send_survives_sigkill_exactly_once() {
     server.wait().await.unwrap();
     let mut acks = HashMap::new();
     for (user, task) in streams {
-        acks.insert(user, task.await.unwrap());
+        // By request number, the id of the message each acknowledged send made.
+        let ids: HashMap<usize, Value> = task
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, message)| (k, message["id"].clone()))
+            .collect();
+        acks.insert(user, ids);
     }
     let total: usize = acks.values().map(HashMap::len).sum();
     assert!(
@@ -156,14 +123,14 @@ async fn every_acknowledged_send_survives_sigkill_exactly_once() {
             let mine = &acks[user];
             // Retry the last acknowledged request and the first unacknowledged one.
             let last = *mine.keys().max().unwrap();
-            let again = c.ok(send_frame(user, to, last)).await;
+            let again = c.ok(support::numbered_send(user, to, last)).await;
             assert_eq!(
                 again["message"]["id"], mine[&last],
                 "a retry is not applied twice"
             );
             let unacked = (0..PER_CLIENT).find(|k| !mine.contains_key(k)).unwrap();
-            c.ok(send_frame(user, to, unacked)).await;
-            c.ok(send_frame(user, to, unacked)).await;
+            c.ok(support::numbered_send(user, to, unacked)).await;
+            c.ok(support::numbered_send(user, to, unacked)).await;
 
             let messages = all_messages(&mut c, conv).await;
             let sent: Vec<usize> = messages

@@ -415,3 +415,55 @@ pub async fn spawn_binary(
     let addr = line.strip_prefix("listening on ").expect("listening line");
     (child, addr.to_owned())
 }
+
+/// A `send` frame whose request id and body both carry the request number `k`.
+pub fn numbered_send(user: &str, to: &str, k: usize) -> Value {
+    json!({"id": format!("{user}-{k}"), "type": "send", "to": to, "body": format!("{user} {k}")})
+}
+
+/// Pipeline `count` numbered sends from `user` to `to` over the WebSocket at `url`
+/// without waiting for answers, `pace` apart (none: as fast as the socket takes them).
+/// Returns the acknowledged messages by request number, as far as they arrived before
+/// the connection ended or every send was acknowledged; `acked` counts them as they come.
+pub async fn stream_sends(
+    url: String,
+    user: &'static str,
+    to: &'static str,
+    count: usize,
+    pace: Option<Duration>,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::collections::HashMap<usize, Value> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let writer = tokio::spawn(async move {
+        for k in 0..count {
+            let frame = numbered_send(user, to, k).to_string();
+            if tx.send(Message::Text(frame.into())).await.is_err() {
+                return;
+            }
+            match pace {
+                Some(gap) => tokio::time::sleep(gap).await,
+                // Let the reading side take acks now and then.
+                None if k % 20 == 0 => tokio::task::yield_now().await,
+                None => {}
+            }
+        }
+    });
+    let mut got = std::collections::HashMap::new();
+    while let Some(Ok(msg)) = rx.next().await {
+        let Message::Text(t) = msg else { continue };
+        let f: Value = serde_json::from_str(t.as_str()).unwrap();
+        if f["type"] != "ack" {
+            continue;
+        }
+        let id = f["id"].as_str().unwrap();
+        let k: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        got.insert(k, f["result"]["message"].clone());
+        acked.fetch_add(1, Ordering::Relaxed);
+        if got.len() == count {
+            break;
+        }
+    }
+    writer.abort();
+    got
+}

@@ -156,7 +156,29 @@ fn start() -> Services {
     rx.recv().expect("services start")
 }
 
+/// Remove the services directories of test processes that are gone. A process cannot
+/// remove its own: its servers run until the kernel ends them, after the process exits.
+fn sweep_stale_roots() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("parley-services-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn spawn_services() -> (Services, [std::process::Child; 2]) {
+    sweep_stale_roots();
     let root = std::env::temp_dir().join(format!("parley-services-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("make the services directory");
