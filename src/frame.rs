@@ -42,24 +42,34 @@ pub fn request_id(text: &str) -> Option<String> {
 
 /// Decode one client text frame.
 pub fn decode(text: &str) -> Result<Request, DecodeError> {
-    let envelope: Envelope = serde_json::from_str(text).map_err(|e| DecodeError {
-        id: None,
-        code: ErrorCode::BadRequest,
-        message: format!("frame is not a JSON object: {e}"),
-    })?;
-    let id = envelope.id();
-    serde_json::from_str(text).map_err(|e| {
-        let detail = e.to_string();
-        let (code, message) = match envelope.kind() {
-            None => (ErrorCode::BadRequest, "missing field `type`".to_owned()),
-            Some(t) if detail.starts_with(&format!("unknown variant `{t}`")) => {
-                (ErrorCode::UnknownType, format!("unknown frame type `{t}`"))
+    // Valid frames, nearly all of them, are parsed once; only a frame that fails is read
+    // a second time, leniently, to say why and under which id.
+    serde_json::from_str(text).map_err(|e| explain(text, &e))
+}
+
+/// Why a frame is not a valid request, and its id when one can be read.
+fn explain(text: &str, error: &serde_json::Error) -> DecodeError {
+    let envelope: Envelope = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            return DecodeError {
+                id: None,
+                code: ErrorCode::BadRequest,
+                message: format!("frame is not a JSON object: {e}"),
             }
-            Some(_) if id.is_none() => (ErrorCode::BadRequest, "missing field `id`".to_owned()),
-            Some(_) => (ErrorCode::BadRequest, detail),
-        };
-        DecodeError { id, code, message }
-    })
+        }
+    };
+    let id = envelope.id();
+    let detail = error.to_string();
+    let (code, message) = match envelope.kind() {
+        None => (ErrorCode::BadRequest, "missing field `type`".to_owned()),
+        Some(t) if detail.starts_with(&format!("unknown variant `{t}`")) => {
+            (ErrorCode::UnknownType, format!("unknown frame type `{t}`"))
+        }
+        Some(_) if id.is_none() => (ErrorCode::BadRequest, "missing field `id`".to_owned()),
+        Some(_) => (ErrorCode::BadRequest, detail),
+    };
+    DecodeError { id, code, message }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Operational metrics in Prometheus text format: connections, sessions, frames in and
 //! out by type, request and fan-out latency, queue overflows, errors by code, recalls.
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 use std::sync::OnceLock;
 
 /// Latency buckets in seconds: fan-out is sub-millisecond when healthy.
@@ -15,7 +17,6 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// The process-wide recorder's handle, installed on first use (several servers in one
 /// test process share it).
 pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
@@ -40,6 +41,46 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The handles of one metric, by label value. The `metrics` macros build a key (a label
+/// list on the heap) and look it up in the registry on every call, which on the per-send
+/// and per-delivery paths cost several allocations a message; a handle is looked up once
+/// per label value instead.
+struct ByLabel<T> {
+    handles: RwLock<Vec<(&'static str, T)>>,
+}
+
+impl<T> ByLabel<T> {
+    const fn new() -> Self {
+        ByLabel {
+            handles: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Use the handle for `value`, registered by `make` the first time.
+    fn with(&self, value: &'static str, make: impl FnOnce() -> T, record: impl FnOnce(&T)) {
+        if let Some((_, h)) = self.handles.read().iter().find(|(v, _)| *v == value) {
+            return record(h);
+        }
+        let h = make();
+        record(&h);
+        // Before the recorder is installed `make` gives a handle that records nowhere;
+        // keeping it would lose every later event.
+        if HANDLE.get().is_some() {
+            let mut handles = self.handles.write();
+            if !handles.iter().any(|(v, _)| *v == value) {
+                handles.push((value, h));
+            }
+        }
+    }
+}
+
+static FRAMES_IN: ByLabel<Counter> = ByLabel::new();
+static FRAMES_OUT: ByLabel<Counter> = ByLabel::new();
+static FANOUT: ByLabel<Histogram> = ByLabel::new();
+static REQUEST: ByLabel<Histogram> = ByLabel::new();
+
 /// A new WebSocket connection was accepted (before authentication).
 pub fn connection_opened() {
     metrics::counter!("parley_connections_total").increment(1);
@@ -52,22 +93,26 @@ pub fn sessions_live(n: usize) {
 
 /// A client frame arrived.
 pub fn frame_in(kind: &'static str) {
-    metrics::counter!("parley_frames_in_total", "type" => kind).increment(1);
+    let make = || metrics::counter!("parley_frames_in_total", "type" => kind);
+    FRAMES_IN.with(kind, make, |c| c.increment(1));
 }
 
 /// A server frame was queued for `sessions` sessions.
 pub fn frames_out(kind: &'static str, sessions: u64) {
-    metrics::counter!("parley_frames_out_total", "type" => kind).increment(sessions);
+    let make = || metrics::counter!("parley_frames_out_total", "type" => kind);
+    FRAMES_OUT.with(kind, make, |c| c.increment(sessions));
 }
 
 /// One frame's fan-out (serialise once, queue everywhere) took `seconds`.
 pub fn fanout(seconds: f64) {
-    metrics::histogram!("parley_fanout_seconds").record(seconds);
+    let make = || metrics::histogram!("parley_fanout_seconds");
+    FANOUT.with("", make, |h| h.record(seconds));
 }
 
 /// One request took `seconds` from parse to answer queued.
 pub fn request(kind: &'static str, seconds: f64) {
-    metrics::histogram!("parley_request_seconds", "type" => kind).record(seconds);
+    let make = || metrics::histogram!("parley_request_seconds", "type" => kind);
+    REQUEST.with(kind, make, |h| h.record(seconds));
 }
 
 /// A slow consumer's queue overflowed.

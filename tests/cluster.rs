@@ -35,11 +35,17 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize, extra: &[&str]) -> Cluster {
-        let database = services::fresh_database().await;
         let channel = services::fresh_channel();
+        Cluster::start_on(&vec![channel; n], extra).await
+    }
+
+    /// One node per broker channel given: nodes on different channels share the ledger
+    /// but hear none of each other's bulletins.
+    async fn start_on(channels: &[String], extra: &[&str]) -> Cluster {
+        let database = services::fresh_database().await;
         let redis = services::services().redis_url.clone();
         let mut nodes = Vec::new();
-        for _ in 0..n {
+        for channel in channels {
             let dir = tempfile::tempdir().unwrap();
             let mut args = vec![
                 "--store",
@@ -49,7 +55,7 @@ impl Cluster {
                 "--broker-url",
                 &redis,
                 "--broker-channel",
-                &channel,
+                channel,
             ];
             args.extend_from_slice(extra);
             let (child, addr) = support::spawn_binary(dir.path(), SECRET, &args).await;
@@ -187,6 +193,29 @@ async fn clients_on_different_nodes_chat() {
     assert!(inbox
         .iter()
         .any(|e| e["conversation"]["id"] == m["conversation"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_finds_a_conversation_opened_on_a_node_it_has_not_heard_from() {
+    // Node 1 listens on another broker channel, so nothing node 0 does reaches it but
+    // through the ledger: a sync must still see everything committed before it.
+    let channels = [services::fresh_channel(), services::fresh_channel()];
+    let cluster = Cluster::start_on(&channels, &UNLIMITED).await;
+    let mut alice = cluster.connect(0, "alice").await;
+    let mut bob = cluster.connect(0, "bob").await;
+    support::connect_users(&mut alice, &mut bob).await;
+    let mut bob_elsewhere = cluster.connect(1, "bob").await;
+
+    let m = alice.dm("bob", "first words").await;
+    let sync = bob_elsewhere.sync().await;
+    let entry = sync["inbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["conversation"]["id"] == m["conversation"])
+        .unwrap_or_else(|| panic!("the new conversation is in the inbox: {sync}"))
+        .clone();
+    assert_eq!(entry["last_message"]["id"], m["id"], "{entry}");
 }
 
 /// One pair of users racing `rounds` times: the sender's sessions on nodes `a`, the

@@ -77,8 +77,9 @@ pub struct Conversation {
     members: HashMap<UserId, Member>,
     /// Successful recall times per sender, for the per-period allowance.
     recalls: HashMap<UserId, VecDeque<Millis>>,
-    /// (sender, client request id) → message index: a re-sent request finds its message.
-    requests: HashMap<(UserId, String), usize>,
+    /// sender → client request id → message index: a re-sent request finds its message.
+    /// Nested so that looking up, on every send, allocates no key.
+    requests: HashMap<UserId, HashMap<String, usize>>,
     last_activity: Millis,
 }
 
@@ -259,10 +260,7 @@ impl Conversation {
     ) -> Result<Outcome, Refusal> {
         let sender = actor.user.as_str();
         self.member(sender)?;
-        if let Some(&idx) = self
-            .requests
-            .get(&(actor.user.clone(), client_id.to_owned()))
-        {
+        if let Some(&idx) = self.requests.get(sender).and_then(|ids| ids.get(client_id)) {
             let m = &self.messages[idx];
             let state = view_state(m, &self.members[sender], sender);
             let state = state.unwrap_or(MessageState::Recalled);
@@ -298,6 +296,26 @@ impl Conversation {
         let view = self.render(&message, MessageState::Visible, ctx.limits);
         let notified = self.insert_message(message, client_id, ctx.online);
 
+        // Everything that reads the view is taken first, so the view itself can move
+        // into its last frame: each copy costs an allocation per string in it.
+        let timer = match (kind, view.recall_until) {
+            (MessageKind::Message, Some(at)) => Some(RecallTimer {
+                conversation: self.id.clone(),
+                message: view.id.clone(),
+                at,
+            }),
+            _ => None,
+        };
+        let notifications: Vec<(Vec<Target>, ServerFrame)> = notified
+            .into_iter()
+            .map(|user| {
+                let preview = ctx.directory.settings(&user).notification_preview;
+                let frame = ServerFrame::Notification {
+                    notification: notification(&view, preview),
+                };
+                (vec![Target::all(&user)], frame)
+            })
+            .collect();
         let mut out = Outcome::with_ack(AckResult::Sent {
             message: view.clone(),
         });
@@ -307,28 +325,12 @@ impl Conversation {
         });
         out.emit(
             self.everyone(Some(actor)),
-            ServerFrame::Message {
-                message: view.clone(),
-            },
+            ServerFrame::Message { message: view },
         );
-        for user in notified {
-            let preview = ctx.directory.settings(&user).notification_preview;
-            out.emit(
-                vec![Target::all(&user)],
-                ServerFrame::Notification {
-                    notification: notification(&view, preview),
-                },
-            );
+        for (to, frame) in notifications {
+            out.emit(to, frame);
         }
-        if kind == MessageKind::Message {
-            if let Some(at) = view.recall_until {
-                out.timer = Some(RecallTimer {
-                    conversation: self.id.clone(),
-                    message: view.id.clone(),
-                    at,
-                });
-            }
-        }
+        out.timer = timer;
         Ok(out)
     }
 
@@ -807,7 +809,9 @@ impl Conversation {
         let (seq, sender, at) = (message.seq, message.sender.clone(), message.sent_at);
         self.by_id.insert(message.id.clone(), idx);
         self.requests
-            .insert((sender.clone(), client_id.to_owned()), idx);
+            .entry(sender.clone())
+            .or_default()
+            .insert(client_id.to_owned(), idx);
         self.messages.push(message);
         self.last_activity = self.last_activity.max(at);
         self.pos = seq - 1;

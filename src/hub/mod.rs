@@ -241,8 +241,8 @@ impl Hub {
     async fn record_user(&self, user: &str) -> Result<(), StoreError> {
         let claimed = self.claim(DIRECTORY).await?;
         let created = self.directory.write().ensure_user(user);
-        let changes: Vec<Change> = created.into_iter().collect();
-        if let Some((scope, seq)) = self.commit_claimed(claimed, &changes, &[]).await? {
+        let mut changes: Vec<Change> = created.into_iter().collect();
+        if let Some((scope, seq)) = self.commit_claimed(claimed, &mut changes, &[]).await? {
             self.publish_entry(&scope, seq, changes, Vec::new());
         }
         Ok(())
@@ -325,7 +325,7 @@ impl Hub {
         id: String,
         result: Result<Outcome, Refusal>,
     ) {
-        let out = match result {
+        let mut out = match result {
             Ok(out) => out,
             Err(refusal) => {
                 claimed.release().await;
@@ -334,7 +334,10 @@ impl Hub {
                 return session.send(&error_frame(Some(id), refusal.code(), refusal.to_string()));
             }
         };
-        let committed = match self.commit_claimed(claimed, &out.changes, &out.emits).await {
+        let committed = match self
+            .commit_claimed(claimed, &mut out.changes, &out.emits)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, user = %session.user, "commit failed; closing session");

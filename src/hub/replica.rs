@@ -185,12 +185,13 @@ impl Hub {
     }
 
     /// Make `changes` durable: in a cluster as the claimed scope's next entry (its number
-    /// is returned with the scope), else in the local store. Frames that change nothing
-    /// still reach the other nodes' sessions.
+    /// is returned with the scope, and `changes` are kept for publishing it), else in the
+    /// local store, which takes them. Frames that change nothing still reach the other
+    /// nodes' sessions.
     pub(super) async fn commit_claimed(
         &self,
         claimed: Claimed,
-        changes: &[Change],
+        changes: &mut Vec<Change>,
         emits: &[Emit],
     ) -> Result<Option<(String, u64)>, StoreError> {
         let Claimed {
@@ -201,7 +202,9 @@ impl Hub {
         let Some(r) = self.replica() else {
             if !changes.is_empty() {
                 if let super::Backend::Local(store) = &self.backend {
-                    store.commit(changes.to_vec()).await?;
+                    // Nothing reads them after a local commit, so they move rather
+                    // than being copied, message bodies and all.
+                    store.commit(std::mem::take(changes)).await?;
                 }
             }
             return Ok(None);
@@ -397,9 +400,13 @@ impl Hub {
         }
     }
 
-    /// Before answering a sync, make sure this node has every entry of these scopes.
+    /// Before answering a sync, make sure this node has every entry of these scopes, and
+    /// of the scopes written lately that it has not heard of: a conversation another node
+    /// has just opened with this user is otherwise known here only once its bulletin
+    /// arrives, and a sync right after the other user's send would leave it out.
     pub(super) async fn catch_up_all(&self, scopes: Vec<String>) {
         let Some(r) = self.replica() else { return };
+        self.poll_once(POLL_WINDOW_SECS).await;
         let scopes: Vec<String> = scopes.into_iter().chain([DIRECTORY.to_owned()]).collect();
         match r.ledger.positions(&scopes).await {
             Ok(positions) => {
