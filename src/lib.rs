@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod core;
 pub mod frame;
+pub mod heap;
 pub mod hub;
 pub mod metrics;
 pub mod server;

@@ -253,9 +253,14 @@ fn init_logs(json: bool) {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
+fn main() {
+    // Before the runtime's threads exist, so that they all share the arenas set here.
+    parley::heap::tune();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = runtime.block_on(run()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
