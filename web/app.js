@@ -193,6 +193,8 @@ function explain(err) {
       return `A message holds 1 to ${l.max_body_chars} characters.`;
     case 'rate_limited':
       return 'You are going a little fast. Try again in a moment.';
+    case 'unavailable':
+      return 'The server could not save that just now. Nothing was sent; try again in a moment.';
     case 'disconnected':
     case 'timeout':
       return 'No connection to the server right now. Try again in a moment.';

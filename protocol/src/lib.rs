@@ -816,11 +816,14 @@ pub enum ErrorCode {
     BodyTooLong,
     /// You sent requests faster than `requests_per_second` allows; retry later.
     RateLimited,
+    /// The server could not store the request (its storage failed or is full); nothing
+    /// changed and nobody was told. Retry later with the same `id`.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownType,
         ErrorCode::Unauthorized,
@@ -838,6 +841,7 @@ impl ErrorCode {
         ErrorCode::NotConnected,
         ErrorCode::BodyTooLong,
         ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -860,6 +864,7 @@ impl ErrorCode {
             ErrorCode::NotConnected => "not_connected",
             ErrorCode::BodyTooLong => "body_too_long",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
