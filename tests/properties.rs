@@ -2,7 +2,7 @@
 //! never panic and keep the SPEC's invariants.
 
 use parley::config::default_limits;
-use parley::core::{Actor, Conversation, Ctx, Directory, EveryoneOnline, Outcome, Refusal};
+use parley::core::{Actor, Conversation, Ctx, Directory, Online, Outcome, Refusal};
 use parley_protocol::{
     AckResult, ConversationKind, Limits, MessageKind, MessageState, MessageView, Millis,
     ServerFrame,
@@ -60,11 +60,14 @@ impl Model {
     fn new() -> Model {
         let mut dir = Directory::default();
         for u in USERS {
-            dir.ensure_user(u);
+            let created = dir.ensure_user(u).expect("new user");
+            dir.apply(&created);
         }
         for (i, j) in [(0, 1), (0, 2), (1, 2)] {
-            dir.connect(&actor(i), USERS[j]).unwrap();
-            dir.accept(&actor(j), USERS[i]).unwrap();
+            let asked = dir.connect(&actor(i), USERS[j]);
+            settle_directory(&mut dir, &asked);
+            let accepted = dir.accept(&actor(j), USERS[i]);
+            settle_directory(&mut dir, &accepted);
         }
         let all = USERS.iter().map(|u| u.to_string()).collect();
         Model {
@@ -95,7 +98,6 @@ impl Model {
             now: self.now,
             limits: &self.limits,
             directory: &self.dir,
-            online: &EveryoneOnline,
         };
         (
             if in_group {
@@ -116,6 +118,7 @@ impl Model {
                 let id = format!("m{}", self.ids);
                 let req = id.clone();
                 let blocked = self.dir.blocked_either("ann", "ben");
+                let limits = self.limits;
                 let (conv, ctx) = self.conv(in_group);
                 let result = conv.send(
                     &ctx,
@@ -127,6 +130,7 @@ impl Model {
                     vec![],
                     || id.clone(),
                 );
+                settle(conv, &limits, &result);
                 if !in_group && blocked {
                     assert_eq!(
                         result.unwrap_err(),
@@ -152,12 +156,14 @@ impl Model {
                 };
                 let sent_recently = self.sent_counts.get(USERS[who]).copied().unwrap_or(0);
                 let recalled_before = self.recalled.contains(&id);
+                let limits = self.limits;
                 let (conv, ctx) = self.conv(in_group);
                 let result: Result<Outcome, Refusal> = match step {
                     Step::Read { .. } => conv.read(&ctx, &actor(who), &id),
                     Step::Recall { .. } => conv.recall(&ctx, &actor(who), &id, sent_recently),
                     _ => conv.delete_for_me(&actor(who), &id),
                 };
+                settle(conv, &limits, &result);
                 match (step, result) {
                     (Step::Recall { .. }, Ok(_)) => {
                         assert!(!recalled_before, "a message is recalled once");
@@ -173,10 +179,12 @@ impl Model {
                 }
             }
             Step::Block { who, whom } if who != whom => {
-                let _ = self.dir.block(&actor(who), USERS[whom]);
+                let decided = self.dir.block(&actor(who), USERS[whom]);
+                settle_directory(&mut self.dir, &decided);
             }
             Step::Unblock { who, whom } => {
-                let _ = self.dir.unblock(&actor(who), USERS[whom]);
+                let decided = self.dir.unblock(&actor(who), USERS[whom]);
+                settle_directory(&mut self.dir, &decided);
             }
             Step::Wait { ms } => self.now += ms as i64,
             Step::Block { .. } => {}
@@ -188,7 +196,6 @@ impl Model {
             now: self.now,
             limits: &self.limits,
             directory: &self.dir,
-            online: &EveryoneOnline,
         };
         match conv.history(&ctx, viewer, None, Some(100)).unwrap() {
             AckResult::History { messages, .. } => messages,
@@ -229,6 +236,19 @@ impl Model {
                 "every participant sees the same order"
             );
         }
+    }
+}
+
+/// Apply what a rule decided, as the hub does once it is committed.
+fn settle(conv: &mut Conversation, limits: &Limits, decided: &Result<Outcome, Refusal>) {
+    for change in decided.iter().flat_map(|out| &out.changes) {
+        conv.apply(change, limits, &Online::Everyone);
+    }
+}
+
+fn settle_directory(dir: &mut Directory, decided: &Result<Outcome, Refusal>) {
+    for change in decided.iter().flat_map(|out| &out.changes) {
+        dir.apply(change);
     }
 }
 

@@ -5,7 +5,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use parley::config::default_limits;
-use parley::core::{Actor, Conversation, Ctx, Directory, EveryoneOnline};
+use parley::core::{Actor, Conversation, Ctx, Directory, Online, Outcome, Refusal};
 use parley_protocol::{AckResult, ConversationKind, MessageKind, MessageState};
 
 #[derive(Arbitrary, Debug)]
@@ -27,14 +27,25 @@ fn actor(i: u8) -> Actor {
     Actor { user: USERS[i as usize % 3].into(), session: i as u64, admin: false }
 }
 
+/// Which state a decision is applied to once "committed".
+enum Decided {
+    Conversation(Result<Outcome, Refusal>),
+    Directory(Result<Outcome, Refusal>),
+}
+
 fuzz_target!(|input: (bool, Vec<Op>)| {
     let (inmail, ops) = input;
     let mut dir = Directory::default();
     for u in USERS {
-        dir.ensure_user(u);
+        let created = dir.ensure_user(u).expect("new user");
+        dir.apply(&created);
     }
-    let _ = dir.connect(&actor(0), "b");
-    let _ = dir.accept(&actor(1), "a");
+    for decided in [dir.connect(&actor(0), "b")] {
+        decided.iter().flat_map(|o| &o.changes).for_each(|c| dir.apply(c));
+    }
+    for decided in [dir.accept(&actor(1), "a")] {
+        decided.iter().flat_map(|o| &o.changes).for_each(|c| dir.apply(c));
+    }
     let kind = if inmail { ConversationKind::Inmail } else { ConversationKind::Group };
     let mut conv = Conversation::new("c".into(), kind, USERS.iter().map(|u| u.to_string()).collect(), None, 0);
     let limits = default_limits();
@@ -44,54 +55,60 @@ fuzz_target!(|input: (bool, Vec<Op>)| {
     for (n, op) in ops.into_iter().take(200).enumerate() {
         now += 1;
         let pick = |p: u8| (!ids.is_empty()).then(|| ids[p as usize % ids.len()].clone());
-        let ctx = Ctx { now, limits: &limits, directory: &dir, online: &EveryoneOnline };
-        match op {
+        let ctx = Ctx { now, limits: &limits, directory: &dir };
+        let decided = match op {
             Op::Send { from, reply } => {
                 let id = format!("m{n}");
                 let kind = if inmail && from % 3 == 0 { MessageKind::Inmail } else { MessageKind::Message };
                 let reply_to = reply.and_then(pick);
-                if let Ok(out) = conv.send(&ctx, &actor(from), &id, "text".into(), reply_to, kind, vec![], || id.clone()) {
+                let r = conv.send(&ctx, &actor(from), &id, "text".into(), reply_to, kind, vec![], || id.clone());
+                if let Ok(out) = &r {
                     if matches!(out.ack, AckResult::Sent { .. }) && !ids.contains(&id) {
                         ids.push(id);
                     }
                 }
+                Decided::Conversation(r)
             }
             Op::Read { who, pick: p } => {
-                if let Some(m) = pick(p) {
-                    let r = conv.read(&ctx, &actor(who), &m);
-                    assert!(!(recalled.contains(&m) && r.is_ok()), "a recalled message cannot be read");
-                }
+                let Some(m) = pick(p) else { continue };
+                let r = conv.read(&ctx, &actor(who), &m);
+                assert!(!(recalled.contains(&m) && r.is_ok()), "a recalled message cannot be read");
+                Decided::Conversation(r)
             }
             Op::Recall { who, pick: p, sent } => {
-                if let Some(m) = pick(p) {
-                    if conv.recall(&ctx, &actor(who), &m, sent as u32).is_ok() {
-                        assert!(!recalled.contains(&m));
-                        recalled.push(m);
-                    }
+                let Some(m) = pick(p) else { continue };
+                let r = conv.recall(&ctx, &actor(who), &m, sent as u32);
+                if r.is_ok() {
+                    assert!(!recalled.contains(&m));
+                    recalled.push(m);
                 }
+                Decided::Conversation(r)
             }
             Op::DeleteInmail { who, pick: p } => {
-                if let Some(m) = pick(p) {
-                    let _ = conv.delete_inmail(&ctx, &actor(who), &m);
-                }
+                let Some(m) = pick(p) else { continue };
+                Decided::Conversation(conv.delete_inmail(&ctx, &actor(who), &m))
             }
             Op::DeleteForMe { who, pick: p } => {
-                if let Some(m) = pick(p) {
-                    let _ = conv.delete_for_me(&actor(who), &m);
-                }
+                let Some(m) = pick(p) else { continue };
+                Decided::Conversation(conv.delete_for_me(&actor(who), &m))
             }
             Op::Flags { who, muted, hidden } => {
-                let _ = conv.set_flags(&actor(who), Some(muted), Some(hidden));
+                Decided::Conversation(conv.set_flags(&actor(who), Some(muted), Some(hidden)))
             }
-            Op::Block { who, whom } => {
-                let _ = dir.block(&actor(who), USERS[whom as usize % 3]);
+            Op::Block { who, whom } => Decided::Directory(dir.block(&actor(who), USERS[whom as usize % 3])),
+            Op::Unblock { who, whom } => Decided::Directory(dir.unblock(&actor(who), USERS[whom as usize % 3])),
+            Op::Wait { ms } => {
+                now += ms as i64;
+                continue;
             }
-            Op::Unblock { who, whom } => {
-                let _ = dir.unblock(&actor(who), USERS[whom as usize % 3]);
+        };
+        match decided {
+            Decided::Conversation(r) => {
+                r.iter().flat_map(|o| &o.changes).for_each(|c| conv.apply(c, &limits, &Online::Everyone))
             }
-            Op::Wait { ms } => now += ms as i64,
+            Decided::Directory(r) => r.iter().flat_map(|o| &o.changes).for_each(|c| dir.apply(c)),
         }
-        let ctx = Ctx { now, limits: &limits, directory: &dir, online: &EveryoneOnline };
+        let ctx = Ctx { now, limits: &limits, directory: &dir };
         for viewer in USERS {
             if let Ok(AckResult::History { messages, .. }) = conv.history(&ctx, viewer, None, None) {
                 for m in messages {

@@ -1,11 +1,14 @@
 //! One conversation's state and every rule that acts on it: send, read, recall, InMail
 //! delete, delete-for-me, mute, hide, typing, history and inbox views.
 
-use super::{deadline, window_open, Actor, Change, Ctx, Outcome, RecallTimer, Refusal, Target};
+use super::{
+    deadline, window_open, Actor, Change, Ctx, Online, Outcome, RecallTimer, Refusal, Target,
+};
 use parley_protocol::{
     AckResult, ConversationKind, ConversationUpdate, ConversationView, InboxEntry, MessageId,
     MessageKind, MessageState, MessageView, Millis, NotificationPreview, NotificationView,
-    ReadReceipts, RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame, UserId,
+    Limits, ReadReceipts, RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame,
+    UserId,
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -35,8 +38,6 @@ struct Message {
     to: Option<UserId>,
     cc: Vec<UserId>,
     removal: Removal,
-    /// Recall was offered and has been withdrawn (window closed or read); told once.
-    recall_closed: bool,
 }
 
 /// One entry of the conversation's change history, replayed to a syncing client.
@@ -156,7 +157,19 @@ impl Conversation {
     pub fn created(&self) -> Change {
         Change::ConversationCreated {
             conversation: self.view(),
+            at: self.last_activity,
         }
+    }
+
+    /// The conversation a committed [`Change::ConversationCreated`] describes.
+    pub fn from_view(view: &ConversationView, at: Millis) -> Self {
+        Conversation::new(
+            view.id.clone(),
+            view.kind,
+            view.participants.clone(),
+            view.title.clone(),
+            at,
+        )
     }
 
     fn member(&self, user: &str) -> Result<&Member, Refusal> {
@@ -190,7 +203,7 @@ impl Conversation {
         state: MessageState,
         limits: &parley_protocol::Limits,
     ) -> MessageView {
-        let recallable = m.kind == MessageKind::Message;
+        let (recall_until, delete_until) = deadlines(m.kind, m.sent_at, limits);
         MessageView {
             id: m.id.clone(),
             conversation: self.id.clone(),
@@ -205,12 +218,8 @@ impl Conversation {
             reply_to: m.reply_to.clone(),
             to: m.to.clone(),
             cc: m.cc.clone(),
-            recall_until: recallable
-                .then(|| deadline(m.sent_at, limits.recall_window_ms))
-                .flatten(),
-            delete_until: (!recallable)
-                .then(|| deadline(m.sent_at, limits.inmail_delete_window_ms))
-                .flatten(),
+            recall_until,
+            delete_until,
         }
     }
 
@@ -245,10 +254,10 @@ impl Conversation {
         Ok(())
     }
 
-    /// Store a new message (or find the one this request id already stored).
+    /// Decide a new message (or find the one this request id already stored).
     #[allow(clippy::too_many_arguments)]
     pub fn send(
-        &mut self,
+        &self,
         ctx: &Ctx,
         actor: &Actor,
         client_id: &str,
@@ -276,25 +285,24 @@ impl Conversation {
         if let Some(parent) = &reply_to {
             self.find_for(sender, parent)?;
         }
-        let seq = self.pos + 1;
-        let to = (kind == MessageKind::Inmail)
-            .then(|| self.participants.get(1).cloned())
-            .flatten();
-        let message = Message {
+        let (recall_until, delete_until) = deadlines(kind, ctx.now, ctx.limits);
+        let view = MessageView {
             id: new_id(),
-            seq,
+            conversation: self.id.clone(),
+            seq: self.pos + 1,
             sender: sender.to_owned(),
             sent_at: ctx.now,
             kind,
+            state: MessageState::Visible,
             body: Some(body),
             reply_to,
-            to,
+            to: (kind == MessageKind::Inmail)
+                .then(|| self.participants.get(1).cloned())
+                .flatten(),
             cc,
-            removal: Removal::None,
-            recall_closed: false,
+            recall_until,
+            delete_until,
         };
-        let view = self.render(&message, MessageState::Visible, ctx.limits);
-        let notified = self.insert_message(message, client_id, ctx.online);
 
         // Everything that reads the view is taken first, so the view itself can move
         // into its last frame: each copy costs an allocation per string in it.
@@ -306,14 +314,14 @@ impl Conversation {
             }),
             _ => None,
         };
-        let notifications: Vec<(Vec<Target>, ServerFrame)> = notified
-            .into_iter()
+        let notifications: Vec<(Vec<Target>, ServerFrame)> = self
+            .notified_by(sender)
             .map(|user| {
-                let preview = ctx.directory.settings(&user).notification_preview;
+                let preview = ctx.directory.settings(user).notification_preview;
                 let frame = ServerFrame::Notification {
                     notification: notification(&view, preview),
                 };
-                (vec![Target::all(&user)], frame)
+                (vec![Target::all(user)], frame)
             })
             .collect();
         let mut out = Outcome::with_ack(AckResult::Sent {
@@ -334,8 +342,15 @@ impl Conversation {
         Ok(out)
     }
 
+    /// Participants a new message from `sender` notifies: every unmuted recipient.
+    fn notified_by<'a>(&'a self, sender: &'a str) -> impl Iterator<Item = &'a UserId> + 'a {
+        self.participants
+            .iter()
+            .filter(move |u| *u != sender && self.members.get(*u).is_some_and(|m| !m.muted))
+    }
+
     /// Mark read up to a message. Receipts only move forward; a private read still ends recall.
-    pub fn read(&mut self, ctx: &Ctx, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
+    pub fn read(&self, ctx: &Ctx, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
         let reader = actor.user.as_str();
         let idx = self.find_for(reader, message)?;
         // A read aimed at a recalled message lost the race with the recall: exactly one
@@ -344,9 +359,13 @@ impl Conversation {
             return Err(Refusal::NotFound("message"));
         }
         let seq = self.messages[idx].seq;
-        let Some((from, pos, cleared)) = self.apply_read(reader, idx) else {
+        let member = self.member(reader)?;
+        if seq <= member.read_seq {
             return Ok(Outcome::ok());
-        };
+        }
+        let from = member.read_seq;
+        let pos = self.pos + 1;
+        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
 
         let mut out = Outcome::ok();
         out.changes.push(Change::ReadUpTo {
@@ -378,19 +397,15 @@ impl Conversation {
                 pos,
             },
         );
-        for m in self
-            .messages
-            .iter_mut()
-            .filter(|m| m.seq > from && m.seq <= seq)
-        {
-            let open = window_open(m.sent_at, ctx.limits.recall_window_ms, ctx.now);
+        // Recall was still on offer for these until this read: their senders learn it
+        // is gone. One read by any recipient ends it, so only the first read tells.
+        for m in self.messages_between(from, seq) {
             if m.sender != reader
                 && m.kind == MessageKind::Message
                 && m.removal == Removal::None
-                && !m.recall_closed
-                && open
+                && window_open(m.sent_at, ctx.limits.recall_window_ms, ctx.now)
+                && !self.read_by_recipient(m)
             {
-                m.recall_closed = true;
                 out.emit(
                     vec![Target::all(&m.sender)],
                     ServerFrame::RecallClosed {
@@ -413,6 +428,13 @@ impl Conversation {
             );
         }
         Ok(out)
+    }
+
+    /// Messages with `from < seq <= to`, in order (messages are stored in seq order).
+    fn messages_between(&self, from: u64, to: u64) -> &[Message] {
+        let start = self.messages.partition_point(|m| m.seq <= from);
+        let end = self.messages.partition_point(|m| m.seq <= to);
+        &self.messages[start..end]
     }
 
     fn ids_of(&self, seqs: &[u64]) -> Vec<MessageId> {
@@ -454,9 +476,10 @@ impl Conversation {
     }
 
     /// Recall a message for everyone. `sent_recently` is how many messages the sender sent
-    /// in the throttle window; the unread check and the removal happen in this one call.
+    /// in the throttle window; the unread check and the removal are decided together, under
+    /// the conversation's serialisation, so a racing read and recall have one winner.
     pub fn recall(
-        &mut self,
+        &self,
         ctx: &Ctx,
         actor: &Actor,
         message: &str,
@@ -482,62 +505,62 @@ impl Conversation {
             return Err(Refusal::RecallThrottled);
         }
 
-        let (seq, id) = (m.seq, m.id.clone());
-        let since = ctx.now.saturating_sub(l.recall_period_ms as i64);
-        if let Some(times) = self.recalls.get_mut(me) {
-            times.retain(|&t| t > since);
-        }
-        let pos = self.apply_recall(idx, ctx.now);
-
         let mut out = Outcome::ok();
         out.changes.push(Change::Recalled {
             conversation: self.id.clone(),
-            message: id.clone(),
+            message: m.id.clone(),
             at: ctx.now,
         });
         out.emit(
             self.everyone(Some(actor)),
             ServerFrame::Recalled {
                 conversation: self.id.clone(),
-                message: id.clone(),
+                message: m.id.clone(),
                 mode: RemovalMode::Marker,
-                pos,
+                pos: self.pos + 1,
             },
         );
-        self.retract(&mut out, seq, &id, RetractReason::Recalled, |_| true);
+        self.retract(&mut out, m, RetractReason::Recalled, |_| true);
         Ok(out)
     }
 
-    /// Drop the notifications of message `seq` for users `applies` selects; returns whose.
-    fn clear_notifications(&mut self, seq: u64, applies: impl Fn(&str) -> bool) -> Vec<UserId> {
-        let mut cleared = Vec::new();
+    /// Participants `applies` selects who hold a notification of message `seq`.
+    fn notified_of<'a>(
+        &'a self,
+        seq: u64,
+        applies: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a UserId> + 'a {
+        self.participants.iter().filter(move |u| {
+            applies(u) && self.members.get(*u).is_some_and(|m| m.notified.contains(&seq))
+        })
+    }
+
+    /// Drop the notifications of message `seq` for users `applies` selects.
+    fn clear_notifications(&mut self, seq: u64, applies: impl Fn(&str) -> bool) {
         for (user, member) in self.members.iter_mut() {
             if applies(user) && member.notified.remove(&seq) {
                 member.pending.remove(&seq);
-                cleared.push(user.clone());
             }
         }
-        cleared
     }
 
+    /// Retract the notifications of `m` from those `applies` selects.
     fn retract(
-        &mut self,
+        &self,
         out: &mut Outcome,
-        seq: u64,
-        id: &str,
+        m: &Message,
         reason: RetractReason,
         applies: impl Fn(&str) -> bool,
     ) {
         let to = self
-            .clear_notifications(seq, applies)
-            .iter()
+            .notified_of(m.seq, applies)
             .map(|u| Target::all(u))
             .collect();
         out.emit(
             to,
             ServerFrame::NotificationRetracted {
                 conversation: self.id.clone(),
-                messages: vec![id.to_owned()],
+                messages: vec![m.id.clone()],
                 reason,
             },
         );
@@ -545,7 +568,7 @@ impl Conversation {
 
     /// Delete an InMail for its sender and primary recipient, read or not; copies stay.
     pub fn delete_inmail(
-        &mut self,
+        &self,
         ctx: &Ctx,
         actor: &Actor,
         message: &str,
@@ -557,37 +580,34 @@ impl Conversation {
         if !window_open(m.sent_at, ctx.limits.inmail_delete_window_ms, ctx.now) {
             return Err(Refusal::InmailDeleteWindowClosed);
         }
-        let (seq, id, primary) = (m.seq, m.id.clone(), m.to.clone());
-        let purge = m.cc.is_empty();
-        let pos = self.apply_inmail_delete(idx, purge);
         let mut out = Outcome::ok();
         out.changes.push(Change::InmailDeleted {
             conversation: self.id.clone(),
-            message: id.clone(),
-            purge,
+            message: m.id.clone(),
+            purge: m.cc.is_empty(),
         });
         let mut to = vec![Target::others_of(actor)];
-        to.extend(primary.as_deref().map(Target::all));
+        to.extend(m.to.as_deref().map(Target::all));
         out.emit(
             to,
             ServerFrame::Recalled {
                 conversation: self.id.clone(),
-                message: id.clone(),
+                message: m.id.clone(),
                 mode: RemovalMode::Silent,
-                pos,
+                pos: self.pos + 1,
             },
         );
-        let primary = primary.unwrap_or_default();
-        self.retract(&mut out, seq, &id, RetractReason::Deleted, |u| u == primary);
+        let primary = m.to.as_deref().unwrap_or_default();
+        self.retract(&mut out, m, RetractReason::Deleted, |u| u == primary);
         Ok(out)
     }
 
     /// Delete a message from the requester's own view; nobody else is told.
-    pub fn delete_for_me(&mut self, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
+    pub fn delete_for_me(&self, actor: &Actor, message: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         let idx = self.find_for(me, message)?;
         let mut out = Outcome::ok();
-        if let Some(pos) = self.apply_delete_for_me(me, idx) {
+        if !self.members[me].deleted.contains(&self.messages[idx].seq) {
             out.changes.push(Change::DeletedForMe {
                 conversation: self.id.clone(),
                 user: me.to_owned(),
@@ -598,7 +618,7 @@ impl Conversation {
                 ServerFrame::DeletedView {
                     conversation: self.id.clone(),
                     message: message.to_owned(),
-                    pos,
+                    pos: self.pos + 1,
                 },
             );
         }
@@ -607,19 +627,14 @@ impl Conversation {
 
     /// Set the requester's mute and/or hide flags.
     pub fn set_flags(
-        &mut self,
+        &self,
         actor: &Actor,
         muted: Option<bool>,
         hidden: Option<bool>,
     ) -> Result<Outcome, Refusal> {
-        self.member(&actor.user)?;
-        let member = self
-            .members
-            .get_mut(&actor.user)
-            .expect("participant checked");
-        member.muted = muted.unwrap_or(member.muted);
-        member.hidden = hidden.unwrap_or(member.hidden);
-        let (muted, hidden) = (member.muted, member.hidden);
+        let member = self.member(&actor.user)?;
+        let muted = muted.unwrap_or(member.muted);
+        let hidden = hidden.unwrap_or(member.hidden);
         let mut out = Outcome::ok();
         out.changes.push(Change::MemberFlags {
             conversation: self.id.clone(),
@@ -665,16 +680,19 @@ impl Conversation {
         Ok(self.render(m, MessageState::Visible, ctx.limits))
     }
 
-    /// If recall is still on offer for this message at `now`, withdraw it and tell the sender.
-    pub fn recall_expired(&mut self, ctx: &Ctx, message: &str) -> Option<Outcome> {
-        let idx = *self.by_id.get(message)?;
-        let m = &self.messages[idx];
+    /// If recall was still on offer for this message until `now`, tell the sender it is
+    /// gone. Nothing is stored: whether recall is on offer follows from the window, the
+    /// read positions and the removal, so a restart cannot get it wrong.
+    pub fn recall_expired(&self, ctx: &Ctx, message: &str) -> Option<Outcome> {
+        let m = &self.messages[*self.by_id.get(message)?];
         let closed = deadline(m.sent_at, ctx.limits.recall_window_ms).is_some_and(|d| ctx.now >= d);
-        if !closed || m.recall_closed || m.removal != Removal::None || self.read_by_recipient(m) {
+        if !closed
+            || m.kind != MessageKind::Message
+            || m.removal != Removal::None
+            || self.read_by_recipient(m)
+        {
             return None;
         }
-        let m = &mut self.messages[idx];
-        m.recall_closed = true;
         let mut out = Outcome::ok();
         out.emit(
             vec![Target::all(&m.sender)],
@@ -790,112 +808,13 @@ impl Conversation {
     }
 }
 
+/// Applying committed changes: the only code that mutates a conversation, used alike by
+/// live requests, start-up and cluster replicas, so they cannot drift apart.
 impl Conversation {
-    fn record(&mut self, event: Event) -> u64 {
-        self.pos += 1;
-        self.events.push((self.pos, event));
-        self.pos
-    }
-
-    /// Store a message: it unhides the conversation for everyone, is read by its sender and
-    /// notifies every unmuted recipient, who are returned.
-    fn insert_message(
-        &mut self,
-        message: Message,
-        client_id: &str,
-        presence: &dyn super::Presence,
-    ) -> Vec<UserId> {
-        let idx = self.messages.len();
-        let (seq, sender, at) = (message.seq, message.sender.clone(), message.sent_at);
-        self.by_id.insert(message.id.clone(), idx);
-        self.requests
-            .entry(sender.clone())
-            .or_default()
-            .insert(client_id.to_owned(), idx);
-        self.messages.push(message);
-        self.last_activity = self.last_activity.max(at);
-        self.pos = seq - 1;
-        self.record(Event::Message(idx));
-        // Only an explicit `read` moves a read position: sending (a reply, say) does not
-        // count as reading, so it cannot take a recall away from anyone.
-        let mut notified = Vec::new();
-        for (user, member) in self.members.iter_mut() {
-            member.hidden = false;
-            if *user != sender && !member.muted {
-                member.notified.insert(seq);
-                if !presence.online(user) {
-                    member.pending.insert(seq);
-                }
-                notified.push(user.clone());
-            }
-        }
-        notified
-    }
-
-    /// Move `reader`'s read position to message `idx`; `None` when it would not move forward.
-    /// Returns the old position, the change's position and the notifications it cleared.
-    fn apply_read(&mut self, reader: &str, idx: usize) -> Option<(u64, u64, Vec<u64>)> {
-        let seq = self.messages[idx].seq;
-        let member = self.members.get_mut(reader)?;
-        if seq <= member.read_seq {
-            return None;
-        }
-        let from = std::mem::replace(&mut member.read_seq, seq);
-        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
-        for s in &cleared {
-            member.notified.remove(s);
-            member.pending.remove(s);
-        }
-        let pos = self.record(Event::Read {
-            user: reader.to_owned(),
-            idx,
-        });
-        Some((from, pos, cleared))
-    }
-
-    fn apply_recall(&mut self, idx: usize, at: Millis) -> u64 {
-        let m = &mut self.messages[idx];
-        m.removal = Removal::Recalled;
-        m.body = None;
-        m.recall_closed = true;
-        let sender = m.sender.clone();
-        self.recalls.entry(sender).or_default().push_back(at);
-        self.record(Event::Recalled(idx))
-    }
-
-    fn apply_inmail_delete(&mut self, idx: usize, purge: bool) -> u64 {
-        let m = &mut self.messages[idx];
-        m.removal = Removal::InmailDeleted;
-        if purge {
-            m.body = None;
-        }
-        self.record(Event::InmailDeleted(idx))
-    }
-
-    fn apply_delete_for_me(&mut self, user: &str, idx: usize) -> Option<u64> {
-        let seq = self.messages[idx].seq;
-        let member = self.members.get_mut(user)?;
-        if !member.deleted.insert(seq) {
-            return None;
-        }
-        member.notified.remove(&seq);
-        member.pending.remove(&seq);
-        Some(self.record(Event::DeletedForMe {
-            user: user.to_owned(),
-            idx,
-        }))
-    }
-
-    /// Re-apply a committed change at start; live rules produce exactly these mutations.
-    pub fn replay(&mut self, change: &Change) {
-        // Who was online is not recorded: after a restart every outstanding
-        // notification is pending, so none is lost.
-        self.replay_with(change, &super::NobodyOnline);
-    }
-
-    /// Apply a change another node decided, as it happens: `online` says who gets a
-    /// pending notification.
-    pub fn replay_with(&mut self, change: &Change, online: &dyn super::Presence) {
+    /// Apply one committed change. `online` says who has a live session (anyone else gets
+    /// a new message's notification kept pending); `limits` bound what is remembered for
+    /// the recall allowance.
+    pub fn apply(&mut self, change: &Change, limits: &Limits, online: &Online) {
         let find = |id: &str| self.by_id.get(id).copied();
         match change {
             Change::MessageStored {
@@ -913,36 +832,22 @@ impl Conversation {
                     to: v.to.clone(),
                     cc: v.cc.clone(),
                     removal: Removal::None,
-                    recall_closed: false,
                 };
                 self.insert_message(message, client_id, online);
             }
             Change::ReadUpTo { user, seq, .. } => {
-                let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) else {
-                    return;
-                };
-                if let Some((from, _, _)) = self.apply_read(user, idx) {
-                    for m in self
-                        .messages
-                        .iter_mut()
-                        .filter(|m| m.seq > from && m.seq <= *seq)
-                    {
-                        m.recall_closed |= m.sender != *user;
-                    }
+                if let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) {
+                    self.apply_read(user, idx);
                 }
             }
             Change::Recalled { message, at, .. } => {
                 if let Some(idx) = find(message) {
-                    let seq = self.messages[idx].seq;
-                    self.apply_recall(idx, *at);
-                    self.clear_notifications(seq, |_| true);
+                    self.apply_recall(idx, *at, limits.recall_period_ms);
                 }
             }
             Change::InmailDeleted { message, purge, .. } => {
                 if let Some(idx) = find(message) {
-                    let (seq, primary) = (self.messages[idx].seq, self.messages[idx].to.clone());
                     self.apply_inmail_delete(idx, *purge);
-                    self.clear_notifications(seq, |u| Some(u) == primary.as_deref());
                 }
             }
             Change::DeletedForMe { user, message, .. } => {
@@ -965,16 +870,111 @@ impl Conversation {
         }
     }
 
-    /// Messages whose recall window may still be open and unanswered: re-arm their timers.
+    fn record(&mut self, event: Event) -> u64 {
+        self.pos += 1;
+        self.events.push((self.pos, event));
+        self.pos
+    }
+
+    /// Store a message: it unhides the conversation for everyone and notifies every
+    /// unmuted recipient (pending for those with no live session).
+    fn insert_message(&mut self, message: Message, client_id: &str, online: &Online) {
+        let idx = self.messages.len();
+        let (seq, at) = (message.seq, message.sent_at);
+        self.by_id.insert(message.id.clone(), idx);
+        self.requests
+            .entry(message.sender.clone())
+            .or_default()
+            .insert(client_id.to_owned(), idx);
+        for (user, member) in self.members.iter_mut() {
+            member.hidden = false;
+            if *user != message.sender && !member.muted {
+                member.notified.insert(seq);
+                if !online.contains(user) {
+                    member.pending.insert(seq);
+                }
+            }
+        }
+        self.messages.push(message);
+        self.last_activity = self.last_activity.max(at);
+        self.pos = seq - 1;
+        self.record(Event::Message(idx));
+        // Only an explicit `read` moves a read position: sending (a reply, say) does not
+        // count as reading, so it cannot take a recall away from anyone.
+    }
+
+    /// Move `reader`'s read position to message `idx` (never backwards), clearing the
+    /// notifications it covers.
+    fn apply_read(&mut self, reader: &str, idx: usize) {
+        let seq = self.messages[idx].seq;
+        let Some(member) = self.members.get_mut(reader) else {
+            return;
+        };
+        if seq <= member.read_seq {
+            return;
+        }
+        member.read_seq = seq;
+        let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
+        for s in &cleared {
+            member.notified.remove(s);
+            member.pending.remove(s);
+        }
+        self.record(Event::Read {
+            user: reader.to_owned(),
+            idx,
+        });
+    }
+
+    fn apply_recall(&mut self, idx: usize, at: Millis, period_ms: u64) {
+        let m = &mut self.messages[idx];
+        m.removal = Removal::Recalled;
+        m.body = None;
+        let (seq, sender) = (m.seq, m.sender.clone());
+        // Only recalls inside the period count towards the allowance.
+        let since = at.saturating_sub(period_ms as i64);
+        let times = self.recalls.entry(sender).or_default();
+        times.retain(|&t| t > since);
+        times.push_back(at);
+        self.clear_notifications(seq, |_| true);
+        self.record(Event::Recalled(idx));
+    }
+
+    fn apply_inmail_delete(&mut self, idx: usize, purge: bool) {
+        let m = &mut self.messages[idx];
+        m.removal = Removal::InmailDeleted;
+        if purge {
+            m.body = None;
+        }
+        let (seq, primary) = (m.seq, m.to.clone());
+        self.clear_notifications(seq, |u| Some(u) == primary.as_deref());
+        self.record(Event::InmailDeleted(idx));
+    }
+
+    fn apply_delete_for_me(&mut self, user: &str, idx: usize) {
+        let seq = self.messages[idx].seq;
+        let Some(member) = self.members.get_mut(user) else {
+            return;
+        };
+        if !member.deleted.insert(seq) {
+            return;
+        }
+        member.notified.remove(&seq);
+        member.pending.remove(&seq);
+        self.record(Event::DeletedForMe {
+            user: user.to_owned(),
+            idx,
+        });
+    }
+
+    /// Messages whose recall window is still open and unanswered: re-arm their timers.
     pub fn open_recall_windows(&self, ctx: &Ctx) -> Vec<RecallTimer> {
         self.messages
             .iter()
-            .filter(|m| {
-                m.kind == MessageKind::Message && m.removal == Removal::None && !m.recall_closed
-            })
+            .filter(|m| m.kind == MessageKind::Message && m.removal == Removal::None)
             .filter(|m| !self.read_by_recipient(m))
             .filter_map(|m| {
                 let at = deadline(m.sent_at, ctx.limits.recall_window_ms)?;
+                (at > ctx.now).then_some(())?;
                 Some(RecallTimer {
                     conversation: self.id.clone(),
                     message: m.id.clone(),
@@ -1080,5 +1080,13 @@ fn notification(message: &MessageView, preview: NotificationPreview) -> Notifica
             .then(|| message.body.clone())
             .flatten(),
         sent_at: message.sent_at,
+    }
+}
+
+/// When recall (a message) or InMail delete (an InMail) stops being on offer.
+fn deadlines(kind: MessageKind, sent_at: Millis, limits: &Limits) -> (Option<Millis>, Option<Millis>) {
+    match kind {
+        MessageKind::Message => (deadline(sent_at, limits.recall_window_ms), None),
+        _ => (None, deadline(sent_at, limits.inmail_delete_window_ms)),
     }
 }

@@ -4,6 +4,17 @@ use super::{Actor, Change, Outcome, Refusal, Target};
 use parley_protocol::{AckResult, ConnectionState, ServerFrame, Settings, UserId, WhoCanMessage};
 use std::collections::{HashMap, HashSet};
 
+/// The settings a `settings` request changes; `None` keeps the current value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    /// New `who_can_message`.
+    pub who_can_message: Option<WhoCanMessage>,
+    /// New `read_receipts`.
+    pub read_receipts: Option<parley_protocol::ReadReceipts>,
+    /// New `notification_preview`.
+    pub notification_preview: Option<parley_protocol::NotificationPreview>,
+}
+
 /// Who knows whom: users, settings, connections, pending requests and blocks.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
@@ -21,13 +32,9 @@ fn pair(a: &str, b: &str) -> (UserId, UserId) {
 }
 
 impl Directory {
-    /// Register a user on first sight; returns the change when it is new.
-    pub fn ensure_user(&mut self, user: &str) -> Option<Change> {
-        if self.users.contains_key(user) {
-            return None;
-        }
-        self.users.insert(user.to_owned(), Settings::default());
-        Some(Change::UserCreated {
+    /// A user seen for the first time is recorded: the change, or `None` when known.
+    pub fn ensure_user(&self, user: &str) -> Option<Change> {
+        (!self.users.contains_key(user)).then(|| Change::UserCreated {
             user: user.to_owned(),
         })
     }
@@ -113,11 +120,7 @@ impl Directory {
         })
     }
 
-    fn link(&mut self, a: &str, b: &str, out: &mut Outcome, actor: &Actor) {
-        self.requests.remove(&pair(a, b));
-        self.requests.remove(&pair(b, a));
-        self.connections.insert(pair(a, b));
-        self.connections.insert(pair(b, a));
+    fn link(a: &str, b: &str, out: &mut Outcome, actor: &Actor) {
         out.changes
             .push(Self::relation(a, b, ConnectionState::Connected));
         out.emit(
@@ -131,7 +134,7 @@ impl Directory {
     }
 
     /// Ask `other` to connect; a request crossing one from `other` connects at once.
-    pub fn connect(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn connect(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         self.reachable(me, other)?;
         match self.connection_state(me, other) {
@@ -141,11 +144,10 @@ impl Directory {
             )),
             ConnectionState::Incoming => {
                 let mut out = Self::connection_ack(other, ConnectionState::Connected);
-                self.link(me, other, &mut out, actor);
+                Self::link(me, other, &mut out, actor);
                 Ok(out)
             }
             ConnectionState::None => {
-                self.requests.insert(pair(me, other));
                 let mut out = Self::connection_ack(other, ConnectionState::Requested);
                 out.changes
                     .push(Self::relation(me, other, ConnectionState::Requested));
@@ -161,20 +163,20 @@ impl Directory {
     }
 
     /// Accept `other`'s pending request.
-    pub fn accept(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn accept(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         if self.connection_state(me, other) != ConnectionState::Incoming {
             return Err(Refusal::NotFound("connection request"));
         }
         let mut out = Self::connection_ack(other, ConnectionState::Connected);
-        self.link(me, other, &mut out, actor);
+        Self::link(me, other, &mut out, actor);
         Ok(out)
     }
 
     /// Decline `other`'s pending request; `other` is not told.
-    pub fn decline(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn decline(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        if !self.requests.remove(&pair(other, me)) {
+        if !self.requests.contains(&pair(other, me)) {
             return Err(Refusal::NotFound("connection request"));
         }
         let mut out = Self::connection_ack(other, ConnectionState::None);
@@ -184,11 +186,10 @@ impl Directory {
     }
 
     /// Remove the connection with `other`, or withdraw the request to `other`.
-    pub fn disconnect(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn disconnect(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        let was_connected = self.connections.remove(&pair(me, other));
-        self.connections.remove(&pair(other, me));
-        let was_requested = self.requests.remove(&pair(me, other));
+        let was_connected = self.connected(me, other);
+        let was_requested = self.requests.contains(&pair(me, other));
         if !was_connected && !was_requested {
             return Err(Refusal::NotFound("connection"));
         }
@@ -211,20 +212,18 @@ impl Directory {
     }
 
     /// Block `other`: the connection and requests go, the blocker's sessions are told, `other` is not.
-    pub fn block(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn block(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         if me == other || !self.exists(other) {
             return Err(Refusal::NotFound("user"));
         }
         let mut out = Outcome::ok();
-        if self.connections.remove(&pair(me, other)) {
-            self.connections.remove(&pair(other, me));
+        if self.connected(me, other) {
             out.changes
                 .push(Self::relation(me, other, ConnectionState::None));
         }
-        self.requests.remove(&pair(me, other));
-        self.requests.remove(&pair(other, me));
-        if self.blocks.insert(pair(me, other)) {
+        // The block itself also clears any pending request either way.
+        if !self.has_blocked(me, other) {
             out.changes.push(Change::Block {
                 blocker: me.to_owned(),
                 blocked: other.to_owned(),
@@ -241,9 +240,9 @@ impl Directory {
     }
 
     /// Lift a block; the connection is not restored.
-    pub fn unblock(&mut self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
+    pub fn unblock(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        if !self.blocks.remove(&pair(me, other)) {
+        if !self.has_blocked(me, other) {
             return Err(Refusal::NotFound("block"));
         }
         let mut out = Outcome::ok();
@@ -261,11 +260,17 @@ impl Directory {
         Ok(out)
     }
 
-    /// Change some settings; the user's other sessions are told.
-    pub fn update_settings(&mut self, actor: &Actor, apply: impl FnOnce(&mut Settings)) -> Outcome {
-        let settings = self.users.entry(actor.user.clone()).or_default();
-        apply(settings);
-        let settings = *settings;
+    /// Change the settings a request names, keeping the others; the user's other sessions
+    /// are told.
+    pub fn update_settings(&self, actor: &Actor, patch: SettingsPatch) -> Outcome {
+        let old = self.settings(&actor.user);
+        let settings = Settings {
+            who_can_message: patch.who_can_message.unwrap_or(old.who_can_message),
+            read_receipts: patch.read_receipts.unwrap_or(old.read_receipts),
+            notification_preview: patch
+                .notification_preview
+                .unwrap_or(old.notification_preview),
+        };
         let mut out = Outcome::with_ack(AckResult::Settings { settings });
         out.changes.push(Change::Settings {
             user: actor.user.clone(),
@@ -278,11 +283,12 @@ impl Directory {
         out
     }
 
-    /// Re-apply a committed change at start.
-    pub fn replay(&mut self, change: &Change) {
+    /// Apply one committed change: the only code that mutates the directory, used alike by
+    /// live requests, start-up and cluster replicas.
+    pub fn apply(&mut self, change: &Change) {
         match change {
             Change::UserCreated { user } => {
-                self.ensure_user(user);
+                self.users.entry(user.clone()).or_default();
             }
             Change::Settings { user, settings } => {
                 self.users.insert(user.clone(), *settings);
@@ -326,6 +332,20 @@ impl Directory {
             }
             _ => {}
         }
+    }
+
+    /// Apply a rule's committed outcome (tests of the rules alone).
+    #[cfg(test)]
+    pub(crate) fn commit(
+        &mut self,
+        decided: Result<Outcome, Refusal>,
+    ) -> Result<Outcome, Refusal> {
+        if let Ok(out) = &decided {
+            for change in &out.changes {
+                self.apply(change);
+            }
+        }
+        decided
     }
 
     /// What `me` may learn about `other`; a user who blocked `me` looks nonexistent.
@@ -378,7 +398,8 @@ mod tests {
     fn dir(users: &[&str]) -> Directory {
         let mut d = Directory::default();
         for u in users {
-            d.ensure_user(u);
+            let created = d.ensure_user(u).expect("new user");
+            d.apply(&created);
         }
         d
     }
@@ -386,16 +407,16 @@ mod tests {
     #[test]
     fn request_then_accept_connects_both_ways() {
         let mut d = dir(&["a", "b"]);
-        let out = d.connect(&actor("a"), "b").unwrap();
+        let out = d.commit(d.connect(&actor("a"), "b")).unwrap();
         assert_eq!(d.connection_state("a", "b"), ConnectionState::Requested);
         assert!(matches!(
             out.emits[0].frame,
             ServerFrame::ConnectionRequest { .. }
         ));
-        d.accept(&actor("b"), "a").unwrap();
+        d.commit(d.accept(&actor("b"), "a")).unwrap();
         assert!(d.connected("a", "b") && d.connected("b", "a"));
         assert!(
-            d.accept(&actor("b"), "a").is_err(),
+            d.commit(d.accept(&actor("b"), "a")).is_err(),
             "nothing pending any more"
         );
     }
@@ -403,8 +424,8 @@ mod tests {
     #[test]
     fn crossing_requests_connect() {
         let mut d = dir(&["a", "b"]);
-        d.connect(&actor("a"), "b").unwrap();
-        let out = d.connect(&actor("b"), "a").unwrap();
+        d.commit(d.connect(&actor("a"), "b")).unwrap();
+        let out = d.commit(d.connect(&actor("b"), "a")).unwrap();
         assert_eq!(
             out.ack,
             AckResult::Connection {
@@ -417,16 +438,16 @@ mod tests {
     #[test]
     fn block_removes_connection_and_hides_blocker() {
         let mut d = dir(&["a", "b"]);
-        d.connect(&actor("a"), "b").unwrap();
-        d.accept(&actor("b"), "a").unwrap();
-        let out = d.block(&actor("a"), "b").unwrap();
+        d.commit(d.connect(&actor("a"), "b")).unwrap();
+        d.commit(d.accept(&actor("b"), "a")).unwrap();
+        let out = d.commit(d.block(&actor("a"), "b")).unwrap();
         assert!(!d.connected("a", "b"));
         assert_eq!(out.emits.len(), 1, "only the blocker is told");
         assert_eq!(d.reachable("b", "a"), Err(Refusal::RecipientUnavailable));
         assert_eq!(d.reachable("a", "b"), Err(Refusal::RecipientUnavailable));
         assert_eq!(d.lookup("b", "a"), Err(Refusal::NotFound("user")));
         assert!(d.lookup("a", "b").is_ok());
-        d.unblock(&actor("a"), "b").unwrap();
+        d.commit(d.unblock(&actor("a"), "b")).unwrap();
         assert!(d.reachable("b", "a").is_ok());
         assert!(
             !d.connected("a", "b"),
@@ -438,9 +459,11 @@ mod tests {
     fn inmail_respects_who_can_message() {
         let mut d = dir(&["a", "b"]);
         assert!(d.check_inmail("a", "b").is_ok());
-        d.update_settings(&actor("b"), |s| {
-            s.who_can_message = WhoCanMessage::Connections
-        });
+        let patch = SettingsPatch {
+            who_can_message: Some(WhoCanMessage::Connections),
+            ..SettingsPatch::default()
+        };
+        d.commit(Ok(d.update_settings(&actor("b"), patch))).unwrap();
         assert_eq!(
             d.check_inmail("a", "b"),
             Err(Refusal::InmailNotAllowed("b".into()))

@@ -1,20 +1,27 @@
 //! The sans-I/O core: conversation state and messaging policy as plain types.
 //!
-//! Nothing here touches sockets, tasks or clocks. Every operation takes the current time
-//! and an input, mutates plain state, and returns an [`Outcome`]: the answer for the
-//! requester, the frames to emit and to whom, the changes to make durable and the timer to
-//! arm. The hub around it owns locking, storage and delivery.
+//! Nothing here touches sockets, tasks, storage or clocks. A rule takes the current time
+//! and an input and *decides* without mutating anything: it returns an [`Outcome`] — the
+//! answer for the requester, the frames to emit and to whom, the changes to make durable
+//! and the timer to arm. Only once those changes are committed does the hub *apply* them,
+//! with each type's `apply`, the one mutation path for live requests, start-up and
+//! cluster replicas alike. The hub around it owns locking, storage and delivery.
 
 pub mod conversation;
 pub mod directory;
+pub mod ids;
+pub mod opening;
 pub mod refusal;
+pub mod reports;
 pub mod send_log;
 
 use parley_protocol::{AckResult, Limits, Millis, ServerFrame, UserId};
 
 pub use conversation::Conversation;
-pub use directory::Directory;
+pub use directory::{Directory, SettingsPatch};
+pub use opening::Opening;
 pub use refusal::Refusal;
+pub use reports::Reports;
 pub use send_log::SendLog;
 
 /// Identifies one live session (one WebSocket) of a user.
@@ -40,34 +47,28 @@ pub struct Ctx<'a> {
     pub limits: &'a Limits,
     /// Users, settings, connections and blocks.
     pub directory: &'a Directory,
-    /// Whether a user has a live session now (a notification for one who has none is
-    /// kept pending until collected by `sync`).
-    pub online: &'a dyn Presence,
 }
 
-/// Who has a live session: an input to the rules, answered by the hub's session registry.
-pub trait Presence {
-    /// Whether `user` has at least one live session.
-    fn online(&self, user: &str) -> bool;
+/// Who had a live session when a change was applied: data the hub hands in, so a new
+/// message's notification is kept pending, to be collected by `sync`, for everyone else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Online {
+    /// Every user counts as connected (nothing is kept pending).
+    Everyone,
+    /// Nobody is connected (every notification is kept pending): after a restart.
+    Nobody,
+    /// Just these users.
+    Only(Vec<UserId>),
 }
 
-/// Presence where every user counts as connected (nothing is kept pending).
-#[derive(Debug, Clone, Copy)]
-pub struct EveryoneOnline;
-
-impl Presence for EveryoneOnline {
-    fn online(&self, _: &str) -> bool {
-        true
-    }
-}
-
-/// Presence where nobody is connected (every notification is kept pending).
-#[derive(Debug, Clone, Copy)]
-pub struct NobodyOnline;
-
-impl Presence for NobodyOnline {
-    fn online(&self, _: &str) -> bool {
-        false
+impl Online {
+    /// Whether `user` had a live session.
+    pub fn contains(&self, user: &str) -> bool {
+        match self {
+            Online::Everyone => true,
+            Online::Nobody => false,
+            Online::Only(users) => users.iter().any(|u| u == user),
+        }
     }
 }
 
@@ -115,8 +116,8 @@ pub struct Emit {
     pub frame: ServerFrame,
 }
 
-/// A change to make durable before the requester is answered. Replaying every change in
-/// commit order rebuilds the whole state.
+/// A change to make durable before the requester is answered, and then applied to the
+/// state in memory. Applying every change in commit order rebuilds the whole state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
@@ -142,6 +143,9 @@ pub enum Change {
     /// A conversation was created.
     ConversationCreated {
         conversation: parley_protocol::ConversationView,
+        /// When (logs written before this field was added read as 0).
+        #[serde(default)]
+        at: Millis,
     },
     /// A message was stored.
     MessageStored {
@@ -187,7 +191,7 @@ impl Change {
     /// The conversation a change belongs to, if any.
     pub fn conversation(&self) -> Option<&str> {
         match self {
-            Change::ConversationCreated { conversation } => Some(&conversation.id),
+            Change::ConversationCreated { conversation, .. } => Some(&conversation.id),
             Change::MessageStored { message, .. } => Some(&message.conversation),
             Change::ReadUpTo { conversation, .. }
             | Change::Recalled { conversation, .. }

@@ -25,12 +25,13 @@ impl World {
     fn new(kind: ConversationKind, users: &[&str]) -> World {
         let mut dir = Directory::default();
         for u in users {
-            dir.ensure_user(u);
+            let created = dir.ensure_user(u).expect("new user");
+            dir.apply(&created);
         }
         for (i, a) in users.iter().enumerate() {
             for b in &users[i + 1..] {
-                dir.connect(&actor(a, 0), b).unwrap();
-                dir.accept(&actor(b, 0), a).unwrap();
+                dir.commit(dir.connect(&actor(a, 0), b)).unwrap();
+                dir.commit(dir.accept(&actor(b, 0), a)).unwrap();
             }
         }
         let participants = users.iter().map(|u| u.to_string()).collect();
@@ -47,18 +48,27 @@ impl World {
             now,
             limits: &self.limits,
             directory: &self.dir,
-            online: &EveryoneOnline,
         }
     }
 
-    fn apply<T>(&mut self, now: Millis, rule: impl FnOnce(&mut Conversation, &Ctx) -> T) -> T {
+    /// Decide with `rule`, then apply what it decided, as the hub does after committing.
+    fn decide<T>(
+        &mut self,
+        now: Millis,
+        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, T>,
+    ) -> Result<Outcome, T> {
         let ctx = Ctx {
             now,
             limits: &self.limits,
             directory: &self.dir,
-            online: &EveryoneOnline,
         };
-        rule(&mut self.conv, &ctx)
+        let decided = rule(&self.conv, &ctx);
+        if let Ok(out) = &decided {
+            for change in &out.changes {
+                self.conv.apply(change, &self.limits, &Online::Everyone);
+            }
+        }
+        decided
     }
 
     fn send_as(
@@ -70,15 +80,9 @@ impl World {
     ) -> Outcome {
         self.ids += 1;
         let n = self.ids;
-        let ctx = Ctx {
-            now,
-            limits: &self.limits,
-            directory: &self.dir,
-            online: &EveryoneOnline,
-        };
-        self.conv
-            .send(
-                &ctx,
+        self.decide(now, |c, ctx| {
+            c.send(
+                ctx,
                 from,
                 &format!("req{n}"),
                 format!("body {n}"),
@@ -87,7 +91,8 @@ impl World {
                 cc,
                 || format!("m{n}"),
             )
-            .unwrap()
+        })
+        .unwrap()
     }
 
     fn send(&mut self, now: Millis, from: &str) -> String {
@@ -105,23 +110,11 @@ impl World {
         id: &str,
         sent_recently: u32,
     ) -> Result<Outcome, Refusal> {
-        let ctx = Ctx {
-            now,
-            limits: &self.limits,
-            directory: &self.dir,
-            online: &EveryoneOnline,
-        };
-        self.conv.recall(&ctx, &actor(who, 1), id, sent_recently)
+        self.decide(now, |c, ctx| c.recall(ctx, &actor(who, 1), id, sent_recently))
     }
 
     fn read(&mut self, now: Millis, who: &str, id: &str) -> Result<Outcome, Refusal> {
-        let ctx = Ctx {
-            now,
-            limits: &self.limits,
-            directory: &self.dir,
-            online: &EveryoneOnline,
-        };
-        self.conv.read(&ctx, &actor(who, 1), id)
+        self.decide(now, |c, ctx| c.read(ctx, &actor(who, 1), id))
     }
 
     fn history(&self, viewer: &str) -> Vec<parley_protocol::MessageView> {
@@ -159,48 +152,49 @@ fn send_fans_out_to_everyone_but_the_requesting_session_and_arms_the_timer() {
 
 #[test]
 fn resend_with_the_same_request_id_stores_nothing_new() {
-    let w = World::new(ConversationKind::Direct, &["a", "b"]);
-    let ctx = w.ctx(5);
-    let first = w
-        .conv
-        .clone()
-        .send(
-            &ctx,
-            &actor("a", 1),
-            "same",
-            "hi".into(),
-            None,
-            MessageKind::Message,
-            vec![],
-            || "m1".into(),
-        )
-        .unwrap();
-    let mut conv = w.conv.clone();
-    conv.send(
-        &ctx,
-        &actor("a", 1),
-        "same",
-        "hi".into(),
-        None,
-        MessageKind::Message,
-        vec![],
-        || "m1".into(),
-    )
-    .unwrap();
-    let again = conv
-        .send(
-            &ctx,
-            &actor("a", 2),
-            "same",
-            "hi".into(),
-            None,
-            MessageKind::Message,
-            vec![],
-            || "m2".into(),
-        )
-        .unwrap();
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let send = |session, new_id: &'static str| {
+        move |c: &Conversation, ctx: &Ctx| {
+            c.send(
+                ctx,
+                &actor("a", session),
+                "same",
+                "hi".into(),
+                None,
+                MessageKind::Message,
+                vec![],
+                || new_id.into(),
+            )
+        }
+    };
+    let first = w.decide(5, send(1, "m1")).unwrap();
+    let again = w.decide(5, send(2, "m2")).unwrap();
     assert_eq!(again.ack, first.ack);
     assert!(again.emits.is_empty() && again.changes.is_empty());
+}
+
+#[test]
+fn a_decision_changes_nothing_until_it_is_applied() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let ctx = w.ctx(0);
+    let undecided = w
+        .conv
+        .send(&ctx, &actor("a", 1), "r", "hi".into(), None, MessageKind::Message, vec![], || {
+            "m0".into()
+        })
+        .unwrap();
+    assert_eq!(undecided.changes.len(), 1);
+    assert!(w.history("b").is_empty(), "a message not applied is not there");
+
+    let m = w.send(0, "a");
+    let ctx = w.ctx(1);
+    w.conv.recall(&ctx, &actor("a", 1), &m, 0).unwrap();
+    w.conv.read(&ctx, &actor("b", 2), &m).unwrap();
+    assert_eq!(w.history("b")[0].state, MessageState::Visible);
+    assert!(
+        w.recall(2, "a", &m, 0).is_ok(),
+        "neither the unapplied recall nor the unapplied read took effect"
+    );
 }
 
 #[test]
@@ -264,8 +258,13 @@ fn read_and_recall_exclude_each_other() {
 #[test]
 fn a_private_read_sends_no_receipt_but_still_closes_recall() {
     let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let patch = SettingsPatch {
+        read_receipts: Some(ReadReceipts::Off),
+        ..SettingsPatch::default()
+    };
     w.dir
-        .update_settings(&actor("b", 0), |s| s.read_receipts = ReadReceipts::Off);
+        .commit(Ok(w.dir.update_settings(&actor("b", 0), patch)))
+        .unwrap();
     let m = w.send(0, "a");
     let out = w.read(1, "b", &m).unwrap();
     let to_a = frames_for(&out, "a");
@@ -295,7 +294,7 @@ fn inmail_delete_is_silent_for_sender_and_primary_and_spares_copies() {
     };
     w.read(5, "b", &message.id).unwrap();
     let deleted = w
-        .apply(599_999, |c, ctx| {
+        .decide(599_999, |c, ctx| {
             c.delete_inmail(ctx, &actor("a", 1), &message.id)
         })
         .unwrap();
@@ -318,7 +317,7 @@ fn inmail_delete_is_silent_for_sender_and_primary_and_spares_copies() {
         panic!()
     };
     assert_eq!(
-        w.apply(1_200_000, |c, ctx| c.delete_inmail(
+        w.decide(1_200_000, |c, ctx| c.delete_inmail(
             ctx,
             &actor("a", 1),
             &message.id
@@ -336,7 +335,7 @@ fn inmail_delete_is_silent_for_sender_and_primary_and_spares_copies() {
 fn delete_for_me_leaves_a_tombstone_for_the_deleter_only() {
     let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
     let m = w.send(0, "a");
-    let out = w.conv.delete_for_me(&actor("b", 3), &m).unwrap();
+    let out = w.decide(1, |c, _| c.delete_for_me(&actor("b", 3), &m)).unwrap();
     assert_eq!(out.emits.len(), 1);
     assert_eq!(
         out.emits[0].to,
@@ -370,10 +369,10 @@ fn history_pages_backwards() {
 #[test]
 fn blocked_pair_cannot_post_in_a_direct_conversation() {
     let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
-    w.dir.block(&actor("b", 0), "a").unwrap();
+    w.dir.commit(w.dir.block(&actor("b", 0), "a")).unwrap();
     for from in ["a", "b"] {
         let err = w
-            .apply(0, |c, ctx| {
+            .decide(0, |c, ctx| {
                 c.send(
                     ctx,
                     &actor(from, 1),

@@ -4,7 +4,7 @@
 use super::Hub;
 use crate::cluster::broker::Incoming;
 use crate::cluster::{Broker, Bulletin, Claim, Entry, Ledger, DIRECTORY};
-use crate::core::{Change, Conversation, Emit, RecallTimer, SessionId};
+use crate::core::{Change, Emit, RecallTimer, SessionId};
 use crate::store::StoreError;
 use dashmap::DashMap;
 use parley_protocol::{MessageKind, UserId};
@@ -184,50 +184,52 @@ impl Hub {
         })
     }
 
-    /// Make `changes` durable: in a cluster as the claimed scope's next entry (its number
-    /// is returned with the scope, and `changes` are kept for publishing it), else in the
-    /// local store, which takes them. Frames that change nothing still reach the other
-    /// nodes' sessions.
-    pub(super) async fn commit_claimed(
+    /// Commit `changes` as the claimed scope's next entry in the ledger; its number comes
+    /// back with the scope and the changes. Frames that change nothing (typing) are only
+    /// published, for the other nodes' sessions.
+    pub(super) async fn commit_to_ledger(
         &self,
         claimed: Claimed,
-        changes: &mut Vec<Change>,
+        changes: Vec<Change>,
         emits: &[Emit],
-    ) -> Result<Option<(String, u64)>, StoreError> {
+    ) -> Result<(Vec<Change>, Option<(String, u64)>), StoreError> {
         let Claimed {
             scope,
             local,
             claim,
         } = claimed;
         let Some(r) = self.replica() else {
-            if !changes.is_empty() {
-                if let super::Backend::Local(store) = &self.backend {
-                    // Nothing reads them after a local commit, so they move rather
-                    // than being copied, message bodies and all.
-                    store.commit(std::mem::take(changes)).await?;
-                }
-            }
-            return Ok(None);
+            return Ok((changes, None));
         };
         let (Some(claim), Some(mut local), false) = (claim, local, changes.is_empty()) else {
             if !emits.is_empty() {
                 r.publish_frames(emits);
             }
-            return Ok(None);
+            return Ok((changes, None));
         };
         let next = claim.seq + 1;
         if scope == DIRECTORY {
             // Marked applied before the commit: a conversation claim that reads this
-            // entry from the ledger must not apply it a second time.
+            // entry from the ledger must not apply it a second time (this node applies it
+            // itself once committed). Unmarked should the commit fail.
             let _dir = self.directory.write();
             r.directory.store(next, Ordering::Release);
         }
-        let seq = claim.commit(changes, emits).await?;
+        let seq = match claim.commit(&changes, emits).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                if scope == DIRECTORY {
+                    let _dir = self.directory.write();
+                    r.directory.store(next - 1, Ordering::Release);
+                }
+                return Err(e);
+            }
+        };
         debug_assert_eq!(seq, next);
         if scope != DIRECTORY {
             *local = seq;
         }
-        Ok(Some((scope, seq)))
+        Ok((changes, Some((scope, seq))))
     }
 
     /// Tell the other nodes about an entry this node committed.
@@ -260,15 +262,7 @@ impl Hub {
             return;
         }
         for change in &entry.changes {
-            match change {
-                Change::Reported { report } => {
-                    let mut reports = self.reports.lock();
-                    if !reports.iter().any(|r| r.id == report.id) {
-                        reports.push(report.clone());
-                    }
-                }
-                _ => dir.replay(change),
-            }
+            self.apply_to_directory(&mut dir, change);
         }
         for emit in &entry.emits {
             self.sessions.deliver(emit);
@@ -277,57 +271,29 @@ impl Hub {
         crate::metrics::cluster("entry_applied");
     }
 
-    /// Apply the next entry of a scope whose position lock is held: the changes, then the
-    /// frames for this node's sessions, then the recall timers of messages it stored.
+    /// Apply the next entry of a scope whose position lock is held, through the same
+    /// [`Hub::apply`] as live requests: the changes, then the frames for this node's
+    /// sessions, then the recall timers of messages it stored.
     async fn apply_entry(&self, pos: &mut u64, entry: Entry) {
         if entry.seq <= *pos {
             return;
         }
+        let slot = self.slot_or_insert(&entry.scope);
+        {
+            let mut guard = slot.lock().await;
+            self.apply(Some(&mut guard), &entry.changes, true);
+        }
         for change in &entry.changes {
-            match (change, change.conversation()) {
-                (Change::ConversationCreated { conversation: v }, _) => {
-                    if self.conversations.contains_key(&v.id) {
-                        continue;
-                    }
-                    let conv = Conversation::new(
-                        v.id.clone(),
-                        v.kind,
-                        v.participants.clone(),
-                        v.title.clone(),
-                        0,
-                    );
-                    for p in &v.participants {
-                        self.by_user
-                            .entry(p.clone())
-                            .or_default()
-                            .push(v.id.clone());
-                    }
-                    self.conversations
-                        .insert(v.id.clone(), Arc::new(AsyncMutex::new(conv)));
-                }
-                (Change::Reported { report }, _) => {
-                    let mut reports = self.reports.lock();
-                    if !reports.iter().any(|r| r.id == report.id) {
-                        reports.push(report.clone());
+            if let Change::MessageStored { message, .. } = change {
+                if message.kind == MessageKind::Message {
+                    if let Some(at) = message.recall_until {
+                        let _ = self.timers.send(RecallTimer {
+                            conversation: message.conversation.clone(),
+                            message: message.id.clone(),
+                            at,
+                        });
                     }
                 }
-                (_, Some(id)) => {
-                    if let Some(shared) = self.conversation(id) {
-                        shared.lock().await.replay_with(change, self);
-                    }
-                    if let Change::MessageStored { message, .. } = change {
-                        if message.kind == MessageKind::Message {
-                            if let Some(at) = message.recall_until {
-                                let _ = self.timers.send(RecallTimer {
-                                    conversation: message.conversation.clone(),
-                                    message: message.id.clone(),
-                                    at,
-                                });
-                            }
-                        }
-                    }
-                }
-                (_, None) => self.directory.write().replay(change),
             }
         }
         for emit in &entry.emits {
@@ -492,11 +458,6 @@ impl Replica {
     }
 }
 
-impl crate::core::Presence for Hub {
-    fn online(&self, user: &str) -> bool {
-        self.sessions.count(user) > 0 || self.replica().is_some_and(|r| r.online_elsewhere(user))
-    }
-}
 
 /// Route bulletins to the appliers, one scope always to the same one.
 async fn receive(hub: Weak<Hub>, mut incoming: mpsc::Receiver<Incoming>) {

@@ -178,12 +178,6 @@ impl SessionHandle {
     }
 }
 
-impl crate::core::Presence for Sessions {
-    fn online(&self, user: &str) -> bool {
-        self.count(user) > 0
-    }
-}
-
 /// user → live sessions.
 #[derive(Debug, Default)]
 pub struct Sessions {

@@ -17,8 +17,10 @@ pub struct StoreError(pub String);
 
 /// Durable home of every change.
 pub trait Store: Send + Sync + 'static {
-    /// Make `changes` durable, in order; resolves once they are committed.
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), StoreError>>;
+    /// Make `changes` durable, in order; resolves once they are committed, handing the
+    /// changes back (to be applied) without copying them. A failed commit stores none of
+    /// them.
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<Vec<Change>, StoreError>>;
 
     /// Every committed change, in commit order, to rebuild the state at start.
     fn load(&self) -> Result<Vec<Change>, StoreError>;
@@ -38,10 +40,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<Vec<Change>, StoreError>> {
         if !changes.is_empty() {
             let mut log = self.log.lock();
-            for change in changes {
+            for change in changes.iter().cloned() {
                 let purge = match &change {
                     Change::Recalled { message, .. } => Some(message.clone()),
                     Change::InmailDeleted {
@@ -63,7 +65,7 @@ impl Store for MemoryStore {
                 log.push(change);
             }
         }
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(changes) })
     }
 
     fn load(&self) -> Result<Vec<Change>, StoreError> {

@@ -81,8 +81,8 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Where the writer answers a commit request.
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Where the writer answers a commit request, handing the changes back.
+type Reply = oneshot::Sender<Result<Vec<Change>, StoreError>>;
 
 /// Work for the writer thread.
 enum Job {
@@ -232,8 +232,8 @@ impl Writer {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, requests = commits.len(), "commit failed");
                 }
-                for (_, reply) in commits {
-                    let _ = reply.send(result.clone());
+                for (changes, reply) in commits {
+                    let _ = reply.send(result.clone().map(|()| changes));
                 }
             }
             for reply in checkpoints {
@@ -518,9 +518,9 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<(), StoreError>> {
+    fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<Vec<Change>, StoreError>> {
         if changes.is_empty() {
-            return Box::pin(async { Ok(()) });
+            return Box::pin(async { Ok(changes) });
         }
         let (reply, done) = oneshot::channel();
         // Queued now, not when the future is first polled, so commit order is call order.

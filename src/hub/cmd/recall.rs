@@ -1,0 +1,50 @@
+//! `recall`, and the recall window's close: the sender is told when recall is gone.
+
+use crate::core::{Actor, RecallTimer};
+use crate::hub::sessions::SessionHandle;
+use crate::hub::Hub;
+
+pub(super) async fn run(
+    hub: &Hub,
+    session: &SessionHandle,
+    actor: &Actor,
+    id: String,
+    conversation: String,
+    message: String,
+) {
+    // Counted before the lock: a send racing this recall may or may not count, either
+    // order is a valid serialisation.
+    let sent = match hub.sent_recently_everywhere(&actor.user).await {
+        Some(n) => n,
+        None => hub.sent_recently(&actor.user),
+    };
+    hub.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
+        let result = c.recall(ctx, actor, &message, sent);
+        crate::metrics::recall(result.as_ref().map_or_else(|r| r.code().as_str(), |_| "ok"));
+        result
+    })
+    .await
+}
+
+impl Hub {
+    /// A recall window closed: if recall was still on offer, tell the sender it is gone.
+    pub(in crate::hub) async fn recall_window_closed(&self, timer: &RecallTimer) {
+        // Every node runs this timer and tells only its own sessions; catching up first
+        // means a read or recall committed on another node before the deadline counts.
+        if let Err(e) = self.catch_up(&timer.conversation, None).await {
+            tracing::warn!(error = %e, "cannot catch up before a recall window closes");
+        }
+        let Some(slot) = self.slot(&timer.conversation) else {
+            return;
+        };
+        let guard = slot.lock().await;
+        let out = {
+            let dir = self.directory.read();
+            let ctx = self.ctx(&dir);
+            guard.as_ref().and_then(|c| c.recall_expired(&ctx, &timer.message))
+        };
+        for emit in out.iter().flat_map(|o| &o.emits) {
+            self.sessions.deliver(emit);
+        }
+    }
+}

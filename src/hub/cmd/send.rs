@@ -1,0 +1,45 @@
+//! `send`: a message into a conversation, or a direct message to a user.
+
+use crate::core::{Actor, Opening, Refusal};
+use crate::hub::sessions::SessionHandle;
+use crate::hub::Hub;
+use parley_protocol::{MessageId, MessageKind, UserId};
+
+/// A new message id: time-ordered, so ids sort roughly by sending time.
+pub(super) fn new_message_id() -> MessageId {
+    format!("m-{}", uuid::Uuid::now_v7().simple())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    hub: &Hub,
+    session: &SessionHandle,
+    actor: &Actor,
+    id: String,
+    conversation: Option<String>,
+    to: Option<UserId>,
+    body: String,
+    reply_to: Option<MessageId>,
+) {
+    let kind = MessageKind::Message;
+    let send = |c: &crate::core::Conversation, ctx: &crate::core::Ctx| {
+        c.send(ctx, actor, &id, body, reply_to, kind, vec![], new_message_id)
+    };
+    match (conversation, to) {
+        (Some(conversation), None) => {
+            hub.on_conversation(session, actor, id.clone(), &conversation, true, send)
+                .await
+        }
+        (None, Some(to)) => match Opening::direct(&actor.user, &to) {
+            Ok(opening) => {
+                hub.on_opening(session, actor, id.clone(), opening, send)
+                    .await
+            }
+            Err(r) => hub.finish_unscoped(session, id.clone(), Err(r)).await,
+        },
+        _ => {
+            let r = Refusal::BadRequest("give exactly one of `conversation` and `to`".into());
+            hub.finish_unscoped(session, id.clone(), Err(r)).await
+        }
+    }
+}

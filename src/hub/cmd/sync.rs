@@ -1,0 +1,73 @@
+//! `sync`: everything a (re)connecting user should see — inbox, pending notifications,
+//! relations, settings and, given positions, what changed since.
+
+use crate::core::{Actor, Outcome};
+use crate::hub::sessions::SessionHandle;
+use crate::hub::Hub;
+use parley_protocol::AckResult;
+use std::collections::BTreeMap;
+
+/// Changes per conversation in one sync answer; the client syncs again when `more` is set.
+const SYNC_PAGE: usize = 200;
+
+pub(super) async fn run(
+    hub: &Hub,
+    session: &SessionHandle,
+    actor: &Actor,
+    id: String,
+    positions: Option<BTreeMap<String, u64>>,
+) {
+    let ack = hub.sync(&actor.user, positions).await;
+    hub.finish_unscoped(session, id, Ok(Outcome::with_ack(ack)))
+        .await
+}
+
+impl Hub {
+    fn conversations_of(&self, user: &str) -> Vec<String> {
+        self.by_user
+            .get(user)
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    async fn sync(&self, user: &str, positions: Option<BTreeMap<String, u64>>) -> AckResult {
+        // Everything committed anywhere before this request is answered.
+        self.catch_up_all(self.conversations_of(user)).await;
+        let mut rows = Vec::new();
+        let mut notifications = Vec::new();
+        let mut updates = Vec::new();
+        for cid in self.conversations_of(user) {
+            let Some(slot) = self.slot(&cid) else {
+                continue;
+            };
+            let mut guard = slot.lock().await;
+            let Some(conv) = guard.as_mut() else { continue };
+            let dir = self.directory.read();
+            let ctx = self.ctx(&dir);
+            if let Some(entry) = conv.inbox_entry(&ctx, user) {
+                rows.push((conv.last_activity(), entry));
+            }
+            // Collected notifications are not kept: after a restart every outstanding one
+            // is pending again, so none is lost.
+            notifications.extend(conv.take_pending(&ctx, user));
+            if let Some(positions) = &positions {
+                let since = positions.get(&cid).copied().unwrap_or(0);
+                updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
+            }
+        }
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+        notifications.sort_by_key(|n| n.sent_at);
+        let dir = self.directory.read();
+        let [connections, incoming_requests, outgoing_requests, blocked] = dir.relations(user);
+        AckResult::Sync {
+            inbox: rows.into_iter().map(|(_, e)| e).collect(),
+            notifications,
+            connections,
+            incoming_requests,
+            outgoing_requests,
+            blocked,
+            settings: dir.settings(user),
+            updates,
+        }
+    }
+}

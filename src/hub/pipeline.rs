@@ -1,0 +1,269 @@
+//! The one path every request takes: claim the scope, decide (a pure rule of the core),
+//! commit the decision's changes, apply them to the state in memory, deliver the frames,
+//! answer the requester, arm the recall timer, publish to the other nodes.
+//!
+//! Nothing is applied, shown or acknowledged before it is committed: a failed commit
+//! changes nothing and answers `unavailable`, so a retry with the same request id after
+//! recovery is decided afresh and stored once.
+
+use super::replica::Claimed;
+use super::sessions::SessionHandle;
+use super::{error_frame, Hub};
+use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
+use crate::core::Target;
+use crate::store::StoreError;
+use parley_protocol::{ErrorCode, ServerFrame};
+use std::hash::{Hash, Hasher};
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
+
+/// Directory decisions of this process, serialised per pair of users (or per user): two
+/// that touch the same relation never decide on the same old state.
+pub(super) struct Stripes([AsyncMutex<()>; 64]);
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Stripes(std::array::from_fn(|_| AsyncMutex::new(())))
+    }
+}
+
+impl Stripes {
+    /// Hold the stripe of the pair `a`, `b` (order does not matter).
+    pub async fn lock(&self, a: &str, b: &str) -> MutexGuard<'_, ()> {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (first, second).hash(&mut h);
+        self.0[h.finish() as usize % self.0.len()].lock().await
+    }
+}
+
+/// What a requester is told when storage fails: retryable, and nothing changed.
+const UNAVAILABLE: &str = "the server could not store this request; nothing changed. \
+                           Retry later with the same id";
+
+impl Hub {
+    /// Answer `id` with `unavailable` after a storage failure.
+    fn refuse_unavailable(&self, session: &SessionHandle, id: String, e: &StoreError) {
+        tracing::error!(error = %e, user = %session.user, request = %id, "storage failed; nothing changed");
+        crate::metrics::error(ErrorCode::Unavailable.as_str());
+        session.send(&error_frame(Some(id), ErrorCode::Unavailable, UNAVAILABLE));
+    }
+
+    /// Take a scope for a decision, or answer `unavailable` when the ledger cannot be
+    /// reached.
+    pub(super) async fn claim_or_refuse(
+        &self,
+        session: &SessionHandle,
+        id: &str,
+        scope: &str,
+    ) -> Option<Claimed> {
+        match self.claim(scope).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.refuse_unavailable(session, id.to_owned(), &e);
+                None
+            }
+        }
+    }
+
+    /// Commit, apply, deliver, answer, arm and publish a decision, in that order, with
+    /// the decided conversation (when there is one) still locked in `slot`: that keeps
+    /// every session's view of the conversation in one order.
+    pub(super) async fn finish(
+        &self,
+        claimed: Claimed,
+        slot: Option<&mut Option<Conversation>>,
+        session: &SessionHandle,
+        id: String,
+        decided: Result<Outcome, Refusal>,
+    ) {
+        let out = match decided {
+            Ok(out) => out,
+            Err(refusal) => {
+                claimed.release().await;
+                crate::metrics::error(refusal.code().as_str());
+                tracing::debug!(user = %session.user, request = %id, %refusal, "refused");
+                return session.send(&error_frame(Some(id), refusal.code(), refusal.to_string()));
+            }
+        };
+        let Outcome {
+            ack,
+            emits,
+            changes,
+            timer,
+        } = out;
+        let (changes, committed) = match self.commit(claimed, changes, &emits).await {
+            Ok(c) => c,
+            Err(e) => return self.refuse_unavailable(session, id, &e),
+        };
+        self.apply(slot, &changes, true);
+        for emit in &emits {
+            self.sessions.deliver(emit);
+        }
+        session.send(&ServerFrame::Ack { id, result: ack });
+        if let Some(timer) = timer {
+            let _ = self.timers.send(timer);
+        }
+        if let Some((scope, seq)) = committed {
+            self.publish_entry(&scope, seq, changes, emits);
+        }
+    }
+
+    /// A decision that needs no claim and touches no conversation.
+    pub(super) async fn finish_unscoped(
+        &self,
+        session: &SessionHandle,
+        id: String,
+        decided: Result<Outcome, Refusal>,
+    ) {
+        self.finish(Claimed::none(), None, session, id, decided)
+            .await
+    }
+
+    /// Run a rule on one conversation the actor takes part in, under its lock; a rule that
+    /// `decides` (may change something) first claims the conversation, which in a cluster
+    /// locks it on every node.
+    pub(super) async fn on_conversation(
+        &self,
+        session: &SessionHandle,
+        actor: &Actor,
+        id: String,
+        conversation: &str,
+        decides: bool,
+        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+    ) {
+        let claimed = if decides {
+            let Some(c) = self.claim_or_refuse(session, &id, conversation).await else {
+                return;
+            };
+            c
+        } else {
+            // A read-only answer still reflects everything committed on any node.
+            if let Err(e) = self.catch_up(conversation, None).await {
+                tracing::warn!(error = %e, "cannot catch up; answering from this node's copy");
+            }
+            Claimed::none()
+        };
+        let Some(slot) = self.slot(conversation) else {
+            let refused = Err(Refusal::NotFound("conversation"));
+            return self.finish(claimed, None, session, id, refused).await;
+        };
+        let mut guard = slot.lock().await;
+        let decided = match guard.as_ref() {
+            Some(conv) if conv.is_participant(&actor.user) => {
+                let dir = self.directory.read();
+                rule(conv, &self.ctx(&dir))
+            }
+            _ => Err(Refusal::NotFound("conversation")),
+        };
+        self.finish(claimed, Some(&mut guard), session, id, decided)
+            .await;
+    }
+
+    /// Run `rule` on the conversation `opening` names, opening it when it does not exist
+    /// yet (after `Opening::check`). A new conversation is committed, and announced ahead
+    /// of the rule's own frames, only when the rule succeeds: a refused first request
+    /// leaves nothing behind.
+    pub(super) async fn on_opening(
+        &self,
+        session: &SessionHandle,
+        actor: &Actor,
+        id: String,
+        opening: Opening,
+        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+    ) {
+        // Claimed before the checks: in a cluster, the claim brings in every connection
+        // and block committed on any node.
+        let Some(claimed) = self.claim_or_refuse(session, &id, &opening.id).await else {
+            return;
+        };
+        let slot = self.slot_or_insert(&opening.id);
+        let mut guard = slot.lock().await;
+        let decided = {
+            let dir = self.directory.read();
+            let ctx = self.ctx(&dir);
+            match guard.as_ref() {
+                // A retry finds its conversation and gets its original answer.
+                Some(conv) if conv.is_participant(&actor.user) => rule(conv, &ctx),
+                Some(_) => Err(Refusal::NotFound("conversation")),
+                None => opening.check(&dir).and_then(|()| {
+                    let fresh = opening.conversation(ctx.now);
+                    rule(&fresh, &ctx).map(|out| announce(&fresh, actor, out))
+                }),
+            }
+        };
+        self.finish(claimed, Some(&mut guard), session, id, decided)
+            .await;
+        let empty = guard.is_none();
+        drop(guard);
+        drop(slot);
+        if empty {
+            self.drop_empty_slot(&opening.id);
+        }
+    }
+
+    /// Run a directory rule about the pair `a`, `b` (the same user twice for one user's
+    /// own settings), serialised with every other decision about that pair.
+    pub(super) async fn on_directory(
+        &self,
+        session: &SessionHandle,
+        id: String,
+        (a, b): (&str, &str),
+        rule: impl FnOnce(&Directory) -> Result<Outcome, Refusal>,
+    ) {
+        let _pair = self.directory_locks.lock(a, b).await;
+        let Some(claimed) = self
+            .claim_or_refuse(session, &id, crate::cluster::DIRECTORY)
+            .await
+        else {
+            return;
+        };
+        let decided = rule(&self.directory.read());
+        self.finish(claimed, None, session, id, decided).await;
+    }
+
+    /// Make `changes` durable: in a cluster as the claimed scope's next entry (its number
+    /// is returned with the scope), else in the local store. The changes come back to be
+    /// applied; frames that change nothing still reach the other nodes' sessions.
+    pub(super) async fn commit(
+        &self,
+        claimed: Claimed,
+        changes: Vec<Change>,
+        emits: &[Emit],
+    ) -> Result<(Vec<Change>, Option<(String, u64)>), StoreError> {
+        match &self.backend {
+            super::Backend::Local(store) => {
+                if changes.is_empty() {
+                    return Ok((changes, None));
+                }
+                Ok((store.commit(changes).await?, None))
+            }
+            super::Backend::Node(_) => self.commit_to_ledger(claimed, changes, emits).await,
+        }
+    }
+}
+
+/// A first decision on a new conversation: its creation first, then the rule's changes,
+/// and its participants told about it ahead of the rule's frames (the actor's own
+/// session learns it from the answer).
+fn announce(fresh: &Conversation, actor: &Actor, out: Outcome) -> Outcome {
+    let mut announced = Outcome::with_ack(out.ack);
+    announced.changes.push(fresh.created());
+    announced.changes.extend(out.changes);
+    let to = fresh
+        .participants()
+        .iter()
+        .map(|p| Target {
+            user: p.clone(),
+            except: (actor.user == *p).then_some(actor.session),
+        })
+        .collect();
+    announced.emit(
+        to,
+        ServerFrame::Conversation {
+            conversation: fresh.view(),
+        },
+    );
+    announced.emits.extend(out.emits);
+    announced.timer = out.timer;
+    announced
+}
