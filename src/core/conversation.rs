@@ -5,10 +5,10 @@ use super::{
     deadline, window_open, Actor, Change, Ctx, Online, Outcome, RecallTimer, Refusal, Target,
 };
 use parley_protocol::{
-    AckResult, ConversationKind, ConversationUpdate, ConversationView, InboxEntry, MessageId,
-    MessageKind, MessageState, MessageView, Millis, NotificationPreview, NotificationView,
-    Limits, ReadReceipts, RecallClosedReason, Receipt, RemovalMode, RetractReason, ServerFrame,
-    UserId,
+    AckResult, ConversationKind, ConversationUpdate, ConversationView, InboxEntry, Limits,
+    MessageId, MessageKind, MessageState, MessageView, Millis, NotificationPreview,
+    NotificationView, ReadReceipts, RecallClosedReason, Receipt, RemovalMode, RetractReason,
+    ServerFrame, UserId,
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -531,7 +531,11 @@ impl Conversation {
         applies: impl Fn(&str) -> bool + 'a,
     ) -> impl Iterator<Item = &'a UserId> + 'a {
         self.participants.iter().filter(move |u| {
-            applies(u) && self.members.get(*u).is_some_and(|m| m.notified.contains(&seq))
+            applies(u)
+                && self
+                    .members
+                    .get(*u)
+                    .is_some_and(|m| m.notified.contains(&seq))
         })
     }
 
@@ -1084,7 +1088,11 @@ fn notification(message: &MessageView, preview: NotificationPreview) -> Notifica
 }
 
 /// When recall (a message) or InMail delete (an InMail) stops being on offer.
-fn deadlines(kind: MessageKind, sent_at: Millis, limits: &Limits) -> (Option<Millis>, Option<Millis>) {
+fn deadlines(
+    kind: MessageKind,
+    sent_at: Millis,
+    limits: &Limits,
+) -> (Option<Millis>, Option<Millis>) {
     match kind {
         MessageKind::Message => (deadline(sent_at, limits.recall_window_ms), None),
         _ => (None, deadline(sent_at, limits.inmail_delete_window_ms)),

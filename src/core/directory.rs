@@ -336,10 +336,7 @@ impl Directory {
 
     /// Apply a rule's committed outcome (tests of the rules alone).
     #[cfg(test)]
-    pub(crate) fn commit(
-        &mut self,
-        decided: Result<Outcome, Refusal>,
-    ) -> Result<Outcome, Refusal> {
+    pub(crate) fn commit(&mut self, decided: Result<Outcome, Refusal>) -> Result<Outcome, Refusal> {
         if let Ok(out) = &decided {
             for change in &out.changes {
                 self.apply(change);

@@ -79,9 +79,10 @@ impl Opening {
                     ));
                 }
                 others.iter().try_for_each(|p| dir.check_direct(me, p))?;
-                let blocked = others.iter().enumerate().any(|(i, a)| {
-                    others[i + 1..].iter().any(|b| dir.blocked_either(a, b))
-                });
+                let blocked = others
+                    .iter()
+                    .enumerate()
+                    .any(|(i, a)| others[i + 1..].iter().any(|b| dir.blocked_either(a, b)));
                 if blocked {
                     return Err(Refusal::RecipientUnavailable);
                 }

@@ -110,7 +110,9 @@ impl World {
         id: &str,
         sent_recently: u32,
     ) -> Result<Outcome, Refusal> {
-        self.decide(now, |c, ctx| c.recall(ctx, &actor(who, 1), id, sent_recently))
+        self.decide(now, |c, ctx| {
+            c.recall(ctx, &actor(who, 1), id, sent_recently)
+        })
     }
 
     fn read(&mut self, now: Millis, who: &str, id: &str) -> Result<Outcome, Refusal> {
@@ -179,12 +181,22 @@ fn a_decision_changes_nothing_until_it_is_applied() {
     let ctx = w.ctx(0);
     let undecided = w
         .conv
-        .send(&ctx, &actor("a", 1), "r", "hi".into(), None, MessageKind::Message, vec![], || {
-            "m0".into()
-        })
+        .send(
+            &ctx,
+            &actor("a", 1),
+            "r",
+            "hi".into(),
+            None,
+            MessageKind::Message,
+            vec![],
+            || "m0".into(),
+        )
         .unwrap();
     assert_eq!(undecided.changes.len(), 1);
-    assert!(w.history("b").is_empty(), "a message not applied is not there");
+    assert!(
+        w.history("b").is_empty(),
+        "a message not applied is not there"
+    );
 
     let m = w.send(0, "a");
     let ctx = w.ctx(1);
@@ -335,7 +347,9 @@ fn inmail_delete_is_silent_for_sender_and_primary_and_spares_copies() {
 fn delete_for_me_leaves_a_tombstone_for_the_deleter_only() {
     let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
     let m = w.send(0, "a");
-    let out = w.decide(1, |c, _| c.delete_for_me(&actor("b", 3), &m)).unwrap();
+    let out = w
+        .decide(1, |c, _| c.delete_for_me(&actor("b", 3), &m))
+        .unwrap();
     assert_eq!(out.emits.len(), 1);
     assert_eq!(
         out.emits[0].to,

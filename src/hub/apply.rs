@@ -141,7 +141,10 @@ impl Hub {
         let dir = self.directory.read();
         let ctx = self.ctx(&dir);
         for entry in self.conversations.iter() {
-            let guard = entry.value().try_lock().expect("nothing else runs at start");
+            let guard = entry
+                .value()
+                .try_lock()
+                .expect("nothing else runs at start");
             for timer in guard.iter().flat_map(|c| c.open_recall_windows(&ctx)) {
                 let _ = self.timers.send(timer);
             }

@@ -9,8 +9,8 @@
 use super::replica::Claimed;
 use super::sessions::SessionHandle;
 use super::{error_frame, Hub};
-use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
 use crate::core::Target;
+use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
 use crate::store::StoreError;
 use parley_protocol::{ErrorCode, ServerFrame};
 use std::hash::{Hash, Hasher};

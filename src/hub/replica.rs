@@ -458,7 +458,6 @@ impl Replica {
     }
 }
 
-
 /// Route bulletins to the appliers, one scope always to the same one.
 async fn receive(hub: Weak<Hub>, mut incoming: mpsc::Receiver<Incoming>) {
     let mut appliers = Vec::with_capacity(APPLIERS);

@@ -18,7 +18,16 @@ pub(super) async fn run(
     let opening = Opening::inmail(&actor.user, &id, &to, cc);
     let copied = opening.participants[2..].to_vec();
     hub.on_opening(session, actor, id.clone(), opening, |c, ctx| {
-        c.send(ctx, actor, &id, body, None, MessageKind::Inmail, copied, new_message_id)
+        c.send(
+            ctx,
+            actor,
+            &id,
+            body,
+            None,
+            MessageKind::Inmail,
+            copied,
+            new_message_id,
+        )
     })
     .await
 }

@@ -6,7 +6,13 @@ use crate::hub::sessions::SessionHandle;
 use crate::hub::Hub;
 use parley_protocol::UserId;
 
-pub(super) async fn run(hub: &Hub, session: &SessionHandle, actor: &Actor, id: String, user: UserId) {
+pub(super) async fn run(
+    hub: &Hub,
+    session: &SessionHandle,
+    actor: &Actor,
+    id: String,
+    user: UserId,
+) {
     if let Err(e) = hub.catch_up(DIRECTORY, None).await {
         tracing::warn!(error = %e, "cannot catch up; answering from this node's copy");
     }

@@ -41,7 +41,9 @@ impl Hub {
         let out = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            guard.as_ref().and_then(|c| c.recall_expired(&ctx, &timer.message))
+            guard
+                .as_ref()
+                .and_then(|c| c.recall_expired(&ctx, &timer.message))
         };
         for emit in out.iter().flat_map(|o| &o.emits) {
             self.sessions.deliver(emit);

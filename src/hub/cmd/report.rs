@@ -29,7 +29,14 @@ pub(super) async fn file(
             let message = message.clone();
             hub.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
                 let snapshot = c.snapshot(ctx, &actor.user, &message)?;
-                Ok(Reports::file(report, actor, target, reason, Some(snapshot), ctx.now))
+                Ok(Reports::file(
+                    report,
+                    actor,
+                    target,
+                    reason,
+                    Some(snapshot),
+                    ctx.now,
+                ))
             })
             .await
         }
@@ -38,8 +45,9 @@ pub(super) async fn file(
                 return;
             };
             let checked = reports::check_user_target(&hub.directory.read(), actor, user);
-            let decided = checked
-                .map(|()| Reports::file(report, actor, target.clone(), reason, None, hub.clock.now()));
+            let decided = checked.map(|()| {
+                Reports::file(report, actor, target.clone(), reason, None, hub.clock.now())
+            });
             hub.finish(claimed, None, session, id, decided).await
         }
     }

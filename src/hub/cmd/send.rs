@@ -23,7 +23,16 @@ pub(super) async fn run(
 ) {
     let kind = MessageKind::Message;
     let send = |c: &crate::core::Conversation, ctx: &crate::core::Ctx| {
-        c.send(ctx, actor, &id, body, reply_to, kind, vec![], new_message_id)
+        c.send(
+            ctx,
+            actor,
+            &id,
+            body,
+            reply_to,
+            kind,
+            vec![],
+            new_message_id,
+        )
     };
     match (conversation, to) {
         (Some(conversation), None) => {
