@@ -3,6 +3,8 @@
 //! without a disk; durable stores implement the same trait.
 
 mod sqlite;
+mod stored_changes;
+mod stored_form;
 
 pub use sqlite::{database_path, Durability, SqliteOptions, SqliteStore};
 

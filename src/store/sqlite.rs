@@ -16,7 +16,7 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
-use super::{Store, StoreError};
+use super::{stored_changes, stored_form, Store, StoreError};
 use crate::core::Change;
 use futures::future::BoxFuture;
 use rusqlite::backup::{Backup, StepResult};
@@ -30,10 +30,16 @@ use tokio::sync::oneshot;
 
 /// Schema migrations in the order they apply; `PRAGMA user_version` counts those applied,
 /// so a migration, once released, is never edited, only followed by a new one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init.sql",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init.sql",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        "0002_tables.sql",
+        include_str!("../../migrations/0002_tables.sql"),
+    ),
+];
 
 /// Requests the writer takes into one transaction at most, so one huge burst cannot hold
 /// every early requester behind a very long transaction.
@@ -151,6 +157,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (n, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction().map_err(|e| err(name, e))?;
         tx.execute_batch(sql).map_err(|e| err(name, e))?;
+        if *name == "0002_tables.sql" {
+            carry_over_change_log(&tx).map_err(|e| err(name, e))?;
+        }
         tx.pragma_update(None, "user_version", n + 1)
             .map_err(|e| err(name, e))?;
         tx.commit().map_err(|e| err(name, e))?;
@@ -158,35 +167,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The serde tag of a serialised change, read back so the two can never disagree.
-#[derive(serde::Deserialize)]
-struct Kind<'a> {
-    kind: &'a str,
-}
-
-/// The message a change is about, for the purge index. Reports are left out on purpose:
-/// their snapshot is evidence and must survive the purge of the message.
-fn message_of(change: &Change) -> Option<&str> {
-    match change {
-        Change::MessageStored { message, .. } => Some(&message.id),
-        Change::Recalled { message, .. }
-        | Change::InmailDeleted { message, .. }
-        | Change::DeletedForMe { message, .. } => Some(message),
-        _ => None,
+/// Move the change log of schema 1 into the tables of schema 2, each change written by
+/// the same code as a live commit, then drop the log.
+fn carry_over_change_log(tx: &rusqlite::Transaction) -> Result<(), StoreError> {
+    let now = now_ms();
+    {
+        let mut rows = tx
+            .prepare("SELECT pos, data FROM changes ORDER BY pos")
+            .map_err(|e| err("read the change log", e))?;
+        let mut rows = rows.query([]).map_err(|e| err("read the change log", e))?;
+        while let Some(row) = rows.next().map_err(|e| err("read the change log", e))? {
+            let pos: i64 = row.get(0).map_err(|e| err("read the change log", e))?;
+            let data: String = row.get(1).map_err(|e| err("read the change log", e))?;
+            let change: Change = serde_json::from_str(&data)
+                .map_err(|e| err(format!("change {pos} is unreadable"), e))?;
+            stored_form::write(tx, &change, None, now).map_err(|e| err("carry over", e))?;
+        }
     }
-}
-
-/// The message whose content `change` removes, if it does.
-fn purged_by(change: &Change) -> Option<&str> {
-    match change {
-        Change::Recalled { message, .. }
-        | Change::InmailDeleted {
-            message,
-            purge: true,
-            ..
-        } => Some(message),
-        _ => None,
-    }
+    tx.execute_batch("DROP TABLE changes")
+        .map_err(|e| err("drop the change log", e))
 }
 
 /// The writer thread's state: the only connection that writes.
@@ -249,45 +248,28 @@ impl Writer {
         let purge_after = self.retention.map(|r| now_ms() + r.as_millis() as i64);
         let tx = self.conn.transaction().map_err(|e| err("begin", e))?;
         let mut purged = false;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO changes (kind, conversation, message, data) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(|e| err("prepare", e))?;
-            for (changes, _) in batch {
-                for change in changes {
-                    let data = serde_json::to_string(change).map_err(|e| err("encode", e))?;
-                    let kind = serde_json::from_str::<Kind>(&data)
-                        .map_err(|e| err("encode", e))?
-                        .kind;
-                    insert
-                        .execute(params![
-                            kind,
-                            change.conversation(),
-                            message_of(change),
-                            data
-                        ])
-                        .map_err(|e| err("insert", e))?;
-                    if let Some(message) = purged_by(change) {
-                        purge_body(&tx, message, purge_after).map_err(|e| err("purge", e))?;
-                        purged = true;
-                    }
-                }
+        let now = now_ms();
+        for (changes, _) in batch {
+            for change in changes {
+                let written = stored_form::write(&tx, change, purge_after, now)
+                    .map_err(|e| err("write", e))?;
+                purged |= written.purged;
             }
         }
         let expired = expire_retained(&tx).map_err(|e| err("expire", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
         // With retention the body is still wanted, so the log need not be truncated yet.
-        self.log_holds_purged |= (purged && purge_after.is_none()) || expired > 0;
+        self.log_holds_purged |= purged || expired > 0;
         Ok(())
     }
 
     /// Purge expired retained bodies, then truncate the log if it may hold purged text.
     fn maintain(&mut self) {
         self.last_maintenance = Instant::now();
+        if let Err(e) = stored_form::expire_requests(&self.conn, now_ms()) {
+            tracing::warn!(error = %e, "cannot forget old request ids");
+        }
         match expire_retained(&self.conn) {
             Ok(n) => self.log_holds_purged |= n > 0,
             Err(e) => tracing::warn!(error = %e, "cannot purge expired retained content"),
@@ -315,27 +297,6 @@ impl Writer {
         self.log_holds_purged = false;
         Ok(())
     }
-}
-
-/// Remove the body from the stored row of `message`, keeping it in `retained` until
-/// `purge_after` when a retention period is set.
-fn purge_body(conn: &Connection, message: &str, purge_after: Option<i64>) -> rusqlite::Result<()> {
-    if let Some(deadline) = purge_after {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO retained (message, body, purge_after) \
-             SELECT message, json_extract(data, '$.message.body'), ?2 FROM changes \
-             WHERE message = ?1 AND kind = 'message_stored' \
-             AND json_type(data, '$.message.body') IS NOT NULL",
-        )?
-        .execute(params![message, deadline])?;
-    }
-    conn.prepare_cached(
-        "UPDATE changes SET data = json_remove(data, '$.message.body') \
-         WHERE message = ?1 AND kind = 'message_stored' \
-         AND json_type(data, '$.message.body') IS NOT NULL",
-    )?
-    .execute(params![message])?;
-    Ok(())
 }
 
 /// Delete retained bodies whose period has passed; returns how many.
@@ -533,32 +494,54 @@ impl Store for SqliteStore {
 
     fn load(&self) -> Result<Vec<Change>, StoreError> {
         let conn = open_reader(&self.path).map_err(|e| err("load", e))?;
-        let mut rows = conn
-            .prepare("SELECT pos, data FROM changes ORDER BY pos")
-            .map_err(|e| err("load", e))?;
-        let rows = rows
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| err("load", e))?;
-        rows.map(|row| {
-            let (pos, data) = row.map_err(|e| err("load", e))?;
-            serde_json::from_str(&data).map_err(|e| err(format!("change {pos} is unreadable"), e))
-        })
-        .collect()
+        stored_changes::load(&conn).map_err(|e| err("load", e))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parley_protocol::{MessageKind, MessageState, MessageView, ReportTarget, ReportView};
+    use parley_protocol::{
+        ConversationKind, ConversationView, MessageKind, MessageState, MessageView, ReportTarget,
+        ReportView,
+    };
+
+    /// Positions for test messages: unique, rising in the order the fixtures are made.
+    static NEXT_SEQ: AtomicU64 = AtomicU64::new(1);
+
+    /// The users and the conversation every test writes into.
+    fn setup() -> Vec<Change> {
+        let mut changes: Vec<Change> = ["a", "b", "c"]
+            .map(|u| Change::UserCreated { user: u.into() })
+            .into();
+        changes.push(Change::ConversationCreated {
+            conversation: ConversationView {
+                id: "c".into(),
+                kind: ConversationKind::Group,
+                participants: vec!["a".into(), "b".into(), "c".into()],
+                title: Some("t".into()),
+            },
+            at: 1,
+        });
+        changes
+    }
+
+    /// What the tables hold about messages, in position order (users and the
+    /// conversation left out).
+    fn history(store: &SqliteStore) -> Vec<Change> {
+        let mut all = store.load().unwrap();
+        all.retain(|c| c.conversation().is_some() && !setup().contains(c));
+        all
+    }
 
     fn view(id: &str, body: &str) -> MessageView {
         MessageView {
             id: id.into(),
             conversation: "c".into(),
-            seq: 1,
+            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
             sender: "a".into(),
-            sent_at: 1,
+            // Recent: request ids are remembered for a day after sending.
+            sent_at: now_ms(),
             kind: MessageKind::Message,
             state: MessageState::Visible,
             body: Some(body.into()),
@@ -587,7 +570,13 @@ mod tests {
     }
 
     fn open(dir: &Path) -> SqliteStore {
-        SqliteStore::open(dir, SqliteOptions::default()).unwrap()
+        set_up(SqliteStore::open(dir, SqliteOptions::default()).unwrap())
+    }
+
+    /// `store` with the users and conversation of [`setup`] committed.
+    fn set_up(store: SqliteStore) -> SqliteStore {
+        futures::executor::block_on(store.commit(setup())).unwrap();
+        store
     }
 
     /// Whether any file in `dir` (database, log, shared memory) holds `needle`.
@@ -627,7 +616,13 @@ mod tests {
         for c in commits {
             c.await.unwrap();
         }
-        assert_eq!(store.load().unwrap(), changes);
+        // The directory comes first, then the conversation with its messages and state
+        // changes in position order.
+        let mut expected = setup();
+        let block = changes.pop().unwrap();
+        expected.insert(3, block);
+        expected.extend(changes);
+        assert_eq!(store.load().unwrap(), expected);
         drop(store);
         let again = SqliteStore::open(
             dir.path(),
@@ -637,7 +632,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(again.load().unwrap(), changes);
+        assert_eq!(again.load().unwrap(), expected);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,7 +655,7 @@ mod tests {
             t.await.unwrap();
         }
         let transactions = store.transactions() - before;
-        assert_eq!(store.load().unwrap().len(), 400);
+        assert_eq!(history(&store).len(), 400);
         assert!(
             transactions < 400 / 2,
             "{transactions} transactions for 400 concurrent commits"
@@ -713,7 +708,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let kept = "a-neighbouring-message-that-stays-0815";
-        store.commit(vec![stored("m1", body)]).await.unwrap();
+        let first = stored("m1", body);
+        store.commit(vec![first.clone()]).await.unwrap();
         store.commit(vec![stored("m2", kept)]).await.unwrap();
         store.checkpoint().unwrap();
         assert!(
@@ -727,11 +723,11 @@ mod tests {
             "purged from the files, write-ahead log included"
         );
         assert!(files_contain(dir.path(), kept));
-        let log = store.load().unwrap();
+        let log = history(&store);
         let Change::MessageStored {
             mut message,
             client_id,
-        } = stored("m1", body)
+        } = first
         else {
             unreachable!()
         };
@@ -745,14 +741,16 @@ mod tests {
     #[tokio::test]
     async fn the_writer_truncates_the_log_after_a_purge_by_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            dir.path(),
-            SqliteOptions {
-                maintenance_interval: Duration::from_millis(100),
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap();
+        let store = set_up(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    maintenance_interval: Duration::from_millis(100),
+                    ..SqliteOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         let secret = "purged-without-an-explicit-checkpoint-3141";
         let body = format!("{}{secret}", "lorem ipsum ".repeat(700));
         store.commit(vec![stored("m1", &body)]).await.unwrap();
@@ -798,7 +796,7 @@ mod tests {
         both.await.unwrap();
         store.checkpoint().unwrap();
         assert!(!files_contain(dir.path(), "same-batch-text-5150"));
-        assert_eq!(body_of(&store.load().unwrap()[0]), None);
+        assert_eq!(body_of(&history(&store)[0]), None);
     }
 
     #[tokio::test]
@@ -823,32 +821,33 @@ mod tests {
         store.commit(vec![report.clone()]).await.unwrap();
         store.commit(vec![recalled("m1")]).await.unwrap();
         store.checkpoint().unwrap();
-        let log = store.load().unwrap();
-        assert_eq!(body_of(&log[0]), None);
-        assert_eq!(log[1], report);
+        let all = store.load().unwrap();
+        assert!(
+            all.contains(&report),
+            "the report and its snapshot are kept"
+        );
+        assert_eq!(body_of(&history(&store)[0]), None);
     }
 
     #[tokio::test]
     async fn with_retention_the_body_is_kept_until_it_passes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(
-            dir.path(),
-            SqliteOptions {
-                retention: Some(Duration::from_secs(3)),
-                maintenance_interval: Duration::from_millis(100),
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap();
+        let store = set_up(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    retention: Some(Duration::from_secs(3)),
+                    maintenance_interval: Duration::from_millis(100),
+                    ..SqliteOptions::default()
+                },
+            )
+            .unwrap(),
+        );
         let text = "kept-for-moderation-for-a-while-7272";
         store.commit(vec![stored("m1", text)]).await.unwrap();
         store.commit(vec![recalled("m1")]).await.unwrap();
         store.checkpoint().unwrap();
-        assert_eq!(
-            body_of(&store.load().unwrap()[0]),
-            None,
-            "gone from the log"
-        );
+        assert_eq!(body_of(&history(&store)[0]), None, "gone from the table");
         assert_eq!(store.retained_body("m1").unwrap().as_deref(), Some(text));
         assert!(files_contain(dir.path(), text), "retained in the files");
         // No commit and no explicit checkpoint: the writer's own tick purges it.

@@ -1,0 +1,308 @@
+//! Reading the tables back as the changes that made them, in an order that applies to
+//! the same state: the directory first, then each conversation with its messages and
+//! state changes in position order.
+
+use super::stored_form::{
+    conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
+    DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED,
+};
+use crate::core::Change;
+use parley_protocol::{
+    ConnectionState, ConversationView, MessageKind, MessageState, MessageView, ReportTarget,
+    ReportView, Settings,
+};
+use rusqlite::{Connection, Row};
+use std::collections::HashMap;
+
+/// Every change needed to rebuild the state the tables hold.
+pub fn load(conn: &Connection) -> rusqlite::Result<Vec<Change>> {
+    let mut out = Vec::new();
+    directory(conn, &mut out)?;
+    reports(conn, &mut out)?;
+    let requests = requests(conn)?;
+    let mut conversations =
+        conn.prepare("SELECT id, name, kind, title, created_at FROM conversations ORDER BY id")?;
+    let rows = conversations.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, name, kind, title, at) = row?;
+        conversation(conn, id, name, kind, title, at, &requests, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn directory(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
+    let mut users = conn.prepare(
+        "SELECT handle, who_can_message, read_receipts, notification_preview FROM users",
+    )?;
+    for row in users.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, [r.get(1)?, r.get(2)?, r.get(3)?]))
+    })? {
+        let (user, codes) = row?;
+        let settings = settings_from(codes);
+        out.push(Change::UserCreated { user: user.clone() });
+        if settings != Settings::default() {
+            out.push(Change::Settings { user, settings });
+        }
+    }
+    let mut relations = conn.prepare("SELECT a, b, state FROM relations")?;
+    for row in relations.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (from, to, state) = row?;
+        let state = match state {
+            CONNECTED if from < to => ConnectionState::Connected,
+            REQUESTED => ConnectionState::Requested,
+            _ => continue,
+        };
+        out.push(Change::Relation { from, to, state });
+    }
+    let mut blocks = conn.prepare("SELECT blocker, blocked FROM blocks")?;
+    for row in blocks.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (blocker, blocked) = row?;
+        out.push(Change::Block {
+            blocker,
+            blocked,
+            on: true,
+        });
+    }
+    Ok(())
+}
+
+fn reports(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
+    let mut reports = conn.prepare(
+        "SELECT id, reporter, target_kind, target, target_message, reason, at, snap_id, \
+         snap_seq, snap_sender, snap_sent_at, snap_kind, snap_body, snap_reply_to, snap_to, \
+         snap_cc FROM reports ORDER BY at, id",
+    )?;
+    for report in reports.query_map([], report)? {
+        out.push(Change::Reported { report: report? });
+    }
+    Ok(())
+}
+
+fn report(r: &Row) -> rusqlite::Result<ReportView> {
+    let target = match r.get::<_, i64>(2)? {
+        0 => ReportTarget::Message {
+            conversation: r.get(3)?,
+            message: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+        },
+        _ => ReportTarget::User { user: r.get(3)? },
+    };
+    let snapshot = match r.get::<_, Option<String>>(7)? {
+        None => None,
+        Some(id) => Some(MessageView {
+            id,
+            conversation: r.get(3)?,
+            seq: r.get::<_, i64>(8)? as u64,
+            sender: r.get(9)?,
+            sent_at: r.get(10)?,
+            kind: message_kind_from(r.get(11)?),
+            state: MessageState::Visible,
+            body: r.get(12)?,
+            reply_to: r.get(13)?,
+            to: r.get(14)?,
+            cc: split_lines(r.get(15)?),
+            recall_until: None,
+            delete_until: None,
+        }),
+    };
+    Ok(ReportView {
+        id: r.get(0)?,
+        reporter: r.get(1)?,
+        target,
+        reason: r.get(5)?,
+        at: r.get(6)?,
+        snapshot,
+    })
+}
+
+/// (conversation, seq) → the client request id still remembered for it.
+fn requests(conn: &Connection) -> rusqlite::Result<HashMap<(i64, i64), String>> {
+    let mut rows = conn.prepare("SELECT conversation, seq, request FROM requests")?;
+    let map = rows
+        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(map)
+}
+
+/// One stored message, as read back.
+struct Stored {
+    seq: i64,
+    view: MessageView,
+}
+
+/// One state change, as read back.
+struct Event {
+    pos: i64,
+    kind: i64,
+    user: Option<String>,
+    seq: Option<i64>,
+    at: Option<i64>,
+    flags: Option<i64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conversation(
+    conn: &Connection,
+    id: i64,
+    name: String,
+    kind: i64,
+    title: Option<String>,
+    at: i64,
+    requests: &HashMap<(i64, i64), String>,
+    out: &mut Vec<Change>,
+) -> rusqlite::Result<()> {
+    let mut members =
+        conn.prepare_cached("SELECT user FROM members WHERE conversation = ?1 ORDER BY ord")?;
+    let participants: Vec<String> = members
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let primary = participants.get(1).cloned();
+    out.push(Change::ConversationCreated {
+        conversation: ConversationView {
+            id: name.clone(),
+            kind: conversation_kind_from(kind),
+            participants,
+            title,
+        },
+        at,
+    });
+    let messages = messages(conn, id, &name, primary)?;
+    let events = events(conn, id)?;
+    // seq → (message id, whether it copies anyone): what the state changes refer to.
+    let mut ids: HashMap<i64, (String, bool)> = HashMap::new();
+    let mut events = events.into_iter().peekable();
+    for m in messages {
+        while let Some(e) = events.next_if(|e| e.pos < m.seq) {
+            out.extend(event_change(&name, e, &ids));
+        }
+        ids.insert(m.seq, (m.view.id.clone(), !m.view.cc.is_empty()));
+        let client_id = requests.get(&(id, m.seq)).cloned().unwrap_or_default();
+        out.push(Change::MessageStored {
+            message: m.view,
+            client_id,
+        });
+    }
+    for e in events {
+        out.extend(event_change(&name, e, &ids));
+    }
+    Ok(())
+}
+
+fn messages(
+    conn: &Connection,
+    id: i64,
+    name: &str,
+    primary: Option<String>,
+) -> rusqlite::Result<Vec<Stored>> {
+    let mut rows = conn.prepare_cached(
+        "SELECT seq, id, sender, sent_at, kind, body, reply_to, cc FROM messages \
+         WHERE conversation = ?1 ORDER BY seq",
+    )?;
+    let out = rows
+        .query_map([id], |r| {
+            let seq: i64 = r.get(0)?;
+            let kind = message_kind_from(r.get(4)?);
+            let reply_to = match r.get_ref(6)? {
+                rusqlite::types::ValueRef::Null => None,
+                v => Some(id_from_sql(v)?),
+            };
+            Ok(Stored {
+                seq,
+                view: MessageView {
+                    id: id_from_sql(r.get_ref(1)?)?,
+                    conversation: name.to_owned(),
+                    seq: seq as u64,
+                    sender: r.get(2)?,
+                    sent_at: r.get(3)?,
+                    kind,
+                    state: MessageState::Visible,
+                    body: r.get(5)?,
+                    reply_to,
+                    to: (kind == MessageKind::Inmail)
+                        .then(|| primary.clone())
+                        .flatten(),
+                    cc: split_lines(r.get(7)?),
+                    recall_until: None,
+                    delete_until: None,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(out)
+}
+
+fn events(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Event>> {
+    let mut rows = conn.prepare_cached(
+        "SELECT pos, kind, user, seq, at, flags FROM events WHERE conversation = ?1 \
+         ORDER BY pos, rowid",
+    )?;
+    let out = rows
+        .query_map([id], |r| {
+            Ok(Event {
+                pos: r.get(0)?,
+                kind: r.get(1)?,
+                user: r.get(2)?,
+                seq: r.get(3)?,
+                at: r.get(4)?,
+                flags: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(out)
+}
+
+fn event_change(
+    conversation: &str,
+    e: Event,
+    ids: &HashMap<i64, (String, bool)>,
+) -> Option<Change> {
+    let conversation = conversation.to_owned();
+    let found = e.seq.and_then(|s| ids.get(&s));
+    let message = || found.map(|(id, _)| id.clone());
+    Some(match e.kind {
+        READ => Change::ReadUpTo {
+            conversation,
+            user: e.user?,
+            seq: e.seq? as u64,
+        },
+        RECALL => Change::Recalled {
+            conversation,
+            message: message()?,
+            at: e.at.unwrap_or_default(),
+        },
+        INMAIL_DELETE => Change::InmailDeleted {
+            conversation,
+            message: message()?,
+            // An InMail that copies someone keeps its body for them.
+            purge: !found?.1,
+        },
+        DELETE_FOR_ME => Change::DeletedForMe {
+            conversation,
+            message: message()?,
+            user: e.user?,
+        },
+        FLAGS => {
+            let flags = e.flags.unwrap_or_default();
+            Change::MemberFlags {
+                conversation,
+                user: e.user?,
+                muted: flags & 1 == 1,
+                hidden: flags & 2 == 2,
+            }
+        }
+        _ => return None,
+    })
+}
