@@ -33,30 +33,7 @@ fn url(addr: &str, user: &str) -> String {
 }
 
 async fn client(addr: &str, user: &str) -> support::Client {
-    let ws = tokio_tungstenite::connect_async(url(addr, user))
-        .await
-        .unwrap()
-        .0;
-    support::Client::open(ws).await
-}
-
-/// Every message of a conversation, oldest first, paging backwards.
-async fn all_messages(c: &mut support::Client, conv: &Value) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut before: Option<u64> = None;
-    loop {
-        let mut req = json!({"type": "history", "conversation": conv, "limit": 100});
-        if let Some(b) = before {
-            req["before"] = json!(b);
-        }
-        let page = c.ok(req).await;
-        let msgs = page["messages"].as_array().unwrap().clone();
-        before = msgs.first().and_then(|m| m["seq"].as_u64());
-        out.splice(0..0, msgs);
-        if page["more"] != true {
-            return out;
-        }
-    }
+    support::connect_at(addr, SECRET, user).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +109,7 @@ async fn every_acknowledged_send_survives_sigkill_exactly_once() {
             c.ok(support::numbered_send(user, to, unacked)).await;
             c.ok(support::numbered_send(user, to, unacked)).await;
 
-            let messages = all_messages(&mut c, conv).await;
+            let messages = support::all_messages(&mut c, conv).await;
             let sent: Vec<usize> = messages
                 .iter()
                 .filter(|m| m["sender"] == user && m["body"] != "hello")

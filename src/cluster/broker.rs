@@ -35,12 +35,11 @@ impl Broker {
         url: &str,
         channel: &str,
     ) -> Result<(Broker, mpsc::Receiver<Incoming>), StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError(format!("broker URL: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| StoreError::refused("broker URL", e))?;
         let publisher = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| StoreError(format!("cannot reach the broker: {e}")))?;
+            .map_err(|e| StoreError::unavailable("cannot reach the broker", e))?;
         let (outbound, queue) = mpsc::channel(OUTBOUND);
         tokio::spawn(publish(
             client.clone(),

@@ -45,8 +45,33 @@ const COMMIT: &str = "COMMIT";
 const FIND_STORED: &str = "SELECT scope, seq, changes, emits FROM entries WHERE message = $1";
 const REWRITE: &str = "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2";
 
-fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("{context}: {e}"))
+/// A PostgreSQL error while `context`, by its SQLSTATE: disk full (53100) is
+/// [`StoreError::Full`]; data or index corruption (XX001, XX002) is
+/// [`StoreError::Corrupt`]; refused credentials, a missing database, missing privileges or
+/// a read-only server (classes 28 and 3D, 42501, 25006) are [`StoreError::Refused`];
+/// connection loss, shutdown, resource shortage, serialization failures, lock timeouts,
+/// I/O errors and errors without a code (a closed connection) are
+/// [`StoreError::Unavailable`].
+fn err(context: &str, e: tokio_postgres::Error) -> StoreError {
+    let Some(state) = e.code() else {
+        return StoreError::unavailable(context, &e);
+    };
+    let code = state.code();
+    let detail = format!("{e} (SQLSTATE {code})");
+    match code {
+        "53100" => StoreError::full(context, detail),
+        "XX001" | "XX002" => StoreError::corrupt(context, detail),
+        "42501" | "25006" => StoreError::refused(context, detail),
+        _ if code.starts_with("28") || code.starts_with("3D") => {
+            StoreError::refused(context, detail)
+        }
+        _ => StoreError::unavailable(context, detail),
+    }
+}
+
+/// A stored entry that does not decode.
+fn corrupt(context: &str, e: serde_json::Error) -> StoreError {
+    StoreError::corrupt(context, e)
 }
 
 /// A connection pool to the cluster's database.
@@ -70,9 +95,9 @@ fn decode_entry(
     Ok(Entry {
         scope,
         seq: seq as u64,
-        changes: serde_json::from_str(changes).map_err(|e| err("corrupt entry", e))?,
+        changes: serde_json::from_str(changes).map_err(|e| corrupt("corrupt entry", e))?,
         emits: match emits {
-            Some(text) => serde_json::from_str(text).map_err(|e| err("corrupt entry", e))?,
+            Some(text) => serde_json::from_str(text).map_err(|e| corrupt("corrupt entry", e))?,
             None => Vec::new(),
         },
     })
@@ -109,8 +134,8 @@ async fn query(
 impl Ledger {
     /// Connect with up to `pool_size` connections and create the schema if it is missing.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Ledger, StoreError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| err("database URL", e))?;
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::refused("database URL", e))?;
         // Every prepared statement here is a key lookup whose best plan does not depend on
         // the values; left to choose, PostgreSQL plans the catch-up read afresh on every
         // claim (its generic estimate of `seq > $2` is a third of the scope), which costs
@@ -130,7 +155,7 @@ impl Ledger {
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .build()
-            .map_err(|e| err("database pool", e))?;
+            .map_err(|e| StoreError::refused("database pool", e))?;
         let ledger = Ledger { pool };
         let client = ledger.client().await?;
         let schema = include_str!("../../migrations/postgres/0001_init.sql");
@@ -148,10 +173,13 @@ impl Ledger {
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| err("cannot reach the database", e))
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e)
+            | deadpool_postgres::PoolError::PostCreateHook(
+                deadpool_postgres::HookError::Backend(e),
+            ) => err("cannot reach the database", e),
+            other => StoreError::unavailable("cannot reach the database", other),
+        })
     }
 
     /// Every entry, the directory's first, then each conversation's in order.
@@ -200,7 +228,10 @@ impl Ledger {
     /// Scopes written in the last `seconds`, with their positions.
     pub async fn recently_touched(&self, seconds: f64) -> Result<Vec<(String, u64)>, StoreError> {
         if !seconds.is_finite() || seconds < 0.0 {
-            return Err(StoreError(format!("not a window in seconds: {seconds}")));
+            return Err(StoreError::refused(
+                format!("not a window in seconds: {seconds}"),
+                "",
+            ));
         }
         let client = self.client().await?;
         // A simple query is planned with `now()` known, so the index on `touched` is used
@@ -221,7 +252,7 @@ impl Ledger {
             .map(
                 |row| match (row.get(0), row.get(1).and_then(|s| s.parse().ok())) {
                     (Some(id), Some(seq)) => Ok((id.to_owned(), seq)),
-                    _ => Err(StoreError("corrupt scope position".to_owned())),
+                    _ => Err(StoreError::corrupt("corrupt scope position", "")),
                 },
             )
             .collect()
@@ -396,7 +427,7 @@ async fn purge(client: &Object, message: &str, recalled: bool) -> Result<(), Sto
     for row in rows {
         let (scope, seq, text): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
         let mut changes: Vec<Change> =
-            serde_json::from_str(&text).map_err(|e| err("corrupt entry", e))?;
+            serde_json::from_str(&text).map_err(|e| corrupt("corrupt entry", e))?;
         for change in &mut changes {
             if let Change::MessageStored { message: m, .. } = change {
                 if m.id == message {
@@ -408,7 +439,7 @@ async fn purge(client: &Object, message: &str, recalled: bool) -> Result<(), Sto
         let frames = match row.get::<_, Option<&str>>(3) {
             Some(t) => {
                 let mut emits: Vec<Emit> =
-                    serde_json::from_str(t).map_err(|e| err("corrupt entry", e))?;
+                    serde_json::from_str(t).map_err(|e| corrupt("corrupt entry", e))?;
                 purge_frames(&mut emits, message, recalled);
                 Some(serde_json::to_string(&emits).expect("frames serialise"))
             }

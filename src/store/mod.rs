@@ -12,10 +12,140 @@ use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
-/// A failed commit; the requester's session is closed rather than answered falsely.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("storage: {0}")]
-pub struct StoreError(pub String);
+/// Why storage failed. Each variant carries what the store was doing (`context`) and the
+/// underlying error's text (`detail`, empty when there is none); both are plain text so the
+/// error is [`Clone`]: the SQLite writer answers every request of a batch with one result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The disk or the database is full (SQLite `SQLITE_FULL`, `ENOSPC`, PostgreSQL
+    /// SQLSTATE 53100). Retrying once space is freed succeeds.
+    #[error("storage full: {}", joined(.context, .detail))]
+    Full { context: String, detail: String },
+    /// The storage could not be used right now: an I/O error, a database or broker that
+    /// cannot be reached or is stalled, a writer that has stopped. Retrying may succeed.
+    #[error("storage unavailable: {}", joined(.context, .detail))]
+    Unavailable { context: String, detail: String },
+    /// Stored data cannot be read back, or the file is not a parley database.
+    #[error("storage corrupt: {}", joined(.context, .detail))]
+    Corrupt { context: String, detail: String },
+    /// The storage refuses by configuration: a schema from a newer parley, a read-only or
+    /// missing data directory, a bad URL. Retrying changes nothing until an operator acts.
+    #[error("storage refused: {}", joined(.context, .detail))]
+    Refused { context: String, detail: String },
+}
+
+fn joined(context: &str, detail: &str) -> String {
+    match (context.is_empty(), detail.is_empty()) {
+        (_, true) => context.to_owned(),
+        (true, false) => detail.to_owned(),
+        (false, false) => format!("{context}: {detail}"),
+    }
+}
+
+impl StoreError {
+    /// [`StoreError::Full`] with `context` and the underlying error `detail`.
+    pub fn full(context: impl std::fmt::Display, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Full {
+            context: context.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// [`StoreError::Unavailable`] with `context` and the underlying error `detail`.
+    pub fn unavailable(
+        context: impl std::fmt::Display,
+        detail: impl std::fmt::Display,
+    ) -> StoreError {
+        StoreError::Unavailable {
+            context: context.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// [`StoreError::Corrupt`] with `context` and the underlying error `detail`.
+    pub fn corrupt(context: impl std::fmt::Display, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            context: context.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// [`StoreError::Refused`] with `context` and the underlying error `detail`.
+    pub fn refused(context: impl std::fmt::Display, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Refused {
+            context: context.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// An I/O error while `context`: a full disk is [`StoreError::Full`];
+    /// permissions, a read-only file system or a path through a regular file are
+    /// [`StoreError::Refused`]; anything else is [`StoreError::Unavailable`].
+    pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> StoreError {
+        use std::io::ErrorKind;
+        match e.kind() {
+            ErrorKind::StorageFull => StoreError::full(context, e),
+            ErrorKind::PermissionDenied
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::NotADirectory
+            | ErrorKind::IsADirectory => StoreError::refused(context, e),
+            _ => StoreError::unavailable(context, e),
+        }
+    }
+
+    /// Whether the same request may succeed later without anyone changing the setup:
+    /// true for [`StoreError::Full`] and [`StoreError::Unavailable`].
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Full { .. } | StoreError::Unavailable { .. }
+        )
+    }
+
+    /// A stable short name of the variant, for logs and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Full { .. } => "full",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Refused { .. } => "refused",
+        }
+    }
+
+    /// What the store was doing.
+    pub fn context(&self) -> &str {
+        match self {
+            StoreError::Full { context, .. }
+            | StoreError::Unavailable { context, .. }
+            | StoreError::Corrupt { context, .. }
+            | StoreError::Refused { context, .. } => context,
+        }
+    }
+
+    /// The underlying error's text (empty when there is none).
+    pub fn detail(&self) -> &str {
+        match self {
+            StoreError::Full { detail, .. }
+            | StoreError::Unavailable { detail, .. }
+            | StoreError::Corrupt { detail, .. }
+            | StoreError::Refused { detail, .. } => detail,
+        }
+    }
+
+    /// The same error, its context prefixed with `outer` (what the caller was doing).
+    pub fn within(mut self, outer: impl std::fmt::Display) -> StoreError {
+        let (StoreError::Full { context, .. }
+        | StoreError::Unavailable { context, .. }
+        | StoreError::Corrupt { context, .. }
+        | StoreError::Refused { context, .. }) = &mut self;
+        *context = if context.is_empty() {
+            outer.to_string()
+        } else {
+            format!("{outer}: {context}")
+        };
+        self
+    }
+}
 
 /// Durable home of every change.
 pub trait Store: Send + Sync + 'static {
@@ -72,5 +202,83 @@ impl Store for MemoryStore {
 
     fn load(&self) -> Result<Vec<Change>, StoreError> {
         Ok(self.changes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_name_themselves_and_say_whether_to_retry() {
+        let cases = [
+            (
+                StoreError::full("insert", "database or disk is full"),
+                "full",
+                true,
+            ),
+            (
+                StoreError::unavailable("cannot reach the database", "refused"),
+                "unavailable",
+                true,
+            ),
+            (
+                StoreError::corrupt("change 3 is unreadable", "EOF"),
+                "corrupt",
+                false,
+            ),
+            (
+                StoreError::refused("broker URL", "bad scheme"),
+                "refused",
+                false,
+            ),
+        ];
+        for (e, code, retryable) in cases {
+            assert_eq!(e.code(), code);
+            assert_eq!(e.retryable(), retryable, "{e}");
+            assert_eq!(e.clone(), e);
+        }
+    }
+
+    #[test]
+    fn display_keeps_context_and_detail() {
+        let e = StoreError::full("insert", "database or disk is full");
+        assert_eq!(
+            e.to_string(),
+            "storage full: insert: database or disk is full"
+        );
+        let e = StoreError::unavailable("the database writer has stopped", "");
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable: the database writer has stopped"
+        );
+        let e =
+            StoreError::corrupt("file is not a database", "").within("cannot open database at x");
+        assert_eq!(
+            e.to_string(),
+            "storage corrupt: cannot open database at x: file is not a database"
+        );
+        assert_eq!(
+            e.context(),
+            "cannot open database at x: file is not a database"
+        );
+        assert!(matches!(e, StoreError::Corrupt { .. }));
+    }
+
+    #[test]
+    fn io_errors_map_by_kind() {
+        use std::io::{Error, ErrorKind};
+        let full = Error::from(ErrorKind::StorageFull);
+        assert_eq!(StoreError::io("write", &full).code(), "full");
+        let enospc = Error::from_raw_os_error(28);
+        assert_eq!(StoreError::io("write", &enospc).code(), "full");
+        let denied = Error::from(ErrorKind::PermissionDenied);
+        assert_eq!(StoreError::io("create", &denied).code(), "refused");
+        let read_only = Error::from(ErrorKind::ReadOnlyFilesystem);
+        assert_eq!(StoreError::io("create", &read_only).code(), "refused");
+        let broken = Error::other("device gone");
+        let e = StoreError::io("write", &broken);
+        assert_eq!(e.code(), "unavailable");
+        assert_eq!(e.to_string(), "storage unavailable: write: device gone");
     }
 }

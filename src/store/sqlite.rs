@@ -104,8 +104,39 @@ pub struct SqliteStore {
     transactions: Arc<AtomicU64>,
 }
 
-fn err(context: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("{context}: {e}"))
+/// A SQLite error while `context`, by what it means for the caller: a full disk is
+/// [`StoreError::Full`], a file that is not (or no longer) a database is
+/// [`StoreError::Corrupt`], a read-only database or a refused setting is
+/// [`StoreError::Refused`], and I/O failures, locks and everything else are
+/// [`StoreError::Unavailable`].
+fn err(context: impl std::fmt::Display, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ffi::ErrorCode;
+    use rusqlite::Error;
+    match &e {
+        Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DiskFull => StoreError::full(context, e),
+            ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => StoreError::corrupt(context, e),
+            ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::AuthorizationForStatementDenied
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::TooBig => StoreError::refused(context, e),
+            // CannotOpen, SystemIoFailure, DatabaseBusy, DatabaseLocked, OutOfMemory,
+            // FileLockingProtocolFailed, SchemaChanged, interrupted and the rest.
+            _ => StoreError::unavailable(context, e),
+        },
+        // A stored value that does not read back as what was written.
+        Error::FromSqlConversionFailure(..)
+        | Error::IntegralValueOutOfRange(..)
+        | Error::InvalidColumnType(..)
+        | Error::Utf8Error(..)
+        | Error::QueryReturnedNoRows => StoreError::corrupt(context, e),
+        // Used for a file system without WAL support, and a path SQLite cannot take.
+        Error::InvalidParameterName(_) | Error::InvalidPath(_) | Error::NulError(_) => {
+            StoreError::refused(context, e)
+        }
+        _ => StoreError::unavailable(context, e),
+    }
 }
 
 /// The database file in a data directory.
@@ -148,17 +179,20 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| err("cannot read the schema version", e))?;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError(format!(
-            "the schema version is {applied} but this parley knows {} migrations; \
-             it was written by a newer parley",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::refused(
+            format!(
+                "the schema version is {applied} but this parley knows {} migrations; \
+                 it was written by a newer parley",
+                MIGRATIONS.len()
+            ),
+            "",
+        ));
     }
     for (n, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction().map_err(|e| err(name, e))?;
         tx.execute_batch(sql).map_err(|e| err(name, e))?;
         if *name == "0002_tables.sql" {
-            carry_over_change_log(&tx).map_err(|e| err(name, e))?;
+            carry_over_change_log(&tx).map_err(|e| e.within(name))?;
         }
         tx.pragma_update(None, "user_version", n + 1)
             .map_err(|e| err(name, e))?;
@@ -180,7 +214,7 @@ fn carry_over_change_log(tx: &rusqlite::Transaction) -> Result<(), StoreError> {
             let pos: i64 = row.get(0).map_err(|e| err("read the change log", e))?;
             let data: String = row.get(1).map_err(|e| err("read the change log", e))?;
             let change: Change = serde_json::from_str(&data)
-                .map_err(|e| err(format!("change {pos} is unreadable"), e))?;
+                .map_err(|e| StoreError::corrupt(format!("change {pos} is unreadable"), e))?;
             stored_form::write(tx, &change, None, now).map_err(|e| err("carry over", e))?;
         }
     }
@@ -290,8 +324,9 @@ impl Writer {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .map_err(|e| err("checkpoint", e))?;
         if busy != 0 {
-            return Err(StoreError(
-                "checkpoint: a reader is still using the write-ahead log".into(),
+            return Err(StoreError::unavailable(
+                "checkpoint",
+                "a reader is still using the write-ahead log",
             ));
         }
         self.log_holds_purged = false;
@@ -322,15 +357,16 @@ impl SqliteStore {
     /// migrations and start the writer.
     pub fn open(data: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data).map_err(|e| {
-            err(
+            StoreError::io(
                 format!("cannot create data directory {}", data.display()),
-                e,
+                &e,
             )
         })?;
         let path = database_path(data);
         let cannot_open = || format!("cannot open database at {}", path.display());
-        let mut conn = open_writer(&path, options.durability).map_err(|e| err(cannot_open(), e))?;
-        migrate(&mut conn).map_err(|e| err(cannot_open(), e))?;
+        let mut conn = open_writer(&path, options.durability)
+            .map_err(|e| refused_if_unwritable(data, err(cannot_open(), e)))?;
+        migrate(&mut conn).map_err(|e| e.within(cannot_open()))?;
         // A real write proves now, not at the first request, that the directory is
         // writable and not full.
         conn.execute(
@@ -353,7 +389,7 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("parley-sqlite-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| err("cannot start the database writer", e))?;
+            .map_err(|e| StoreError::io("cannot start the database writer", &e))?;
         Ok(SqliteStore {
             path,
             jobs: Some(tx),
@@ -407,7 +443,10 @@ impl SqliteStore {
     pub fn backup(data: &Path, to: &Path) -> Result<(), StoreError> {
         let path = database_path(data);
         if !path.is_file() {
-            return Err(StoreError(format!("no database at {}", path.display())));
+            return Err(StoreError::refused(
+                format!("no database at {}", path.display()),
+                "",
+            ));
         }
         let source = open_reader(&path)
             .map_err(|e| err(format!("cannot open database at {}", path.display()), e))?;
@@ -415,32 +454,36 @@ impl SqliteStore {
         partial.push(".partial");
         let partial = PathBuf::from(partial);
         let _ = std::fs::remove_file(&partial);
-        let cannot =
-            |e: &dyn std::fmt::Display| err(format!("cannot back up to {}", to.display()), e);
+        let context = || format!("cannot back up to {}", to.display());
+        let cannot = |e: rusqlite::Error| err(context(), e);
+        let cannot_io = |e: std::io::Error| StoreError::io(context(), &e);
         let result = (|| {
-            let mut dest = Connection::open(&partial).map_err(|e| cannot(&e))?;
+            let mut dest = Connection::open(&partial).map_err(cannot)?;
             {
-                let backup = Backup::new(&source, &mut dest).map_err(|e| cannot(&e))?;
+                let backup = Backup::new(&source, &mut dest).map_err(cannot)?;
                 // One step copies every page inside one read transaction: in WAL mode that
                 // does not block the writer, and a change committed meanwhile cannot make
                 // the copy start over, as it would between smaller steps.
                 let mut attempts = 0;
                 loop {
-                    match backup.step(-1).map_err(|e| cannot(&e))? {
+                    match backup.step(-1).map_err(cannot)? {
                         StepResult::Done => break,
                         StepResult::Busy | StepResult::Locked if attempts < 100 => {
                             attempts += 1;
                             std::thread::sleep(Duration::from_millis(50));
                         }
-                        other => return Err(cannot(&format!("gave up: {other:?}"))),
+                        other => {
+                            let gave_up = format!("gave up: {other:?}");
+                            return Err(StoreError::unavailable(context(), gave_up));
+                        }
                     }
                 }
             }
-            dest.close().map_err(|(_, e)| cannot(&e))?;
+            dest.close().map_err(|(_, e)| cannot(e))?;
             std::fs::File::open(&partial)
                 .and_then(|f| f.sync_all())
-                .map_err(|e| cannot(&e))?;
-            std::fs::rename(&partial, to).map_err(|e| cannot(&e))
+                .map_err(cannot_io)?;
+            std::fs::rename(&partial, to).map_err(cannot_io)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
@@ -457,7 +500,33 @@ impl SqliteStore {
 }
 
 fn stopped() -> StoreError {
-    StoreError("the database writer has stopped".into())
+    StoreError::unavailable("the database writer has stopped", "")
+}
+
+/// A database that cannot be opened in a data directory where no file can be created is a
+/// setup problem, not an outage: `e` becomes [`StoreError::Refused`] with the reason.
+fn refused_if_unwritable(data: &Path, e: StoreError) -> StoreError {
+    if !matches!(e, StoreError::Unavailable { .. }) {
+        return e;
+    }
+    let probe = data.join(".parley-write-probe");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            e
+        }
+        Err(io) if io.kind() == std::io::ErrorKind::AlreadyExists => e,
+        Err(io) => match StoreError::io("", &io) {
+            StoreError::Refused { .. } => {
+                StoreError::refused(e.context(), format!("{}; {io}", e.detail()))
+            }
+            _ => e,
+        },
+    }
 }
 
 impl Drop for SqliteStore {
@@ -687,7 +756,9 @@ mod tests {
             .unwrap();
         drop(conn);
         let e = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
-        assert!(e.0.contains("newer parley"), "{e}");
+        assert!(matches!(e, StoreError::Refused { .. }), "{e:?}");
+        assert!(!e.retryable());
+        assert!(e.to_string().contains("newer parley"), "{e}");
     }
 
     #[tokio::test]
@@ -878,11 +949,14 @@ mod tests {
             locked.clone()
         };
         let e = SqliteStore::open(&data, SqliteOptions::default()).unwrap_err();
+        let text = e.to_string();
         assert!(
-            e.0.contains("cannot open database at") || e.0.contains("cannot create data directory"),
+            text.contains("cannot open database at")
+                || text.contains("cannot create data directory"),
             "{e}"
         );
-        assert!(e.0.contains(&data.display().to_string()), "{e}");
+        assert!(text.contains(&data.display().to_string()), "{e}");
+        assert!(matches!(e, StoreError::Refused { .. }), "{e:?}");
         std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
@@ -891,8 +965,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(database_path(dir.path()), vec![0x42u8; 8192]).unwrap();
         let e = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap_err();
-        assert!(e.0.starts_with("cannot open database at"), "{e}");
-        assert!(e.0.contains("not a database"), "{e}");
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("storage corrupt: cannot open database at"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a database"), "{e}");
     }
 
     #[tokio::test]
@@ -942,6 +1021,149 @@ mod tests {
     fn backup_without_a_database_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let e = SqliteStore::backup(dir.path(), &dir.path().join("copy.db")).unwrap_err();
-        assert!(e.0.contains("no database at"), "{e}");
+        assert!(matches!(e, StoreError::Refused { .. }), "{e:?}");
+        assert!(e.to_string().contains("no database at"), "{e}");
+    }
+
+    fn sqlite_failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_errors_map_to_what_they_mean() {
+        use rusqlite::ffi;
+        let cases = [
+            (sqlite_failure(ffi::SQLITE_FULL), "full"),
+            (sqlite_failure(ffi::SQLITE_IOERR_WRITE), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_IOERR_FSYNC), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_CANTOPEN), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_BUSY), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_LOCKED), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_NOMEM), "unavailable"),
+            (sqlite_failure(ffi::SQLITE_NOTADB), "corrupt"),
+            (sqlite_failure(ffi::SQLITE_CORRUPT), "corrupt"),
+            (sqlite_failure(ffi::SQLITE_READONLY), "refused"),
+            (sqlite_failure(ffi::SQLITE_PERM), "refused"),
+            (rusqlite::Error::QueryReturnedNoRows, "corrupt"),
+            (
+                rusqlite::Error::InvalidParameterName("no WAL here".into()),
+                "refused",
+            ),
+        ];
+        for (e, code) in cases {
+            let shown = e.to_string();
+            let mapped = err("insert", e);
+            assert_eq!(mapped.code(), code, "{mapped:?}");
+            assert_eq!(
+                mapped.retryable(),
+                code == "full" || code == "unavailable",
+                "{mapped:?}"
+            );
+            assert_eq!(mapped.context(), "insert");
+            assert_eq!(mapped.detail(), shown);
+            assert!(mapped.to_string().ends_with(&format!("insert: {shown}")));
+        }
+    }
+
+    #[test]
+    fn a_stopped_writer_is_unavailable() {
+        let e = stopped();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        assert!(e.retryable());
+        assert_eq!(
+            e.to_string(),
+            "storage unavailable: the database writer has stopped"
+        );
+    }
+
+    /// A small tmpfs mounted over a temporary directory, unmounted when dropped; `None`
+    /// when this process may not mount (not root, or in a container that forbids it).
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            mounted.then_some(Tmpfs { dir })
+        }
+
+        fn path(&self) -> &Path {
+            self.dir.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// Write `dir/filler` until the file system is full, then small files until even those
+    /// fail; returns the filler's path.
+    fn fill(dir: &Path) -> PathBuf {
+        use std::io::Write;
+        let filler = dir.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5au8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        for i in 0..64 {
+            if std::fs::write(dir.join(format!("filler-{i}")), [0u8; 512]).is_err() {
+                break;
+            }
+        }
+        filler
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_full_and_commits_resume_once_space_is_freed() {
+        let Some(disk) = Tmpfs::mount("4m") else {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return;
+        };
+        let data = disk.path().join("data");
+        let store = open(&data);
+        store.commit(vec![stored("m0", "before")]).await.unwrap();
+        let filler = fill(disk.path());
+        let body = "x".repeat(32 * 1024);
+        let mut refused = None;
+        for i in 1..=64 {
+            if let Err(e) = store.commit(vec![stored(&format!("m{i}"), &body)]).await {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (at, e) = refused.expect("a commit fails once the disk is full");
+        assert!(matches!(e, StoreError::Full { .. }), "{e:?}");
+        assert!(e.retryable());
+        assert_eq!(e.code(), "full");
+        assert!(e.to_string().starts_with("storage full: "), "{e}");
+
+        std::fs::remove_file(filler).unwrap();
+        store
+            .commit(vec![stored(&format!("m{at}"), &body)])
+            .await
+            .expect("commits resume once space is freed");
+        let ids: Vec<String> = store
+            .load()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match c {
+                Change::MessageStored { message, .. } => Some(message.id.clone()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<String> = (0..=at).map(|i| format!("m{i}")).collect();
+        assert_eq!(ids, expected, "the refused commit left nothing behind");
+        drop(store);
     }
 }

@@ -6,10 +6,12 @@ pub mod services;
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
 use parley::server::{self, Running};
+use parley::store::{Store, StoreError};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,15 +33,95 @@ pub struct TestServer {
 
 /// Start a server with default limits adjusted by `tune`.
 pub async fn start_with(tune: impl FnOnce(&mut Config)) -> TestServer {
+    start_over(Arc::new(parley::store::MemoryStore::default()), tune).await
+}
+
+/// Start a server over `store` (its state rebuilt from it), with the default limits
+/// adjusted by `tune`.
+pub async fn start_over(store: Arc<dyn Store>, tune: impl FnOnce(&mut Config)) -> TestServer {
     let mut config = Config::with_secret(b"test-secret".to_vec());
     // Tests drive many requests from one user quickly; the rate-limit tests turn these back on.
     config.limits.requests_per_second = 0;
     config.connections_per_ip_per_second = 0;
     tune(&mut config);
-    let running = server::spawn(&config).await.expect("server starts");
+    let running = server::spawn_with_store(&config, store)
+        .await
+        .expect("server starts");
     TestServer {
         running,
         secret: config.secret,
+    }
+}
+
+/// A store that fails on demand: while failing, `commit` answers
+/// [`StoreError::Unavailable`] without touching the inner store; `load` always passes
+/// through. Commits of no changes pass through too (the real stores write nothing for
+/// them, so no outage can fail them).
+pub struct FailingStore {
+    inner: Arc<dyn Store>,
+    failing: AtomicBool,
+    fail_next: AtomicUsize,
+    refused: AtomicUsize,
+}
+
+impl FailingStore {
+    /// Wrap `inner`; it works until told to fail.
+    pub fn new(inner: Arc<dyn Store>) -> Arc<FailingStore> {
+        Arc::new(FailingStore {
+            inner,
+            failing: AtomicBool::new(false),
+            fail_next: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+        })
+    }
+
+    /// Fail every commit from now on (`true`) or none any more (`false`, which also
+    /// cancels a pending [`FailingStore::fail_next`]).
+    pub fn fail(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+        if !on {
+            self.fail_next.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// Fail the next `n` commits, then work again.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Commits refused so far.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    fn should_fail(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+            || self
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+    }
+}
+
+impl Store for FailingStore {
+    fn commit(
+        &self,
+        changes: Vec<parley::core::Change>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<parley::core::Change>, StoreError>> {
+        if changes.is_empty() || !self.should_fail() {
+            return self.inner.commit(changes);
+        }
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Err(StoreError::Unavailable {
+                context: "commit".into(),
+                detail: "failure injected by the test".into(),
+            })
+        })
+    }
+
+    fn load(&self) -> Result<Vec<parley::core::Change>, StoreError> {
+        self.inner.load()
     }
 }
 
@@ -159,7 +241,20 @@ impl Client {
     }
 
     /// Send a request (an `id` is added when absent) and return its answer.
-    pub async fn request(&mut self, mut frame: Value) -> Value {
+    pub async fn request(&mut self, frame: Value) -> Value {
+        let user = self.user.clone();
+        self.try_request(frame)
+            .await
+            .unwrap_or_else(|(code, reason)| {
+                panic!(
+                    "{user}: connection open while awaiting answer, but closed {code} {reason:?}"
+                )
+            })
+    }
+
+    /// Send a request (an `id` is added when absent) and return its answer, or the close
+    /// code and reason if the server closes the session before answering.
+    pub async fn try_request(&mut self, mut frame: Value) -> Result<Value, (u16, String)> {
         if frame.get("id").is_none() {
             let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             frame["id"] = json!(format!("{}-{n}", self.user));
@@ -167,12 +262,25 @@ impl Client {
         let id = frame["id"].clone();
         self.send_text(&frame.to_string()).await;
         loop {
-            let f = self
-                .read()
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
                 .await
-                .expect("connection open while awaiting answer");
+                .unwrap_or_else(|_| {
+                    panic!("{}: no answer to {frame} within {PATIENCE:?}", self.user)
+                });
+            let f: Value = match msg {
+                Some(Ok(Message::Text(t))) => {
+                    serde_json::from_str(t.as_str()).expect("server sends JSON")
+                }
+                Some(Ok(Message::Close(Some(close)))) => {
+                    return Err((close.code.into(), close.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return Err((1005, String::new()))
+                }
+                Some(Ok(_)) => continue,
+            };
             if (f["type"] == "ack" || f["type"] == "error") && f["id"] == id {
-                return f;
+                return Ok(f);
             }
             self.inbox.push_back(f);
         }
@@ -414,6 +522,37 @@ pub async fn spawn_binary(
         .expect("the server prints its address");
     let addr = line.strip_prefix("listening on ").expect("listening line");
     (child, addr.to_owned())
+}
+
+/// Connect a session for `user` to a server at `addr` (a spawned binary, say) that signs
+/// tokens with `secret`, and read its `hello`.
+pub async fn connect_at(addr: &str, secret: &str, user: &str) -> Client {
+    let token = parley::auth::mint(secret.as_bytes(), user, false, Duration::from_secs(600));
+    let ws = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}"))
+        .await
+        .expect("upgrade")
+        .0;
+    Client::open(ws).await
+}
+
+/// Every message of a conversation as `c` sees it, oldest first, paging back through
+/// `history`.
+pub async fn all_messages(c: &mut Client, conversation: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut req = json!({"type": "history", "conversation": conversation, "limit": 100});
+        if let Some(b) = before {
+            req["before"] = json!(b);
+        }
+        let page = c.ok(req).await;
+        let msgs = page["messages"].as_array().unwrap().clone();
+        before = msgs.first().and_then(|m| m["seq"].as_u64());
+        out.splice(0..0, msgs);
+        if page["more"] != true {
+            return out;
+        }
+    }
 }
 
 /// A `send` frame whose request id and body both carry the request number `k`.
