@@ -6,6 +6,7 @@ mod check;
 mod hiccup;
 mod plot;
 mod run;
+mod seed;
 mod servers;
 mod services;
 mod shard;
@@ -52,6 +53,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Write a realistic history straight into a data directory (no server running), so
+    /// large-history figures take minutes.
+    Seed(seed::SeedArgs),
     /// The bare room-broadcast server (protocol in load/README.md).
     BaselineServer {
         /// Loopback address to listen on.
@@ -108,6 +112,7 @@ fn main() {
             println!("{}", serde_json::to_string_pretty(&h).expect("serialises"));
             Ok(0)
         }
+        Command::Seed(args) => seed::run(args).map(|()| 0),
         Command::Fanout(args) => runtime(interruptible(single(Scenario::Fanout, args))),
         Command::Dm(args) => runtime(interruptible(single(Scenario::Dm, args))),
         Command::Connect(args) => runtime(interruptible(single(Scenario::Connect, args))),
