@@ -144,10 +144,14 @@ impl Server {
     ) -> std::io::Result<()> {
         let burst = self.per_address.saturating_mul(10);
         let web = crate::web::router(self.demo.then(|| self.secret.clone()));
+        let per_address = crate::hub::rate_limiter(self.per_address, burst).map(Arc::new);
+        if let Some(limiter) = &per_address {
+            tokio::spawn(forget_refilled_addresses(Arc::downgrade(limiter)));
+        }
         let app = App {
             hub: self.hub.clone(),
             secret: self.secret,
-            per_address: crate::hub::rate_limiter(self.per_address, burst).map(Arc::new),
+            per_address,
         };
         let router = Router::new()
             .route("/ws", get(upgrade))
@@ -190,6 +194,22 @@ impl Server {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stopped.cancelled().await })
             .await
+    }
+}
+
+/// Drop the buckets of addresses that have refilled, now and then, so the limiter holds
+/// the addresses connecting lately, not every address ever seen. Ends with the server.
+async fn forget_refilled_addresses(
+    limiter: std::sync::Weak<governor::DefaultKeyedRateLimiter<IpAddr>>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let Some(limiter) = limiter.upgrade() else {
+            return;
+        };
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
     }
 }
 

@@ -234,3 +234,24 @@ async fn recall_windows_are_rearmed_after_a_restart() {
     );
     assert_eq!(closed[0]["message"], m2["id"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn send_times_are_forgotten_once_outside_the_throttle_window() {
+    let (hub, mut alice, _alice2, _bob) = pair(default_limits()).await;
+    for n in 0..3 {
+        dm(&hub, &mut alice, &format!("s{n}")).await;
+    }
+    hub.sweep();
+    assert_eq!(
+        hub.working_set().send_logs,
+        1,
+        "the sender's recent sends count"
+    );
+    hub.clock().advance(Duration::from_secs(61));
+    hub.sweep();
+    assert_eq!(
+        hub.working_set().send_logs,
+        0,
+        "nothing left inside the window"
+    );
+}

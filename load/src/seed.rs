@@ -10,7 +10,9 @@
 use anyhow::Context;
 use parley::core::{ids, Change};
 use parley::store::SqliteStore;
-use parley_protocol::{ConnectionState, ConversationKind, ConversationView, MessageKind, MessageState, MessageView};
+use parley_protocol::{
+    ConnectionState, ConversationKind, ConversationView, MessageKind, MessageState, MessageView,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
@@ -64,7 +66,10 @@ fn user(n: u32) -> String {
 /// Write the history; prints what it wrote and how long it took.
 pub fn run(args: SeedArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.users >= 3, "--users must be at least 3");
-    anyhow::ensure!(args.conversations >= 1, "--conversations must be at least 1");
+    anyhow::ensure!(
+        args.conversations >= 1,
+        "--conversations must be at least 1"
+    );
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut out: Vec<Change> = (0..args.users)
@@ -79,7 +84,9 @@ pub fn run(args: SeedArgs) -> anyhow::Result<()> {
     for n in 0..args.messages {
         let total = *weights.last().expect("one conversation at least");
         let pick = rng.random_range(0.0..total);
-        let c = &mut conversations[weights.partition_point(|w| *w <= pick).min(weights.len() - 1)];
+        let c = &mut conversations[weights
+            .partition_point(|w| *w <= pick)
+            .min(weights.len() - 1)];
         message(c, n, first + n as i64 * step, &mut rng, &mut out);
         if out.len() >= BATCH {
             flush(&args, &mut out)?;
@@ -216,7 +223,9 @@ fn message(c: &mut Seeded, n: u64, at: i64, rng: &mut StdRng, out: &mut Vec<Chan
 
 fn receipt(c: &mut Seeded, rng: &mut StdRng, out: &mut Vec<Change>) {
     let reader = rng.random_range(0..c.members.len());
-    let Some((_, seq, sender)) = &c.last else { return };
+    let Some((_, seq, sender)) = &c.last else {
+        return;
+    };
     if c.members[reader] == *sender || c.read[reader] >= *seq {
         return;
     }
@@ -230,7 +239,9 @@ fn receipt(c: &mut Seeded, rng: &mut StdRng, out: &mut Vec<Change>) {
 }
 
 fn recall(c: &mut Seeded, at: i64, out: &mut Vec<Change>) {
-    let Some((id, _, _)) = c.last.take() else { return };
+    let Some((id, _, _)) = c.last.take() else {
+        return;
+    };
     c.pos += 1;
     out.push(Change::Recalled {
         conversation: c.id.clone(),

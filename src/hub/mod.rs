@@ -8,6 +8,7 @@ mod cmd;
 mod pipeline;
 mod replica;
 pub mod sessions;
+mod sweep;
 mod timers;
 
 use crate::clock::Clock;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 pub use sessions::{encode, Outbox};
+pub use sweep::WorkingSet;
 
 /// A conversation's place in memory: its lock serialises every decision on it, and it is
 /// empty until the conversation's creation is committed (or when a first request was
@@ -114,6 +116,7 @@ impl Hub {
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
+        tokio::spawn(sweep::run(Arc::downgrade(&hub)));
         hub
     }
 

@@ -7,6 +7,8 @@
 //! disk flush) but not the server's throughput. [`Durability`] says what "committed"
 //! survives.
 //!
+//! Stored form: parley's own tables (see [`super::stored_form`]), not the wire's JSON.
+//!
 //! Purge policy: when a message is recalled, or an InMail deleted for everyone with its
 //! content purged, its body is removed from the stored message row in the same
 //! transaction. `secure_delete` makes SQLite overwrite the freed bytes, and the writer
@@ -765,6 +767,82 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(journal, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_change_log_of_schema_one_is_carried_over_into_the_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            stored("old-1", "kept text"),
+            stored("old-2", "recalled text"),
+        );
+        let mut log = setup();
+        log.extend([
+            first.clone(),
+            second,
+            recalled("old-2"),
+            Change::ReadUpTo {
+                conversation: "c".into(),
+                user: "b".into(),
+                seq: match &first {
+                    Change::MessageStored { message, .. } => message.seq,
+                    _ => unreachable!(),
+                },
+            },
+            Change::Block {
+                blocker: "c".into(),
+                blocked: "a".into(),
+                on: true,
+            },
+        ]);
+        {
+            let conn = Connection::open(database_path(dir.path())).unwrap();
+            conn.execute_batch(MIGRATIONS[0].1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for change in &log {
+                // Schema one purged a recalled body by rewriting its row without it.
+                let mut change = change.clone();
+                if let Change::MessageStored { message, .. } = &mut change {
+                    if message.id == "old-2" {
+                        message.body = None;
+                    }
+                }
+                let data = serde_json::to_string(&change).unwrap();
+                let kind: serde_json::Value = serde_json::from_str(&data).unwrap();
+                conn.execute(
+                    "INSERT INTO changes (kind, conversation, data) VALUES (?1, ?2, ?3)",
+                    params![kind["kind"].as_str(), change.conversation(), data],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(dir.path(), SqliteOptions::default()).unwrap();
+        let conn = Connection::open(database_path(dir.path())).unwrap();
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'changes'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the old log is gone");
+        let history = history(&store);
+        assert_eq!(history.len(), 4, "{history:?}");
+        assert_eq!(history[0], first);
+        assert_eq!(
+            body_of(&history[1]),
+            None,
+            "the recalled body is not carried over"
+        );
+        assert_eq!(history[2], recalled("old-2"));
+        assert!(matches!(history[3], Change::ReadUpTo { .. }));
+        assert!(store.load().unwrap().contains(&Change::Block {
+            blocker: "c".into(),
+            blocked: "a".into(),
+            on: true,
+        }));
+        drop(store);
+        assert!(files_contain(dir.path(), "kept text"));
     }
 
     #[test]

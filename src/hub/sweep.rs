@@ -1,0 +1,53 @@
+//! Forgetting what no decision needs any more, so memory follows live work: send times
+//! older than the throttle window and rate-limit buckets that have refilled.
+
+use super::Hub;
+use std::sync::Weak;
+use std::time::Duration;
+
+/// How often the hub forgets.
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// What the hub holds in memory now, for tests and operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkingSet {
+    /// Conversations held (each with its lock).
+    pub conversations: usize,
+    /// Users with a send inside the recall throttle's window.
+    pub send_logs: usize,
+    /// Users with a request-rate bucket not yet refilled.
+    pub rate_buckets: usize,
+}
+
+impl Hub {
+    /// Drop send logs with nothing inside the throttle window and refilled rate buckets.
+    pub fn sweep(&self) {
+        let (now, window) = (self.clock.now(), self.limits.recall_throttle_window_ms);
+        self.send_logs.retain(|_, log| log.count(now, window) > 0);
+        self.send_logs.shrink_to_fit();
+        if let Some(limiter) = &self.requests {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// What the hub holds in memory now.
+    pub fn working_set(&self) -> WorkingSet {
+        WorkingSet {
+            conversations: self.conversations.len(),
+            send_logs: self.send_logs.len(),
+            rate_buckets: self.requests.as_ref().map_or(0, |l| l.len()),
+        }
+    }
+}
+
+/// Sweep now and then; ends with the hub.
+pub(super) async fn run(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        hub.sweep();
+    }
+}
