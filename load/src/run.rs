@@ -25,10 +25,10 @@ pub struct RunArgs {
     /// Server to put under load.
     #[arg(long, value_enum, default_value = "parley")]
     pub target: Target,
-    /// Store of the single parley the harness starts: `memory` (the throughput and
-    /// latency figures), or `sqlite`, parley's default, durable on disk.
-    #[arg(long, value_enum, default_value = "memory")]
-    pub store: LocalStore,
+    /// Store of the single parley the harness starts: `sqlite` (the default, as it is
+    /// parley's: durable on disk, fsync on commit), or `memory`, only when asked.
+    #[arg(long, value_enum)]
+    pub store: Option<LocalStore>,
     /// WebSocket URL of a running server on loopback (`ws://127.0.0.1:PORT/ws` for
     /// parley, `ws://127.0.0.1:PORT` for the baseline); repeat it once per node of a parley
     /// cluster: sessions are dealt to the nodes in turn, so every group spans nodes.
@@ -290,6 +290,9 @@ pub struct Report {
     pub target: Target,
     /// Servers (parley nodes) the sessions were dealt to.
     pub nodes: usize,
+    /// The store of the parley the harness started (`sqlite`, `memory`, or `postgres` for
+    /// nodes); absent for the baseline and for servers given by `--url`.
+    pub store: Option<&'static str>,
     /// Layout.
     pub shape: Shape,
     /// Sessions asked for.
@@ -540,7 +543,7 @@ fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
     } else if args.database_url.is_some() || args.broker_url.is_some() {
         bail!("--database-url and --broker-url are for the nodes --nodes starts: add --nodes N");
     }
-    if args.store == LocalStore::Sqlite && (args.nodes.is_some() || !args.url.is_empty()) {
+    if args.store.is_some() && (args.nodes.is_some() || !args.url.is_empty()) {
         bail!("--store is for the single parley the harness starts: drop --nodes and --url");
     }
     if target == Target::Baseline && args.url.len() > 1 {
@@ -602,7 +605,8 @@ impl Servers {
             });
         }
         if args.url.is_empty() {
-            let l = servers::start(target, scenario, args.store).await?;
+            let store = args.store.unwrap_or(LocalStore::Sqlite);
+            let l = servers::start(target, scenario, store).await?;
             return Ok(Servers {
                 urls: vec![ws_url(l.addr)],
                 secret: l.secret.clone(),
@@ -926,10 +930,19 @@ async fn drive(
         && total_result.reordered == 0
         && total_result.inconsistent == 0
         && (scenario != Scenario::Connect || total_result.connect_failed == 0);
+    let store = match (target, args.url.is_empty(), args.nodes) {
+        (Target::Parley, true, Some(_)) => Some("postgres"),
+        (Target::Parley, true, None) => Some(match args.store.unwrap_or(LocalStore::Sqlite) {
+            LocalStore::Sqlite => "sqlite",
+            LocalStore::Memory => "memory",
+        }),
+        _ => None,
+    };
     Ok(Report {
         scenario,
         target,
         nodes: servers.urls.len(),
+        store,
         shape,
         connections: total,
         connected,
