@@ -16,15 +16,7 @@ const KILL_AFTER: usize = 1_200;
 const PAIRS: [(&str, &str); 2] = [("ann", "ben"), ("cat", "dan")];
 
 async fn start(data: &std::path::Path) -> (Child, String) {
-    let unlimited = [
-        "--store",
-        "sqlite",
-        "--requests-per-second",
-        "0",
-        "--connections-per-ip-per-second",
-        "0",
-    ];
-    support::spawn_binary(data, SECRET, &unlimited).await
+    support::spawn_binary(data, SECRET, &support::SQLITE_UNLIMITED).await
 }
 
 fn url(addr: &str, user: &str) -> String {

@@ -330,15 +330,7 @@ fn fill(dir: &Path) -> Vec<PathBuf> {
 const SECRET: &str = "full-disk-secret";
 
 async fn spawn(data: &Path) -> (tokio::process::Child, String) {
-    let args = [
-        "--store",
-        "sqlite",
-        "--requests-per-second",
-        "0",
-        "--connections-per-ip-per-second",
-        "0",
-    ];
-    support::spawn_binary(data, SECRET, &args).await
+    support::spawn_binary(data, SECRET, &support::SQLITE_UNLIMITED).await
 }
 
 #[tokio::test]

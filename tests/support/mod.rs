@@ -524,6 +524,17 @@ pub async fn spawn_binary(
     (child, addr.to_owned())
 }
 
+/// Flags of a spawned server on SQLite with the per-user and per-address limits off, for
+/// tests that drive many requests from one address.
+pub const SQLITE_UNLIMITED: [&str; 6] = [
+    "--store",
+    "sqlite",
+    "--requests-per-second",
+    "0",
+    "--connections-per-ip-per-second",
+    "0",
+];
+
 /// Connect a session for `user` to a server at `addr` (a spawned binary, say) that signs
 /// tokens with `secret`, and read its `hello`.
 pub async fn connect_at(addr: &str, secret: &str, user: &str) -> Client {

@@ -1,23 +1,16 @@
 //! `create_group`: a conversation of three or more connected users.
 
-use crate::core::{Actor, Opening, Outcome};
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use super::Asked;
+use crate::core::{Opening, Outcome};
 use parley_protocol::{AckResult, UserId};
 
-pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    members: Vec<UserId>,
-    title: Option<String>,
-) {
-    let opening = Opening::group(&actor.user, &id, members, title);
-    hub.on_opening(session, actor, id, opening, |c, _| {
-        Ok(Outcome::with_ack(AckResult::Conversation {
-            conversation: c.view(),
-        }))
-    })
-    .await
+pub(super) async fn run(a: Asked<'_>, members: Vec<UserId>, title: Option<String>) {
+    let opening = Opening::group(&a.actor.user, &a.id, members, title);
+    a.hub
+        .on_opening(a.session, a.actor, a.id, opening, |c, _| {
+            Ok(Outcome::with_ack(AckResult::Conversation {
+                conversation: c.view(),
+            }))
+        })
+        .await
 }

@@ -1,21 +1,17 @@
 //! `history`: a page of a conversation as the requester should see it.
 
-use crate::core::{Actor, Outcome};
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use super::Asked;
+use crate::core::Outcome;
 
 pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
+    a: Asked<'_>,
     conversation: String,
     before: Option<u64>,
     limit: Option<u32>,
 ) {
-    hub.on_conversation(session, actor, id, &conversation, false, |c, ctx| {
-        c.history(ctx, &actor.user, before, limit)
-            .map(Outcome::with_ack)
+    let me = &a.actor.user;
+    a.on_conversation(&conversation, false, |c, ctx| {
+        c.history(ctx, me, before, limit).map(Outcome::with_ack)
     })
     .await
 }

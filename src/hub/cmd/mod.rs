@@ -19,65 +19,94 @@ mod typing;
 
 use super::sessions::SessionHandle;
 use super::Hub;
-use crate::core::Actor;
+use crate::core::{Actor, Conversation, Ctx, Outcome, Refusal};
 use parley_protocol::{Op, Request};
+
+/// Who asked, on which session, under which request id: what every handler needs besides
+/// the request's own fields.
+pub(super) struct Asked<'a> {
+    hub: &'a Hub,
+    session: &'a SessionHandle,
+    actor: &'a Actor,
+    id: String,
+}
+
+impl Asked<'_> {
+    /// Run `rule` on a conversation the asker takes part in (see [`Hub::on_conversation`]).
+    async fn on_conversation(
+        self,
+        conversation: &str,
+        decides: bool,
+        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+    ) {
+        let Asked {
+            hub,
+            session,
+            actor,
+            id,
+        } = self;
+        hub.on_conversation(session, actor, id, conversation, decides, rule)
+            .await
+    }
+}
 
 impl Hub {
     /// Handle one parsed request: exactly one `ack` or `error` answers it.
     pub async fn handle(&self, session: &SessionHandle, actor: &Actor, request: Request) {
         let Request { id, op } = request;
-        let s = session;
+        let a = Asked {
+            hub: self,
+            session,
+            actor,
+            id,
+        };
         match op {
             Op::Send {
                 conversation,
                 to,
                 body,
                 reply_to,
-            } => send::run(self, s, actor, id, conversation, to, body, reply_to).await,
-            Op::Inmail { to, cc, body } => inmail::run(self, s, actor, id, to, cc, body).await,
-            Op::CreateGroup { members, title } => {
-                group::run(self, s, actor, id, members, title).await
-            }
+            } => send::run(a, conversation, to, body, reply_to).await,
+            Op::Inmail { to, cc, body } => inmail::run(a, to, cc, body).await,
+            Op::CreateGroup { members, title } => group::run(a, members, title).await,
             Op::Read {
                 conversation,
                 message,
-            } => read::run(self, s, actor, id, conversation, message).await,
+            } => read::run(a, conversation, message).await,
             Op::Recall {
                 conversation,
                 message,
-            } => recall::run(self, s, actor, id, conversation, message).await,
+            } => recall::run(a, conversation, message).await,
             Op::DeleteInmail {
                 conversation,
                 message,
-            } => delete::inmail(self, s, actor, id, conversation, message).await,
+            } => delete::inmail(a, conversation, message).await,
             Op::DeleteForMe {
                 conversation,
                 message,
-            } => delete::for_me(self, s, actor, id, conversation, message).await,
+            } => delete::for_me(a, conversation, message).await,
             Op::Mute {
                 conversation,
                 muted,
-            } => conversation_flags::run(self, s, actor, id, conversation, Some(muted), None).await,
+            } => conversation_flags::run(a, conversation, Some(muted), None).await,
             Op::Hide {
                 conversation,
                 hidden,
-            } => {
-                conversation_flags::run(self, s, actor, id, conversation, None, Some(hidden)).await
-            }
-            Op::Typing { conversation } => typing::run(self, s, actor, id, conversation).await,
+            } => conversation_flags::run(a, conversation, None, Some(hidden)).await,
+            Op::Typing { conversation } => typing::run(a, conversation).await,
             Op::History {
                 conversation,
                 before,
                 limit,
-            } => history::run(self, s, actor, id, conversation, before, limit).await,
-            Op::Report { target, reason } => report::file(self, s, actor, id, target, reason).await,
-            Op::ListReports {} => report::list(self, s, actor, id).await,
-            Op::Connect { user } => relations::connect(self, s, actor, id, user).await,
-            Op::Accept { user } => relations::accept(self, s, actor, id, user).await,
-            Op::Decline { user } => relations::decline(self, s, actor, id, user).await,
-            Op::Disconnect { user } => relations::disconnect(self, s, actor, id, user).await,
-            Op::Block { user } => relations::block(self, s, actor, id, user).await,
-            Op::Unblock { user } => relations::unblock(self, s, actor, id, user).await,
+            } => history::run(a, conversation, before, limit).await,
+            Op::Report { target, reason } => report::file(a, target, reason).await,
+            Op::ListReports {} => report::list(a).await,
+            Op::Connect { user } => relations::connect(a, user).await,
+            Op::Accept { user } => relations::accept(a, user).await,
+            Op::Decline { user } => relations::decline(a, user).await,
+            Op::Disconnect { user } => relations::disconnect(a, user).await,
+            Op::Block { user } => relations::block(a, user).await,
+            Op::Unblock { user } => relations::unblock(a, user).await,
             Op::Settings {
                 who_can_message,
                 read_receipts,
@@ -88,10 +117,10 @@ impl Hub {
                     read_receipts,
                     notification_preview,
                 };
-                settings::run(self, s, actor, id, patch).await
+                settings::run(a, patch).await
             }
-            Op::Lookup { user } => lookup::run(self, s, actor, id, user).await,
-            Op::Sync { positions } => sync::run(self, s, actor, id, positions).await,
+            Op::Lookup { user } => lookup::run(a, user).await,
+            Op::Sync { positions } => sync::run(a, positions).await,
         }
     }
 }

@@ -1,19 +1,9 @@
 //! `read`: move the reader's position forward, which also ends recall of what it covers.
 
-use crate::core::Actor;
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use super::Asked;
 
-pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    conversation: String,
-    message: String,
-) {
-    hub.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
-        c.read(ctx, actor, &message)
-    })
-    .await
+pub(super) async fn run(a: Asked<'_>, conversation: String, message: String) {
+    let actor = a.actor;
+    a.on_conversation(&conversation, true, |c, ctx| c.read(ctx, actor, &message))
+        .await
 }

@@ -1,24 +1,19 @@
 //! `recall`, and the recall window's close: the sender is told when recall is gone.
 
-use crate::core::{Actor, RecallTimer};
-use crate::hub::sessions::SessionHandle;
+use super::Asked;
+use crate::core::RecallTimer;
 use crate::hub::Hub;
 
-pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    conversation: String,
-    message: String,
-) {
+pub(super) async fn run(a: Asked<'_>, conversation: String, message: String) {
     // Counted before the lock: a send racing this recall may or may not count, either
     // order is a valid serialisation.
-    let sent = match hub.sent_recently_everywhere(&actor.user).await {
+    let me = &a.actor.user;
+    let sent = match a.hub.sent_recently_everywhere(me).await {
         Some(n) => n,
-        None => hub.sent_recently(&actor.user),
+        None => a.hub.sent_recently(me),
     };
-    hub.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
+    let actor = a.actor;
+    a.on_conversation(&conversation, true, |c, ctx| {
         let result = c.recall(ctx, actor, &message, sent);
         crate::metrics::recall(result.as_ref().map_or_else(|r| r.code().as_str(), |_| "ok"));
         result

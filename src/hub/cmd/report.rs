@@ -1,19 +1,17 @@
 //! `report` (a message, with a snapshot as evidence, or a user) and `list_reports`.
 
+use super::Asked;
 use crate::cluster::DIRECTORY;
-use crate::core::{ids, reports, Actor, Reports};
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use crate::core::{ids, reports, Reports};
 use parley_protocol::ReportTarget;
 
-pub(super) async fn file(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    target: ReportTarget,
-    reason: String,
-) {
+pub(super) async fn file(a: Asked<'_>, target: ReportTarget, reason: String) {
+    let Asked {
+        hub,
+        session,
+        actor,
+        id,
+    } = a;
     // Keyed by reporter and request id: a retried report files nothing new.
     let report = ids::report(&actor.user, &id);
     let filed = hub.reports.lock().already_filed(&report);
@@ -53,7 +51,7 @@ pub(super) async fn file(
     }
 }
 
-pub(super) async fn list(hub: &Hub, session: &SessionHandle, actor: &Actor, id: String) {
-    let decided = hub.reports.lock().list(actor);
-    hub.finish_unscoped(session, id, decided).await
+pub(super) async fn list(a: Asked<'_>) {
+    let decided = a.hub.reports.lock().list(a.actor);
+    a.hub.finish_unscoped(a.session, a.id, decided).await
 }

@@ -1,8 +1,7 @@
 //! `send`: a message into a conversation, or a direct message to a user.
 
-use crate::core::{Actor, Opening, Refusal};
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use super::Asked;
+use crate::core::{Conversation, Ctx, Opening, Refusal};
 use parley_protocol::{MessageId, MessageKind, UserId};
 
 /// A new message id: time-ordered, so ids sort roughly by sending time.
@@ -10,19 +9,21 @@ pub(super) fn new_message_id() -> MessageId {
     format!("m-{}", uuid::Uuid::now_v7().simple())
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
+    a: Asked<'_>,
     conversation: Option<String>,
     to: Option<UserId>,
     body: String,
     reply_to: Option<MessageId>,
 ) {
-    let kind = MessageKind::Message;
-    let send = |c: &crate::core::Conversation, ctx: &crate::core::Ctx| {
+    let Asked {
+        hub,
+        session,
+        actor,
+        id,
+    } = a;
+    let send = |c: &Conversation, ctx: &Ctx| {
+        let kind = MessageKind::Message;
         c.send(
             ctx,
             actor,

@@ -1,19 +1,14 @@
 //! `settings`: change some of one's own settings.
 
-use crate::core::{Actor, SettingsPatch};
-use crate::hub::sessions::SessionHandle;
-use crate::hub::Hub;
+use super::Asked;
+use crate::core::SettingsPatch;
 
-pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    patch: SettingsPatch,
-) {
+pub(super) async fn run(a: Asked<'_>, patch: SettingsPatch) {
+    let actor = a.actor;
     let me = actor.user.as_str();
-    hub.on_directory(session, id, (me, me), |d| {
-        Ok(d.update_settings(actor, patch))
-    })
-    .await
+    a.hub
+        .on_directory(a.session, a.id, (me, me), |d| {
+            Ok(d.update_settings(actor, patch))
+        })
+        .await
 }

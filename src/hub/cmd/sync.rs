@@ -1,8 +1,8 @@
 //! `sync`: everything a (re)connecting user should see — inbox, pending notifications,
 //! relations, settings and, given positions, what changed since.
 
-use crate::core::{Actor, Outcome};
-use crate::hub::sessions::SessionHandle;
+use super::Asked;
+use crate::core::Outcome;
 use crate::hub::Hub;
 use parley_protocol::AckResult;
 use std::collections::BTreeMap;
@@ -10,15 +10,10 @@ use std::collections::BTreeMap;
 /// Changes per conversation in one sync answer; the client syncs again when `more` is set.
 const SYNC_PAGE: usize = 200;
 
-pub(super) async fn run(
-    hub: &Hub,
-    session: &SessionHandle,
-    actor: &Actor,
-    id: String,
-    positions: Option<BTreeMap<String, u64>>,
-) {
-    let ack = hub.sync(&actor.user, positions).await;
-    hub.finish_unscoped(session, id, Ok(Outcome::with_ack(ack)))
+pub(super) async fn run(a: Asked<'_>, positions: Option<BTreeMap<String, u64>>) {
+    let ack = a.hub.sync(&a.actor.user, positions).await;
+    a.hub
+        .finish_unscoped(a.session, a.id, Ok(Outcome::with_ack(ack)))
         .await
 }
 
