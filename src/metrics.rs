@@ -91,6 +91,13 @@ pub fn sessions_live(n: usize) {
     metrics::gauge!("parley_sessions").set(n as f64);
 }
 
+/// What the hub holds in memory (see `Hub::working_set`).
+pub fn working_set(conversations: usize, send_logs: usize, rate_buckets: usize) {
+    metrics::gauge!("parley_conversations_held").set(conversations as f64);
+    metrics::gauge!("parley_send_logs_held").set(send_logs as f64);
+    metrics::gauge!("parley_rate_buckets_held").set(rate_buckets as f64);
+}
+
 /// A client frame arrived.
 pub fn frame_in(kind: &'static str) {
     let make = || metrics::counter!("parley_frames_in_total", "type" => kind);

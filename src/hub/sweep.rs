@@ -29,6 +29,8 @@ impl Hub {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        let held = self.working_set();
+        crate::metrics::working_set(held.conversations, held.send_logs, held.rate_buckets);
     }
 
     /// What the hub holds in memory now.
