@@ -57,8 +57,9 @@ pub enum Online {
     Everyone,
     /// Nobody is connected (every notification is kept pending): after a restart.
     Nobody,
-    /// Just these users.
-    Only(Vec<UserId>),
+    /// Everyone but these users (listing the few offline ones costs nothing when all
+    /// participants are connected, the common case under load).
+    AllBut(Vec<UserId>),
 }
 
 impl Online {
@@ -67,7 +68,7 @@ impl Online {
         match self {
             Online::Everyone => true,
             Online::Nobody => false,
-            Online::Only(users) => users.iter().any(|u| u == user),
+            Online::AllBut(offline) => !offline.iter().any(|u| u == user),
         }
     }
 }

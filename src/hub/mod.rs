@@ -241,10 +241,10 @@ impl Hub {
     /// Which of `users` have a live session, on this node or another: the presence a
     /// new message's notifications are decided with.
     fn online_among(&self, users: &[UserId]) -> Online {
-        Online::Only(
+        Online::AllBut(
             users
                 .iter()
-                .filter(|u| self.is_online(u))
+                .filter(|u| !self.is_online(u))
                 .cloned()
                 .collect(),
         )
