@@ -114,21 +114,33 @@ impl Hub {
     /// Rebuild the state from committed changes, through [`Hub::apply`], and re-arm the
     /// recall windows still open.
     pub(super) fn restore(&self, changes: Vec<Change>) {
-        if changes.is_empty() {
-            return;
-        }
         let count = changes.len();
         for change in &changes {
-            match change.conversation() {
-                Some(id) => {
-                    let slot = self.slot_or_insert(id);
-                    let mut guard = slot.try_lock().expect("nothing else runs during restore");
-                    self.apply(Some(&mut guard), std::slice::from_ref(change), false);
-                }
-                None => self.apply(None, std::slice::from_ref(change), false),
+            self.restore_one(change);
+        }
+        self.restored(count);
+    }
+
+    /// Apply one change read back at start (nothing else runs yet).
+    pub(super) fn restore_one(&self, change: &Change) {
+        match change.conversation() {
+            Some(id) => {
+                let slot = self.slot_or_insert(id);
+                let mut guard = slot.try_lock().expect("nothing else runs during restore");
+                self.apply(Some(&mut guard), std::slice::from_ref(change), false);
             }
+            None => self.apply(None, std::slice::from_ref(change), false),
+        }
+    }
+
+    /// After the last change read back: re-arm the open recall windows and hand the
+    /// memory the reading used back to the system.
+    pub(super) fn restored(&self, count: usize) {
+        if count == 0 {
+            return;
         }
         self.rearm_open_windows();
+        crate::heap::give_back();
         tracing::info!(
             changes = count,
             conversations = self.conversations.len(),

@@ -89,9 +89,13 @@ impl Hub {
         store: Arc<dyn Store>,
         max_queue_bytes: usize,
     ) -> Result<Arc<Hub>, StoreError> {
-        let changes = store.load()?;
-        let hub = Hub::build(limits, Backend::Local(store), max_queue_bytes, 0);
-        hub.restore(changes);
+        let hub = Hub::build(limits, Backend::Local(store.clone()), max_queue_bytes, 0);
+        let mut count = 0usize;
+        store.load_each(&mut |change| {
+            count += 1;
+            hub.restore_one(&change);
+        })?;
+        hub.restored(count);
         Ok(hub)
     }
 

@@ -154,8 +154,16 @@ pub trait Store: Send + Sync + 'static {
     /// them.
     fn commit(&self, changes: Vec<Change>) -> BoxFuture<'static, Result<Vec<Change>, StoreError>>;
 
-    /// Every committed change, in commit order, to rebuild the state at start.
-    fn load(&self) -> Result<Vec<Change>, StoreError>;
+    /// Every committed change needed to rebuild the state at start, in an order that
+    /// applies to it, handed to `each` as it is read.
+    fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
+
+    /// [`Store::load_each`] collected (tests, small stores).
+    fn load(&self) -> Result<Vec<Change>, StoreError> {
+        let mut all = Vec::new();
+        self.load_each(&mut |c| all.push(c))?;
+        Ok(all)
+    }
 }
 
 /// Keeps the change log in memory; recalled and deleted content is purged from it at once.
@@ -200,8 +208,9 @@ impl Store for MemoryStore {
         Box::pin(async { Ok(changes) })
     }
 
-    fn load(&self) -> Result<Vec<Change>, StoreError> {
-        Ok(self.changes())
+    fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
+        self.changes().into_iter().for_each(each);
+        Ok(())
     }
 }
 

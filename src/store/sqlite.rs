@@ -583,9 +583,9 @@ impl Store for SqliteStore {
         })
     }
 
-    fn load(&self) -> Result<Vec<Change>, StoreError> {
+    fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
         let conn = open_reader(&self.path).map_err(|e| err("load", e))?;
-        stored_changes::load(&conn).map_err(|e| err("load", e))
+        stored_changes::load(&conn, each).map_err(|e| err("load", e))
     }
 }
 

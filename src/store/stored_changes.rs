@@ -14,11 +14,11 @@ use parley_protocol::{
 use rusqlite::{Connection, Row};
 use std::collections::HashMap;
 
-/// Every change needed to rebuild the state the tables hold.
-pub fn load(conn: &Connection) -> rusqlite::Result<Vec<Change>> {
-    let mut out = Vec::new();
-    directory(conn, &mut out)?;
-    reports(conn, &mut out)?;
+/// Every change needed to rebuild the state the tables hold, handed to `out` one by one
+/// as it is read, so they are never all in memory at once.
+pub fn load(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
+    directory(conn, out)?;
+    reports(conn, out)?;
     let requests = requests(conn)?;
     let mut conversations =
         conn.prepare("SELECT id, name, kind, title, created_at FROM conversations ORDER BY id")?;
@@ -33,12 +33,12 @@ pub fn load(conn: &Connection) -> rusqlite::Result<Vec<Change>> {
     })?;
     for row in rows {
         let (id, name, kind, title, at) = row?;
-        conversation(conn, id, name, kind, title, at, &requests, &mut out)?;
+        conversation(conn, id, name, kind, title, at, &requests, out)?;
     }
-    Ok(out)
+    Ok(())
 }
 
-fn directory(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
+fn directory(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
     let mut users = conn.prepare(
         "SELECT handle, who_can_message, read_receipts, notification_preview FROM users",
     )?;
@@ -47,9 +47,9 @@ fn directory(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
     })? {
         let (user, codes) = row?;
         let settings = settings_from(codes);
-        out.push(Change::UserCreated { user: user.clone() });
+        out(Change::UserCreated { user: user.clone() });
         if settings != Settings::default() {
-            out.push(Change::Settings { user, settings });
+            out(Change::Settings { user, settings });
         }
     }
     let mut relations = conn.prepare("SELECT a, b, state FROM relations")?;
@@ -66,12 +66,12 @@ fn directory(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
             REQUESTED => ConnectionState::Requested,
             _ => continue,
         };
-        out.push(Change::Relation { from, to, state });
+        out(Change::Relation { from, to, state });
     }
     let mut blocks = conn.prepare("SELECT blocker, blocked FROM blocks")?;
     for row in blocks.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
         let (blocker, blocked) = row?;
-        out.push(Change::Block {
+        out(Change::Block {
             blocker,
             blocked,
             on: true,
@@ -80,14 +80,14 @@ fn directory(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn reports(conn: &Connection, out: &mut Vec<Change>) -> rusqlite::Result<()> {
+fn reports(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
     let mut reports = conn.prepare(
         "SELECT id, reporter, target_kind, target, target_message, reason, at, snap_id, \
          snap_seq, snap_sender, snap_sent_at, snap_kind, snap_body, snap_reply_to, snap_to, \
          snap_cc FROM reports ORDER BY at, id",
     )?;
     for report in reports.query_map([], report)? {
-        out.push(Change::Reported { report: report? });
+        out(Change::Reported { report: report? });
     }
     Ok(())
 }
@@ -162,7 +162,7 @@ fn conversation(
     title: Option<String>,
     at: i64,
     requests: &HashMap<(i64, i64), String>,
-    out: &mut Vec<Change>,
+    out: &mut dyn FnMut(Change),
 ) -> rusqlite::Result<()> {
     let mut members =
         conn.prepare_cached("SELECT user FROM members WHERE conversation = ?1 ORDER BY ord")?;
@@ -170,7 +170,7 @@ fn conversation(
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let primary = participants.get(1).cloned();
-    out.push(Change::ConversationCreated {
+    out(Change::ConversationCreated {
         conversation: ConversationView {
             id: name.clone(),
             kind: conversation_kind_from(kind),
@@ -186,17 +186,21 @@ fn conversation(
     let mut events = events.into_iter().peekable();
     for m in messages {
         while let Some(e) = events.next_if(|e| e.pos < m.seq) {
-            out.extend(event_change(&name, e, &ids));
+            if let Some(change) = event_change(&name, e, &ids) {
+                out(change);
+            }
         }
         ids.insert(m.seq, (m.view.id.clone(), !m.view.cc.is_empty()));
         let client_id = requests.get(&(id, m.seq)).cloned().unwrap_or_default();
-        out.push(Change::MessageStored {
+        out(Change::MessageStored {
             message: m.view,
             client_id,
         });
     }
     for e in events {
-        out.extend(event_change(&name, e, &ids));
+        if let Some(change) = event_change(&name, e, &ids) {
+            out(change);
+        }
     }
     Ok(())
 }

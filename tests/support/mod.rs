@@ -120,8 +120,8 @@ impl Store for FailingStore {
         })
     }
 
-    fn load(&self) -> Result<Vec<parley::core::Change>, StoreError> {
-        self.inner.load()
+    fn load_each(&self, each: &mut dyn FnMut(parley::core::Change)) -> Result<(), StoreError> {
+        self.inner.load_each(each)
     }
 }
 
