@@ -44,6 +44,31 @@ struct Args {
     dir: Option<PathBuf>,
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The conversation client `client` writes into, with its two users.
+fn conversation(client: usize) -> Vec<Change> {
+    let users = [format!("user-{client}"), format!("peer-{client}")];
+    let mut changes: Vec<Change> = users
+        .iter()
+        .map(|u| Change::UserCreated { user: u.clone() })
+        .collect();
+    changes.push(Change::ConversationCreated {
+        conversation: parley_protocol::ConversationView {
+            id: format!("c-{client}"),
+            kind: parley_protocol::ConversationKind::Direct,
+            participants: users.to_vec(),
+            title: None,
+        },
+        at: 1_700_000_000_000,
+    });
+    changes
+}
+
 fn message(client: usize, n: usize, body: &str) -> Change {
     Change::MessageStored {
         message: MessageView {
@@ -51,14 +76,15 @@ fn message(client: usize, n: usize, body: &str) -> Change {
             conversation: format!("c-{client}"),
             seq: n as u64 + 1,
             sender: format!("user-{client}"),
-            sent_at: 1_700_000_000_000 + n as i64,
+            // Now, as a live send: its request id is kept like one.
+            sent_at: now_ms() + n as i64,
             kind: MessageKind::Message,
             state: MessageState::Visible,
             body: Some(body.to_owned()),
             reply_to: None,
             to: None,
             cc: vec![],
-            recall_until: Some(1_700_000_120_000 + n as i64),
+            recall_until: Some(now_ms() + 120_000 + n as i64),
             delete_until: None,
         },
         client_id: format!("req-{client}-{n}"),
@@ -87,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
             store
         }
     };
+    for client in 0..args.clients {
+        store.commit(conversation(client)).await?;
+    }
     let before = sqlite.as_ref().map_or(0, |s| s.transactions());
     let body = "x".repeat(args.body);
     let per_client = args.commits.div_ceil(args.clients.max(1));

@@ -845,6 +845,26 @@ mod tests {
         assert!(files_contain(dir.path(), "kept text"));
     }
 
+    #[tokio::test]
+    async fn a_message_for_an_unknown_conversation_is_refused_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let Change::MessageStored {
+            mut message,
+            client_id,
+        } = stored("stray", "nowhere to go")
+        else {
+            unreachable!()
+        };
+        message.conversation = "no-such-conversation".into();
+        let e = store
+            .commit(vec![Change::MessageStored { message, client_id }])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown conversation"), "{e}");
+        assert!(history(&store).is_empty(), "nothing of the batch is stored");
+    }
+
     #[test]
     fn a_database_from_a_newer_parley_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -343,8 +343,13 @@ fn write_message(
     client_id: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
+    // Never dropped quietly: a message is committed only after its conversation, so an
+    // unknown one is a bug to report, not a row to skip.
     let Some(c) = conversation_id(tx, &m.conversation)? else {
-        return Ok(());
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "message {} for unknown conversation {}",
+            m.id, m.conversation
+        )));
     };
     let seq = m.seq as i64;
     tx.prepare_cached(
