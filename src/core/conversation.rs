@@ -886,10 +886,14 @@ impl Conversation {
         let idx = self.messages.len();
         let (seq, at) = (message.seq, message.sent_at);
         self.by_id.insert(message.id.clone(), idx);
-        self.requests
-            .entry(message.sender.clone())
-            .or_default()
-            .insert(client_id.to_owned(), idx);
+        // A message read back after its request id was forgotten (a day on) has none: it
+        // must not answer a later request whose id happens to be empty.
+        if !client_id.is_empty() {
+            self.requests
+                .entry(message.sender.clone())
+                .or_default()
+                .insert(client_id.to_owned(), idx);
+        }
         for (user, member) in self.members.iter_mut() {
             member.hidden = false;
             if *user != message.sender && !member.muted {

@@ -3,7 +3,8 @@
 use super::*;
 use crate::config::default_limits;
 use parley_protocol::{
-    ConversationKind, Limits, MessageKind, MessageState, ReadReceipts, RemovalMode, ServerFrame,
+    ConversationKind, Limits, MessageKind, MessageState, MessageView, ReadReceipts, RemovalMode,
+    ServerFrame,
 };
 
 fn actor(user: &str, session: SessionId) -> Actor {
@@ -173,6 +174,51 @@ fn resend_with_the_same_request_id_stores_nothing_new() {
     let again = w.decide(5, send(2, "m2")).unwrap();
     assert_eq!(again.ack, first.ack);
     assert!(again.emits.is_empty() && again.changes.is_empty());
+}
+
+#[test]
+fn a_message_whose_request_id_was_forgotten_answers_no_request() {
+    let mut w = World::new(ConversationKind::Direct, &["a", "b"]);
+    let old = MessageView {
+        id: "m-old".into(),
+        conversation: "c".into(),
+        seq: 1,
+        sender: "a".into(),
+        sent_at: 0,
+        kind: MessageKind::Message,
+        state: MessageState::Visible,
+        body: Some("old".into()),
+        reply_to: None,
+        to: None,
+        cc: vec![],
+        recall_until: None,
+        delete_until: None,
+    };
+    let forgotten = Change::MessageStored {
+        message: old,
+        client_id: String::new(),
+    };
+    w.conv.apply(&forgotten, &w.limits, &Online::Everyone);
+    let out = w
+        .decide(1, |c, ctx| {
+            let a = actor("a", 1);
+            c.send(
+                ctx,
+                &a,
+                "",
+                "new".into(),
+                None,
+                MessageKind::Message,
+                vec![],
+                || "m-new".into(),
+            )
+        })
+        .unwrap();
+    assert_eq!(
+        out.changes.len(),
+        1,
+        "a new message, not the old one's answer"
+    );
 }
 
 #[test]
