@@ -24,6 +24,9 @@ pub fn default_limits() -> Limits {
     }
 }
 
+/// Messages and state changes the conversation cache holds by default: some tens of MiB.
+pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
+
 /// Everything `parley serve` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,6 +40,9 @@ pub struct Config {
     pub limits: Limits,
     /// Bytes a session may have queued before it is cut off as a slow consumer.
     pub max_queue_bytes: usize,
+    /// Messages and state changes the conversation cache holds (a store that reads on
+    /// demand only): beyond it the least recently used conversations are forgotten.
+    pub cache_entries: usize,
     /// Grace period for sessions to drain on shutdown.
     pub shutdown_grace: Duration,
     /// New connections per second one address may open (0: unlimited); bursts of ten times that.
@@ -52,6 +58,7 @@ impl Config {
             data: PathBuf::from("parley-data"),
             limits: default_limits(),
             max_queue_bytes: 1024 * 1024,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             shutdown_grace: Duration::from_secs(5),
             connections_per_ip_per_second: 50,
         }

@@ -141,6 +141,11 @@ struct ServeArgs {
     /// Bytes queued for one session before it is closed as a slow consumer.
     #[arg(long, env = "PARLEY_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     max_queue_bytes: usize,
+    /// Messages and state changes (reads, recalls, deletes) of recently used
+    /// conversations kept in memory; beyond it the least recently used conversations are
+    /// forgotten and read back from the database when next needed (SQLite store only).
+    #[arg(long, env = "PARLEY_CACHE_ENTRIES", default_value_t = parley::config::DEFAULT_CACHE_ENTRIES)]
+    cache_entries: usize,
     /// Live sessions one user may hold (0: no cap).
     #[arg(long, env = "PARLEY_MAX_SESSIONS_PER_USER", default_value_t = 16)]
     max_sessions_per_user: u32,
@@ -315,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data: args.secret.data,
         limits,
         max_queue_bytes: args.max_queue_bytes,
+        cache_entries: args.cache_entries,
         shutdown_grace: args.shutdown_grace,
         connections_per_ip_per_second: args.connections_per_ip_per_second,
     };
@@ -333,7 +339,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         kind => {
             let store = local_store(kind, &config, args.durability, args.retention)?;
-            Hub::start(config.limits, store, config.max_queue_bytes)?
+            Hub::start(
+                config.limits,
+                store,
+                config.max_queue_bytes,
+                config.cache_entries,
+            )?
         }
     };
     let mut server = Server::bind_with_hub(&config, hub)

@@ -92,10 +92,26 @@ pub fn sessions_live(n: usize) {
 }
 
 /// What the hub holds in memory (see `Hub::working_set`).
-pub fn working_set(conversations: usize, send_logs: usize, rate_buckets: usize) {
+pub fn working_set(
+    conversations: usize,
+    cached_weight: usize,
+    send_logs: usize,
+    rate_buckets: usize,
+) {
     metrics::gauge!("parley_conversations_held").set(conversations as f64);
+    metrics::gauge!("parley_cache_entries_held").set(cached_weight as f64);
     metrics::gauge!("parley_send_logs_held").set(send_logs as f64);
     metrics::gauge!("parley_rate_buckets_held").set(rate_buckets as f64);
+}
+
+/// One conversation was read back from the store into the cache.
+pub fn cache_read() {
+    metrics::counter!("parley_cache_reads_total").increment(1);
+}
+
+/// One pass forgot conversations to keep the cache within its limit.
+pub fn cache_evicted() {
+    metrics::counter!("parley_cache_evictions_total").increment(1);
 }
 
 /// A client frame arrived.

@@ -97,8 +97,13 @@ impl Server {
         config: &Config,
         store: Arc<dyn Store>,
     ) -> std::io::Result<Server> {
-        let hub = Hub::start(config.limits, store, config.max_queue_bytes)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let hub = Hub::start(
+            config.limits,
+            store,
+            config.max_queue_bytes,
+            config.cache_entries,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         Self::bind_with_hub(config, hub).await
     }
 

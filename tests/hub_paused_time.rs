@@ -1,7 +1,7 @@
 //! Time rules on paused tokio time, driving the hub directly (no sockets): the recall
 //! window's timer, the 24-hour recall allowance and the throttle window.
 
-use parley::config::default_limits;
+use parley::config::{default_limits, DEFAULT_CACHE_ENTRIES};
 use parley::hub::{Hub, Outbox};
 use parley::store::MemoryStore;
 use parley_protocol::Limits;
@@ -72,7 +72,7 @@ async fn pair(limits: Limits) -> (Arc<Hub>, Session, Session, Session) {
 
 /// alice (two sessions) and bob, connected, on a hub over `store`.
 async fn pair_on(limits: Limits, store: Arc<MemoryStore>) -> (Arc<Hub>, Session, Session, Session) {
-    let hub = Hub::start(limits, store, 1 << 20).unwrap();
+    let hub = Hub::start(limits, store, 1 << 20, DEFAULT_CACHE_ENTRIES).unwrap();
     let mut alice = open(&hub, "alice").await;
     let alice2 = open(&hub, "alice").await;
     let mut bob = open(&hub, "bob").await;
@@ -216,7 +216,7 @@ async fn recall_windows_are_rearmed_after_a_restart() {
     drop(hub);
 
     // The server comes back 60 s later: both windows are still open for 60 s more.
-    let hub = Hub::start(default_limits(), store, 1 << 20).unwrap();
+    let hub = Hub::start(default_limits(), store, 1 << 20, DEFAULT_CACHE_ENTRIES).unwrap();
     hub.clock().advance(Duration::from_secs(60));
     let mut alice = open(&hub, "alice").await;
     assert_eq!(

@@ -2,6 +2,7 @@
 //! is measured against. Every run is bounded in count and time and targets loopback only.
 
 mod baseline;
+mod browse;
 mod check;
 mod hiccup;
 mod plot;
@@ -56,6 +57,9 @@ enum Command {
     /// Write a realistic history straight into a data directory (no server running), so
     /// large-history figures take minutes.
     Seed(seed::SeedArgs),
+    /// Users coming back to a long history: inbox, a page of history and a sync of missed
+    /// changes each, timed, with the server's memory before and after (JSON on stdout).
+    Browse(browse::BrowseArgs),
     /// The bare room-broadcast server (protocol in load/README.md).
     BaselineServer {
         /// Loopback address to listen on.
@@ -113,6 +117,7 @@ fn main() {
             Ok(0)
         }
         Command::Seed(args) => seed::run(args).map(|()| 0),
+        Command::Browse(args) => runtime(browse::run(args)).map(|()| 0),
         Command::Fanout(args) => runtime(interruptible(single(Scenario::Fanout, args))),
         Command::Dm(args) => runtime(interruptible(single(Scenario::Dm, args))),
         Command::Connect(args) => runtime(interruptible(single(Scenario::Connect, args))),

@@ -306,7 +306,8 @@ fn ticks_to_s(fields: &[String], at: &[usize]) -> Option<f64> {
 }
 
 /// A `kB` figure of `/proc/PID/FILE`, in bytes.
-fn kb_field(pid: u32, file: &str, key: &str) -> Option<u64> {
+/// A `kB` field of `/proc/PID/FILE`, in bytes.
+pub(crate) fn kb_field(pid: u32, file: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
     let kb: u64 = text
         .lines()

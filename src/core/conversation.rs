@@ -123,6 +123,12 @@ impl Conversation {
         }
     }
 
+    /// How much it holds: its messages and state changes (what a cache of conversations
+    /// counts against its limit).
+    pub fn weight(&self) -> usize {
+        self.messages.len() + self.events.len()
+    }
+
     /// The conversation's id.
     pub fn id(&self) -> &str {
         &self.id

@@ -1,26 +1,37 @@
 //! Applying committed changes to the state in memory: the one mutation path of the hub,
 //! taken alike by live requests, start-up and cluster replicas.
 
-use super::{Hub, Slot};
-use crate::core::{Change, Conversation, Directory, Online};
-use std::sync::Arc;
-use tokio::sync::Mutex as AsyncMutex;
+use super::cache::Cached;
+use super::Hub;
+use crate::core::{Change, Conversation, Directory, Online, RecallTimer};
+use crate::store::Recent;
+
+/// Why changes are applied, which decides what else they count towards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applying {
+    /// Just committed: presence decides which notifications are kept pending, and sends
+    /// count towards the throttle.
+    Live,
+    /// Read back at start when everything is held: nobody is online yet, so every
+    /// outstanding notification is pending; sends still inside the throttle window count.
+    Restore,
+    /// A conversation read back on demand: its sends were counted when committed or at
+    /// start, and outstanding notifications are pending, as after a restart.
+    Reload,
+}
 
 impl Hub {
     /// Apply committed `changes` of one scope. `slot` is the conversation the scope names,
-    /// locked by the caller; `live` says whether presence counts (at start-up nobody is
-    /// online, so every outstanding notification is pending).
-    pub(super) fn apply(
-        &self,
-        mut slot: Option<&mut Option<Conversation>>,
-        changes: &[Change],
-        live: bool,
-    ) {
+    /// locked by the caller.
+    pub(super) fn apply(&self, mut slot: Option<&mut Cached>, changes: &[Change], why: Applying) {
         for change in changes {
             match change.conversation() {
-                Some(_) => self.apply_to_conversation(slot.as_deref_mut(), change, live),
+                Some(_) => self.apply_to_conversation(slot.as_deref_mut(), change, why),
                 None => self.apply_to_directory(&mut self.directory.write(), change),
             }
+        }
+        if let Some(slot) = slot {
+            self.reweigh(slot);
         }
     }
 
@@ -33,34 +44,28 @@ impl Hub {
         }
     }
 
-    fn apply_to_conversation(
-        &self,
-        slot: Option<&mut Option<Conversation>>,
-        change: &Change,
-        live: bool,
-    ) {
+    fn apply_to_conversation(&self, slot: Option<&mut Cached>, change: &Change, why: Applying) {
         let Some(slot) = slot else {
             return tracing::error!(?change, "a conversation change outside its conversation");
         };
         if let Change::ConversationCreated { conversation, at } = change {
-            if slot.is_none() {
-                *slot = Some(Conversation::from_view(conversation, *at));
-                for p in &conversation.participants {
-                    let mut ids = self.by_user.entry(p.clone()).or_default();
-                    ids.push(conversation.id.clone());
-                }
+            if slot.conv.is_none() {
+                slot.conv = Some(Conversation::from_view(conversation, *at));
+                self.index_participants(change);
             }
             return;
         }
-        let Some(conv) = slot.as_mut() else { return };
-        let online = match change {
-            Change::MessageStored { message, .. } => {
+        let Some(conv) = slot.conv.as_mut() else {
+            return;
+        };
+        let online = match (change, why) {
+            (Change::MessageStored { message, .. }, Applying::Live) => {
                 self.count_send(&message.sender, message.sent_at);
-                if live {
-                    self.online_among(conv.participants())
-                } else {
-                    Online::Nobody
-                }
+                self.online_among(conv.participants())
+            }
+            (Change::MessageStored { message, .. }, Applying::Restore) => {
+                self.count_send(&message.sender, message.sent_at);
+                Online::Nobody
             }
             _ => Online::Nobody,
         };
@@ -87,30 +92,6 @@ impl Hub {
             .map_or(0, |log| log.count(self.clock.now(), window))
     }
 
-    /// The slot of a conversation this node holds.
-    pub(super) fn slot(&self, id: &str) -> Option<Slot> {
-        self.conversations.get(id).map(|c| c.clone())
-    }
-
-    /// The slot of conversation `id`, an empty one when none is held yet.
-    pub(super) fn slot_or_insert(&self, id: &str) -> Slot {
-        if let Some(slot) = self.slot(id) {
-            return slot;
-        }
-        self.conversations
-            .entry(id.to_owned())
-            .or_insert_with(|| Arc::new(AsyncMutex::new(None)))
-            .clone()
-    }
-
-    /// Forget an empty slot (a first request that was refused or not stored) unless
-    /// someone else is waiting on it.
-    pub(super) fn drop_empty_slot(&self, id: &str) {
-        self.conversations.remove_if(id, |_, slot| {
-            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| s.is_none())
-        });
-    }
-
     /// Rebuild the state from committed changes, through [`Hub::apply`], and re-arm the
     /// recall windows still open.
     pub(super) fn restore(&self, changes: Vec<Change>) {
@@ -121,15 +102,41 @@ impl Hub {
         self.restored(count);
     }
 
+    /// Start-up when conversations are read on demand: messages sent lately re-arm the
+    /// recall windows still open and count towards their senders' throttles.
+    pub(super) fn restore_recent(&self, recent: &[Recent]) {
+        let now = self.clock.now();
+        for m in recent {
+            self.count_send(&m.sender, m.sent_at);
+            let (limits, id) = (&self.limits, &m.message);
+            let open = RecallTimer::still_open(
+                &m.conversation,
+                id,
+                m.kind,
+                m.sent_at,
+                m.untouched,
+                limits,
+                now,
+            );
+            if let Some(timer) = open {
+                let _ = self.timers.send(timer);
+            }
+        }
+    }
+
     /// Apply one change read back at start (nothing else runs yet).
     pub(super) fn restore_one(&self, change: &Change) {
         match change.conversation() {
             Some(id) => {
                 let slot = self.slot_or_insert(id);
                 let mut guard = slot.try_lock().expect("nothing else runs during restore");
-                self.apply(Some(&mut guard), std::slice::from_ref(change), false);
+                self.apply(
+                    Some(&mut guard),
+                    std::slice::from_ref(change),
+                    Applying::Restore,
+                );
             }
-            None => self.apply(None, std::slice::from_ref(change), false),
+            None => self.apply(None, std::slice::from_ref(change), Applying::Restore),
         }
     }
 
@@ -157,7 +164,7 @@ impl Hub {
                 .value()
                 .try_lock()
                 .expect("nothing else runs at start");
-            for timer in guard.iter().flat_map(|c| c.open_recall_windows(&ctx)) {
+            for timer in guard.conv.iter().flat_map(|c| c.open_recall_windows(&ctx)) {
                 let _ = self.timers.send(timer);
             }
         }

@@ -4,6 +4,7 @@
 //! request family's handler lives in its own file under `cmd/`.
 
 mod apply;
+mod cache;
 mod cmd;
 mod pipeline;
 mod replica;
@@ -13,7 +14,7 @@ mod timers;
 
 use crate::clock::Clock;
 use crate::cluster::DIRECTORY;
-use crate::core::{Actor, Conversation, Ctx, Directory, Online, RecallTimer, Reports, SendLog};
+use crate::core::{Actor, Ctx, Directory, Online, RecallTimer, Reports, SendLog};
 use crate::store::{Store, StoreError};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -23,15 +24,13 @@ use replica::Replica;
 use sessions::{SessionHandle, Sessions};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Mutex as AsyncMutex};
+use tokio::sync::mpsc;
+
+use apply::Applying;
+use cache::{Cache, Slot};
 
 pub use sessions::{encode, Outbox};
 pub use sweep::WorkingSet;
-
-/// A conversation's place in memory: its lock serialises every decision on it, and it is
-/// empty until the conversation's creation is committed (or when a first request was
-/// refused), so nothing uncommitted is ever found in it.
-type Slot = Arc<AsyncMutex<Option<Conversation>>>;
 
 /// Where decisions become durable.
 enum Backend {
@@ -51,6 +50,7 @@ pub struct Hub {
     /// Serialises this process's directory decisions per pair of users.
     directory_locks: Stripes,
     conversations: DashMap<String, Slot>,
+    cache: Cache,
     by_user: DashMap<UserId, Vec<String>>,
     send_logs: DashMap<UserId, SendLog>,
     reports: Mutex<Reports>,
@@ -82,24 +82,46 @@ pub fn rate_limiter<K: std::hash::Hash + Eq + Clone>(
 }
 
 impl Hub {
-    /// A hub over `store`, its state rebuilt from every committed change, with its
-    /// recall-timer task running on the current runtime.
+    /// A hub over `store`, with its recall-timer task running on the current runtime.
+    /// A store that reads conversations on demand gives only the directory, the reports
+    /// and the messages of the last minutes at start, and the hub holds at most
+    /// `cache_limit` messages and state changes of the conversations used lately; any
+    /// other store is read whole and held.
     pub fn start(
         limits: Limits,
         store: Arc<dyn Store>,
         max_queue_bytes: usize,
+        cache_limit: usize,
     ) -> Result<Arc<Hub>, StoreError> {
-        let hub = Hub::build(limits, Backend::Local(store.clone()), max_queue_bytes, 0);
+        let backend = Backend::Local(store.clone());
+        let hub = Hub::build(limits, backend, max_queue_bytes, 0, cache_limit);
         let mut count = 0usize;
-        store.load_each(&mut |change| {
+        let mut each = |change| {
             count += 1;
             hub.restore_one(&change);
-        })?;
-        hub.restored(count);
+        };
+        let Some(reads) = store.on_demand() else {
+            store.load_each(&mut each)?;
+            hub.restored(count);
+            return Ok(hub);
+        };
+        reads.start_up(&mut each)?;
+        let recent_ms = limits
+            .recall_window_ms
+            .max(limits.recall_throttle_window_ms);
+        let recent = reads.recent(hub.clock.now().saturating_sub(recent_ms as i64))?;
+        hub.restore_recent(&recent);
+        tracing::info!(changes = count, recent = recent.len(), "directory read");
         Ok(hub)
     }
 
-    fn build(limits: Limits, backend: Backend, max_queue_bytes: usize, node: u32) -> Arc<Hub> {
+    fn build(
+        limits: Limits,
+        backend: Backend,
+        max_queue_bytes: usize,
+        node: u32,
+        cache_limit: usize,
+    ) -> Arc<Hub> {
         let (tx, rx) = mpsc::unbounded_channel();
         let clock = Clock::start();
         let hub = Arc::new(Hub {
@@ -110,6 +132,7 @@ impl Hub {
             directory: RwLock::new(Directory::default()),
             directory_locks: Stripes::default(),
             conversations: DashMap::new(),
+            cache: Cache::new(cache_limit),
             by_user: DashMap::new(),
             send_logs: DashMap::new(),
             reports: Mutex::new(Reports::default()),
@@ -176,7 +199,7 @@ impl Hub {
         let created = self.directory.read().ensure_user(user);
         let changes: Vec<_> = created.into_iter().collect();
         let (changes, committed) = self.commit(claimed, changes, &[]).await?;
-        self.apply(None, &changes, true);
+        self.apply(None, &changes, Applying::Live);
         if let Some((scope, seq)) = committed {
             self.publish_entry(&scope, seq, changes, Vec::new());
         }

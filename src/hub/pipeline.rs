@@ -6,6 +6,8 @@
 //! changes nothing and answers `unavailable`, so a retry with the same request id after
 //! recovery is decided afresh and stored once.
 
+use super::apply::Applying;
+use super::cache::{Cached, Held};
 use super::replica::Claimed;
 use super::sessions::SessionHandle;
 use super::{error_frame, Hub};
@@ -42,7 +44,7 @@ const UNAVAILABLE: &str = "the server could not store this request; nothing chan
 
 impl Hub {
     /// Answer `id` with `unavailable` after a storage failure.
-    fn refuse_unavailable(&self, session: &SessionHandle, id: String, e: &StoreError) {
+    pub(super) fn refuse_unavailable(&self, session: &SessionHandle, id: String, e: &StoreError) {
         tracing::error!(error = %e, user = %session.user, request = %id, "storage failed; nothing changed");
         crate::metrics::error(ErrorCode::Unavailable.as_str());
         session.send(&error_frame(Some(id), ErrorCode::Unavailable, UNAVAILABLE));
@@ -65,13 +67,32 @@ impl Hub {
         }
     }
 
+    /// Hold conversation `conversation` for a decision under `claimed`, or give the claim
+    /// back and answer `unavailable` when it cannot be read from the store.
+    async fn hold_or_refuse(
+        &self,
+        session: &SessionHandle,
+        id: &str,
+        conversation: &str,
+        claimed: Claimed,
+    ) -> Option<(Held, Claimed)> {
+        match self.hold(conversation).await {
+            Ok(held) => Some((held, claimed)),
+            Err(e) => {
+                claimed.release().await;
+                self.refuse_unavailable(session, id.to_owned(), &e);
+                None
+            }
+        }
+    }
+
     /// Commit, apply, deliver, answer, arm and publish a decision, in that order, with
     /// the decided conversation (when there is one) still locked in `slot`: that keeps
     /// every session's view of the conversation in one order.
     pub(super) async fn finish(
         &self,
         claimed: Claimed,
-        slot: Option<&mut Option<Conversation>>,
+        slot: Option<&mut Cached>,
         session: &SessionHandle,
         id: String,
         decided: Result<Outcome, Refusal>,
@@ -95,7 +116,7 @@ impl Hub {
             Ok(c) => c,
             Err(e) => return self.refuse_unavailable(session, id, &e),
         };
-        self.apply(slot, &changes, true);
+        self.apply(slot, &changes, Applying::Live);
         for emit in &emits {
             self.sessions.deliver(emit);
         }
@@ -143,20 +164,22 @@ impl Hub {
             }
             Claimed::none()
         };
-        let Some(slot) = self.slot(conversation) else {
-            let refused = Err(Refusal::NotFound("conversation"));
-            return self.finish(claimed, None, session, id, refused).await;
+        let Some((mut held, claimed)) = self
+            .hold_or_refuse(session, &id, conversation, claimed)
+            .await
+        else {
+            return;
         };
-        let mut guard = slot.lock().await;
-        let decided = match guard.as_ref() {
+        let decided = match held.conv.as_ref() {
             Some(conv) if conv.is_participant(&actor.user) => {
                 let dir = self.directory.read();
                 rule(conv, &self.ctx(&dir))
             }
             _ => Err(Refusal::NotFound("conversation")),
         };
-        self.finish(claimed, Some(&mut guard), session, id, decided)
+        self.finish(claimed, Some(&mut held), session, id, decided)
             .await;
+        self.release(conversation, held);
     }
 
     /// Run `rule` on the conversation `opening` names, opening it when it does not exist
@@ -176,12 +199,16 @@ impl Hub {
         let Some(claimed) = self.claim_or_refuse(session, &id, &opening.id).await else {
             return;
         };
-        let slot = self.slot_or_insert(&opening.id);
-        let mut guard = slot.lock().await;
+        let Some((mut held, claimed)) = self
+            .hold_or_refuse(session, &id, &opening.id, claimed)
+            .await
+        else {
+            return;
+        };
         let decided = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            match guard.as_ref() {
+            match held.conv.as_ref() {
                 // A retry finds its conversation and gets its original answer.
                 Some(conv) if conv.is_participant(&actor.user) => rule(conv, &ctx),
                 Some(_) => Err(Refusal::NotFound("conversation")),
@@ -191,14 +218,9 @@ impl Hub {
                 }),
             }
         };
-        self.finish(claimed, Some(&mut guard), session, id, decided)
+        self.finish(claimed, Some(&mut held), session, id, decided)
             .await;
-        let empty = guard.is_none();
-        drop(guard);
-        drop(slot);
-        if empty {
-            self.drop_empty_slot(&opening.id);
-        }
+        self.release(&opening.id, held);
     }
 
     /// Run a directory rule about the pair `a`, `b` (the same user twice for one user's

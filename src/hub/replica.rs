@@ -133,7 +133,8 @@ impl Hub {
                     .insert(scope, Arc::new(AsyncMutex::new(seq)));
             }
         }
-        let hub = Hub::build(limits, super::Backend::Node(replica), max_queue_bytes, node);
+        let backend = super::Backend::Node(replica);
+        let hub = Hub::build(limits, backend, max_queue_bytes, node, usize::MAX);
         hub.restore(changes);
         let weak = Arc::downgrade(&hub);
         if let Some(rx) = incoming {
@@ -278,10 +279,12 @@ impl Hub {
         if entry.seq <= *pos {
             return;
         }
-        let slot = self.slot_or_insert(&entry.scope);
-        {
-            let mut guard = slot.lock().await;
-            self.apply(Some(&mut guard), &entry.changes, true);
+        match self.hold(&entry.scope).await {
+            Ok(mut held) => {
+                self.apply(Some(&mut held), &entry.changes, super::Applying::Live);
+                self.release(&entry.scope, held);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot hold a conversation on a node"),
         }
         for change in &entry.changes {
             if let Change::MessageStored { message, .. } = change {

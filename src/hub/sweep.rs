@@ -13,6 +13,9 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub struct WorkingSet {
     /// Conversations held (each with its lock).
     pub conversations: usize,
+    /// Messages and state changes held across those conversations (the cache's limit
+    /// counts these).
+    pub cached: usize,
     /// Users with a send inside the recall throttle's window.
     pub send_logs: usize,
     /// Users with a request-rate bucket not yet refilled.
@@ -20,8 +23,10 @@ pub struct WorkingSet {
 }
 
 impl Hub {
-    /// Drop send logs with nothing inside the throttle window and refilled rate buckets.
+    /// Drop send logs with nothing inside the throttle window and refilled rate buckets,
+    /// and forget conversations beyond the cache's limit (sends grow what is held).
     pub fn sweep(&self) {
+        self.make_room();
         let (now, window) = (self.clock.now(), self.limits.recall_throttle_window_ms);
         self.send_logs.retain(|_, log| log.count(now, window) > 0);
         self.send_logs.shrink_to_fit();
@@ -30,13 +35,19 @@ impl Hub {
             limiter.shrink_to_fit();
         }
         let held = self.working_set();
-        crate::metrics::working_set(held.conversations, held.send_logs, held.rate_buckets);
+        crate::metrics::working_set(
+            held.conversations,
+            held.cached,
+            held.send_logs,
+            held.rate_buckets,
+        );
     }
 
     /// What the hub holds in memory now.
     pub fn working_set(&self) -> WorkingSet {
         WorkingSet {
             conversations: self.conversations.len(),
+            cached: self.cache.weight(),
             send_logs: self.send_logs.len(),
             rate_buckets: self.requests.as_ref().map_or(0, |l| l.len()),
         }

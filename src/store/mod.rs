@@ -11,6 +11,7 @@ pub use sqlite::{database_path, Durability, SqliteOptions, SqliteStore};
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use parley_protocol::{MessageId, MessageKind, Millis, UserId};
 
 /// Why storage failed. Each variant carries what the store was doing (`context`) and the
 /// underlying error's text (`detail`, empty when there is none); both are plain text so the
@@ -158,12 +159,54 @@ pub trait Store: Send + Sync + 'static {
     /// applies to it, handed to `each` as it is read.
     fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
 
+    /// The store's reads by key, when it has them; a store without them is loaded whole
+    /// at start and held in memory.
+    fn on_demand(&self) -> Option<&dyn OnDemand> {
+        None
+    }
+
     /// [`Store::load_each`] collected (tests, small stores).
     fn load(&self) -> Result<Vec<Change>, StoreError> {
         let mut all = Vec::new();
         self.load_each(&mut |c| all.push(c))?;
         Ok(all)
     }
+}
+
+/// A message sent lately, as start-up needs it: to re-arm recall windows still open and
+/// to count sends towards the recall throttle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recent {
+    /// Its conversation.
+    pub conversation: String,
+    /// Its id.
+    pub message: MessageId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// When.
+    pub sent_at: Millis,
+    /// A message or an InMail.
+    pub kind: MessageKind,
+    /// Neither recalled nor deleted, and read by no one but its sender.
+    pub untouched: bool,
+}
+
+/// Reads by key that a durable store answers, so the hub need hold only its working set:
+/// conversations are read when first needed, and start-up reads no history.
+pub trait OnDemand: Send + Sync {
+    /// What start-up needs besides recent messages: the directory and the reports.
+    fn start_up(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
+
+    /// The committed changes that rebuild conversation `id`, `None` when it does not
+    /// exist.
+    fn conversation(&self, id: &str)
+        -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>>;
+
+    /// The ids of the conversations `user` takes part in.
+    fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>>;
+
+    /// Messages sent at `since` or later, oldest first.
+    fn recent(&self, since: Millis) -> Result<Vec<Recent>, StoreError>;
 }
 
 /// Keeps the change log in memory; recalled and deleted content is purged from it at once.

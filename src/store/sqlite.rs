@@ -18,9 +18,10 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
-use super::{stored_changes, stored_form, Store, StoreError};
+use super::{stored_changes, stored_form, OnDemand, Recent, Store, StoreError};
 use crate::core::Change;
 use futures::future::BoxFuture;
+use parley_protocol::Millis;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_tables.sql",
         include_str!("../../migrations/0002_tables.sql"),
+    ),
+    (
+        "0003_lookups.sql",
+        include_str!("../../migrations/0003_lookups.sql"),
     ),
 ];
 
@@ -104,6 +109,55 @@ pub struct SqliteStore {
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     transactions: Arc<AtomicU64>,
+    readers: Arc<Readers>,
+}
+
+/// Reads at once at most: each runs on a blocking thread with a connection of its own.
+const READERS: usize = 4;
+
+/// Connections that only read, reused so their prepared statements are too; at most
+/// [`READERS`] reads run at once, so a burst of cold requests cannot open a connection
+/// (three files) and a thread each.
+struct Readers {
+    path: PathBuf,
+    idle: parking_lot::Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Readers {
+    /// Run `read` on a reader connection on a blocking thread.
+    fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        context: String,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let readers = self.clone();
+        Box::pin(async move {
+            let _permit = readers.permits.acquire().await.map_err(|_| stopped())?;
+            let job = readers.clone();
+            tokio::task::spawn_blocking(move || job.blocking(&context, read))
+                .await
+                .map_err(|e| StoreError::unavailable("a read stopped", e))?
+        })
+    }
+
+    /// Run `read` on a reader connection here (start-up, blocking threads).
+    fn blocking<T>(
+        &self,
+        context: &str,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = match self.idle.lock().pop() {
+            Some(conn) => conn,
+            None => open_reader(&self.path).map_err(|e| err(context, e))?,
+        };
+        let result = read(&conn).map_err(|e| err(context, e));
+        let mut idle = self.idle.lock();
+        if idle.len() < READERS {
+            idle.push(conn);
+        }
+        result
+    }
 }
 
 /// A SQLite error while `context`, by what it means for the caller: a full disk is
@@ -392,11 +446,17 @@ impl SqliteStore {
             .name("parley-sqlite-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("cannot start the database writer", &e))?;
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            idle: parking_lot::Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(READERS),
+        });
         Ok(SqliteStore {
             path,
             jobs: Some(tx),
             writer: Some(handle),
             transactions,
+            readers,
         })
     }
 
@@ -586,6 +646,42 @@ impl Store for SqliteStore {
     fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
         let conn = open_reader(&self.path).map_err(|e| err("load", e))?;
         stored_changes::load(&conn, each).map_err(|e| err("load", e))
+    }
+
+    fn on_demand(&self) -> Option<&dyn OnDemand> {
+        Some(self)
+    }
+}
+
+impl OnDemand for SqliteStore {
+    fn start_up(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError> {
+        self.readers.blocking("read the directory", |conn| {
+            stored_changes::start_up(conn, each)
+        })
+    }
+
+    fn conversation(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>> {
+        let id = id.to_owned();
+        let context = format!("read conversation {id}");
+        self.readers
+            .run(context, move |conn| stored_changes::one(conn, &id))
+    }
+
+    fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {
+        let user = user.to_owned();
+        let context = format!("read the conversations of {user}");
+        self.readers.run(context, move |conn| {
+            stored_changes::conversations_of(conn, &user)
+        })
+    }
+
+    fn recent(&self, since: Millis) -> Result<Vec<Recent>, StoreError> {
+        self.readers.blocking("read recent messages", |conn| {
+            stored_changes::recent(conn, since)
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED,
 };
+use super::Recent;
 use crate::core::Change;
 use parley_protocol::{
     ConnectionState, ConversationView, MessageKind, MessageState, MessageView, ReportTarget,
@@ -17,25 +18,86 @@ use std::collections::HashMap;
 /// Every change needed to rebuild the state the tables hold, handed to `out` one by one
 /// as it is read, so they are never all in memory at once.
 pub fn load(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
-    directory(conn, out)?;
-    reports(conn, out)?;
-    let requests = requests(conn)?;
-    let mut conversations =
-        conn.prepare("SELECT id, name, kind, title, created_at FROM conversations ORDER BY id")?;
-    let rows = conversations.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, i64>(4)?,
-        ))
-    })?;
+    start_up(conn, out)?;
+    let mut conversations = conn.prepare(&format!("{HEADER} ORDER BY id"))?;
+    let rows = conversations.query_map([], header)?;
     for row in rows {
-        let (id, name, kind, title, at) = row?;
-        conversation(conn, id, name, kind, title, at, &requests, out)?;
+        conversation(conn, row?, out)?;
     }
     Ok(())
+}
+
+/// What a server holding only its working set reads at start: the directory (users,
+/// settings, relations, blocks) and the reports; no conversation.
+pub fn start_up(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
+    directory(conn, out)?;
+    reports(conn, out)
+}
+
+/// The changes that rebuild conversation `name`, or `None` when there is none.
+pub fn one(conn: &Connection, name: &str) -> rusqlite::Result<Option<Vec<Change>>> {
+    let mut stmt = conn.prepare_cached(&format!("{HEADER} WHERE name = ?1"))?;
+    let Some(row) = stmt.query_map([name], header)?.next().transpose()? else {
+        return Ok(None);
+    };
+    let mut changes = Vec::new();
+    conversation(conn, row, &mut |c| changes.push(c))?;
+    Ok(Some(changes))
+}
+
+/// The ids of the conversations `user` takes part in.
+pub fn conversations_of(conn: &Connection, user: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.name FROM members m JOIN conversations c ON c.id = m.conversation \
+         WHERE m.user = ?1",
+    )?;
+    let names = stmt.query_map([user], |r| r.get(0))?.collect();
+    names
+}
+
+/// Messages sent at `since` or later, oldest first; found through the conversations
+/// active since then, so the cost follows recent traffic, not the whole history.
+pub fn recent(conn: &Connection, since: i64) -> rusqlite::Result<Vec<Recent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.name, m.id, m.sender, m.sent_at, m.kind, m.state, \
+           EXISTS (SELECT 1 FROM members r WHERE r.conversation = m.conversation \
+                   AND r.user <> m.sender AND r.read_seq >= m.seq) \
+         FROM conversations c JOIN messages m ON m.conversation = c.id \
+         WHERE c.last_activity >= ?1 AND m.sent_at >= ?1 ORDER BY m.sent_at",
+    )?;
+    let rows = stmt.query_map([since], |r| {
+        Ok(Recent {
+            conversation: r.get(0)?,
+            message: id_from_sql(r.get_ref(1)?)?,
+            sender: r.get(2)?,
+            sent_at: r.get(3)?,
+            kind: message_kind_from(r.get(4)?),
+            untouched: r.get::<_, i64>(5)? == 0 && !r.get::<_, bool>(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The columns [`header`] reads.
+const HEADER: &str = "SELECT id, name, kind, title, created_at FROM conversations";
+
+/// A conversation's own row.
+struct Header {
+    id: i64,
+    name: String,
+    kind: i64,
+    title: Option<String>,
+    at: i64,
+}
+
+fn header(r: &Row) -> rusqlite::Result<Header> {
+    Ok(Header {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        title: r.get(3)?,
+        at: r.get(4)?,
+    })
 }
 
 fn directory(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<()> {
@@ -128,11 +190,12 @@ fn report(r: &Row) -> rusqlite::Result<ReportView> {
     })
 }
 
-/// (conversation, seq) → the client request id still remembered for it.
-fn requests(conn: &Connection) -> rusqlite::Result<HashMap<(i64, i64), String>> {
-    let mut rows = conn.prepare("SELECT conversation, seq, request FROM requests")?;
+/// seq → the client request id still remembered for it, in conversation `id`.
+fn requests(conn: &Connection, id: i64) -> rusqlite::Result<HashMap<i64, String>> {
+    let mut rows =
+        conn.prepare_cached("SELECT seq, request FROM requests WHERE conversation = ?1")?;
     let map = rows
-        .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(map)
 }
@@ -153,17 +216,19 @@ struct Event {
     flags: Option<i64>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn conversation(
     conn: &Connection,
-    id: i64,
-    name: String,
-    kind: i64,
-    title: Option<String>,
-    at: i64,
-    requests: &HashMap<(i64, i64), String>,
+    row: Header,
     out: &mut dyn FnMut(Change),
 ) -> rusqlite::Result<()> {
+    let Header {
+        id,
+        name,
+        kind,
+        title,
+        at,
+    } = row;
+    let requests = requests(conn, id)?;
     let mut members =
         conn.prepare_cached("SELECT user FROM members WHERE conversation = ?1 ORDER BY ord")?;
     let participants: Vec<String> = members
@@ -191,7 +256,7 @@ fn conversation(
             }
         }
         ids.insert(m.seq, (m.view.id.clone(), !m.view.cc.is_empty()));
-        let client_id = requests.get(&(id, m.seq)).cloned().unwrap_or_default();
+        let client_id = requests.get(&m.seq).cloned().unwrap_or_default();
         out(Change::MessageStored {
             message: m.view,
             client_id,

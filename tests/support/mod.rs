@@ -3,10 +3,12 @@
 
 pub mod services;
 
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
+use parley::core::Change;
 use parley::server::{self, Running};
-use parley::store::{Store, StoreError};
+use parley::store::{OnDemand, Store, StoreError};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -123,6 +125,51 @@ impl Store for FailingStore {
     fn load_each(&self, each: &mut dyn FnMut(parley::core::Change)) -> Result<(), StoreError> {
         self.inner.load_each(each)
     }
+
+    fn on_demand(&self) -> Option<&dyn OnDemand> {
+        self.inner.on_demand().map(|_| self as &dyn OnDemand)
+    }
+}
+
+/// Reads fail while commits do (an outage takes both); start-up reads always pass.
+impl OnDemand for FailingStore {
+    fn start_up(&self, each: &mut dyn FnMut(parley::core::Change)) -> Result<(), StoreError> {
+        self.reads().start_up(each)
+    }
+
+    fn conversation(
+        &self,
+        id: &str,
+    ) -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return injected("read a conversation");
+        }
+        self.reads().conversation(id)
+    }
+
+    fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return injected("read conversations");
+        }
+        self.reads().conversations_of(user)
+    }
+
+    fn recent(&self, since: i64) -> Result<Vec<parley::store::Recent>, StoreError> {
+        self.reads().recent(since)
+    }
+}
+
+impl FailingStore {
+    fn reads(&self) -> &dyn OnDemand {
+        self.inner
+            .on_demand()
+            .expect("only offered when the inner store has it")
+    }
+}
+
+fn injected<T: Send + 'static>(context: &str) -> BoxFuture<'static, Result<T, StoreError>> {
+    let e = StoreError::unavailable(context, "failure injected by the test");
+    Box::pin(async move { Err(e) })
 }
 
 /// Start a server with the default limits.

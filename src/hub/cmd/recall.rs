@@ -29,17 +29,18 @@ impl Hub {
         if let Err(e) = self.catch_up(&timer.conversation, None).await {
             tracing::warn!(error = %e, "cannot catch up before a recall window closes");
         }
-        let Some(slot) = self.slot(&timer.conversation) else {
-            return;
+        let held = match self.hold(&timer.conversation).await {
+            Ok(held) => held,
+            Err(e) => return tracing::warn!(error = %e, "cannot tell a sender recall is gone"),
         };
-        let guard = slot.lock().await;
         let out = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            guard
+            held.conv
                 .as_ref()
                 .and_then(|c| c.recall_expired(&ctx, &timer.message))
         };
+        self.release(&timer.conversation, held);
         for emit in out.iter().flat_map(|o| &o.emits) {
             self.sessions.deliver(emit);
         }

@@ -4,6 +4,7 @@
 use super::Asked;
 use crate::core::Outcome;
 use crate::hub::Hub;
+use crate::store::StoreError;
 use parley_protocol::AckResult;
 use std::collections::BTreeMap;
 
@@ -11,50 +12,55 @@ use std::collections::BTreeMap;
 const SYNC_PAGE: usize = 200;
 
 pub(super) async fn run(a: Asked<'_>, positions: Option<BTreeMap<String, u64>>) {
-    let ack = a.hub.sync(&a.actor.user, positions).await;
-    a.hub
-        .finish_unscoped(a.session, a.id, Ok(Outcome::with_ack(ack)))
-        .await
+    match a.hub.sync(&a.actor.user, positions).await {
+        Ok(ack) => {
+            a.hub
+                .finish_unscoped(a.session, a.id, Ok(Outcome::with_ack(ack)))
+                .await
+        }
+        Err(e) => a.hub.refuse_unavailable(a.session, a.id, &e),
+    }
 }
 
 impl Hub {
-    fn conversations_of(&self, user: &str) -> Vec<String> {
-        self.by_user
-            .get(user)
-            .map(|v| v.clone())
-            .unwrap_or_default()
-    }
-
-    async fn sync(&self, user: &str, positions: Option<BTreeMap<String, u64>>) -> AckResult {
+    async fn sync(
+        &self,
+        user: &str,
+        positions: Option<BTreeMap<String, u64>>,
+    ) -> Result<AckResult, StoreError> {
         // Everything committed anywhere before this request is answered.
-        self.catch_up_all(self.conversations_of(user)).await;
+        self.catch_up_all(self.conversations_of(user).await?).await;
         let mut rows = Vec::new();
         let mut notifications = Vec::new();
         let mut updates = Vec::new();
-        for cid in self.conversations_of(user) {
-            let Some(slot) = self.slot(&cid) else {
+        for cid in self.conversations_of(user).await? {
+            let mut held = self.hold(&cid).await?;
+            let Some(conv) = held.conv.as_mut() else {
+                self.release(&cid, held);
                 continue;
             };
-            let mut guard = slot.lock().await;
-            let Some(conv) = guard.as_mut() else { continue };
-            let dir = self.directory.read();
-            let ctx = self.ctx(&dir);
-            if let Some(entry) = conv.inbox_entry(&ctx, user) {
-                rows.push((conv.last_activity(), entry));
+            {
+                let dir = self.directory.read();
+                let ctx = self.ctx(&dir);
+                if let Some(entry) = conv.inbox_entry(&ctx, user) {
+                    rows.push((conv.last_activity(), entry));
+                }
+                // Collected notifications are not kept: after a restart, or once the
+                // conversation was forgotten and read back, every outstanding one is
+                // pending again, so none is lost.
+                notifications.extend(conv.take_pending(&ctx, user));
+                if let Some(positions) = &positions {
+                    let since = positions.get(&cid).copied().unwrap_or(0);
+                    updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
+                }
             }
-            // Collected notifications are not kept: after a restart every outstanding one
-            // is pending again, so none is lost.
-            notifications.extend(conv.take_pending(&ctx, user));
-            if let Some(positions) = &positions {
-                let since = positions.get(&cid).copied().unwrap_or(0);
-                updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
-            }
+            self.release(&cid, held);
         }
         rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         notifications.sort_by_key(|n| n.sent_at);
         let dir = self.directory.read();
         let [connections, incoming_requests, outgoing_requests, blocked] = dir.relations(user);
-        AckResult::Sync {
+        Ok(AckResult::Sync {
             inbox: rows.into_iter().map(|(_, e)| e).collect(),
             notifications,
             connections,
@@ -63,6 +69,6 @@ impl Hub {
             blocked,
             settings: dir.settings(user),
             updates,
-        }
+        })
     }
 }

@@ -1,0 +1,219 @@
+//! The conversations held in memory: a cache over the store. A conversation is read back
+//! when a request first needs it, inside its own lock, so a racing read and recall still
+//! meet one state and have exactly one winner; the least recently used are forgotten
+//! whenever the cache holds more than its limit. A store that cannot read conversations
+//! back one at a time (the memory store, a cluster's ledger) is held whole instead.
+
+use super::Hub;
+use crate::core::{Change, Conversation};
+use crate::store::{OnDemand, StoreError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+/// A conversation's place in memory: its lock serialises every decision on it. It holds
+/// nothing until the conversation's creation is committed (or when a first request was
+/// refused), so nothing uncommitted is ever found in it.
+pub(super) type Slot = Arc<AsyncMutex<Cached>>;
+
+/// A slot, locked by the holder.
+pub(super) type Held = OwnedMutexGuard<Cached>;
+
+/// What a slot holds.
+#[derive(Debug)]
+pub(super) struct Cached {
+    /// The conversation, `None` when it does not exist (yet).
+    pub conv: Option<Conversation>,
+    /// Whether `conv` says what the store holds: false until it was read back.
+    loaded: bool,
+    /// When it was last held, in [`Cache::tick`]s: the least recent go first.
+    used: u64,
+    /// Its share of [`Cache::weight`].
+    weight: usize,
+}
+
+/// The cache's own bookkeeping.
+pub(super) struct Cache {
+    /// Messages and state changes held, all conversations together.
+    weight: AtomicUsize,
+    /// How much weight the cache may hold before it forgets; `usize::MAX` holds all.
+    limit: usize,
+    ticks: AtomicU64,
+}
+
+impl Cache {
+    /// A cache that forgets beyond `limit` messages and state changes held.
+    pub fn new(limit: usize) -> Cache {
+        Cache {
+            weight: AtomicUsize::new(0),
+            limit,
+            ticks: AtomicU64::new(0),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.ticks.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Messages and state changes held now.
+    pub fn weight(&self) -> usize {
+        self.weight.load(Ordering::Relaxed)
+    }
+}
+
+impl Hub {
+    /// The store's reads by key, when conversations are read back on demand.
+    pub(super) fn on_demand(&self) -> Option<&dyn OnDemand> {
+        match &self.backend {
+            super::Backend::Local(store) => store.on_demand(),
+            super::Backend::Node(_) => None,
+        }
+    }
+
+    /// The slot of a conversation this node holds.
+    pub(super) fn slot(&self, id: &str) -> Option<Slot> {
+        self.conversations.get(id).map(|c| c.clone())
+    }
+
+    /// The slot of conversation `id`, an empty one when none is held yet.
+    pub(super) fn slot_or_insert(&self, id: &str) -> Slot {
+        if let Some(slot) = self.slot(id) {
+            return slot;
+        }
+        let loaded = self.on_demand().is_none();
+        self.conversations
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(AsyncMutex::new(Cached {
+                    conv: None,
+                    loaded,
+                    used: 0,
+                    weight: 0,
+                }))
+            })
+            .clone()
+    }
+
+    /// Lock conversation `id`, reading it back from the store first when it is not held.
+    /// Give it back with [`Hub::release`].
+    pub(super) async fn hold(&self, id: &str) -> Result<Held, StoreError> {
+        let mut held = self.slot_or_insert(id).lock_owned().await;
+        held.used = self.cache.tick();
+        if held.loaded {
+            return Ok(held);
+        }
+        let read = match self.on_demand() {
+            Some(reads) => reads.conversation(id).await,
+            None => Ok(None),
+        };
+        let changes = match read {
+            Ok(changes) => changes,
+            Err(e) => {
+                self.release(id, held);
+                return Err(e.within(format!("cannot read conversation {id}")));
+            }
+        };
+        if let Some(changes) = changes {
+            self.apply(Some(&mut held), &changes, super::Applying::Reload);
+        }
+        held.loaded = true;
+        crate::metrics::cache_read();
+        Ok(held)
+    }
+
+    /// Unlock a held conversation; an empty slot is forgotten unless someone waits on it.
+    pub(super) fn release(&self, id: &str, held: Held) {
+        let empty = held.conv.is_none();
+        drop(held);
+        if empty {
+            self.drop_empty_slot(id);
+        }
+        self.make_room();
+    }
+
+    /// Forget an empty slot (a first request that was refused or not stored) unless
+    /// someone else is waiting on it.
+    pub(super) fn drop_empty_slot(&self, id: &str) {
+        self.conversations.remove_if(id, |_, slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|s| s.conv.is_none())
+        });
+    }
+
+    /// Account for what `cached` holds now (after a change was applied to it).
+    pub(super) fn reweigh(&self, cached: &mut Cached) {
+        let weight = cached.conv.as_ref().map_or(0, Conversation::weight);
+        let cache = &self.cache.weight;
+        if weight >= cached.weight {
+            cache.fetch_add(weight - cached.weight, Ordering::Relaxed);
+        } else {
+            cache.fetch_sub(cached.weight - weight, Ordering::Relaxed);
+        }
+        cached.weight = weight;
+    }
+
+    /// Above the limit, forget the least recently held conversations nobody holds or
+    /// waits on, down to nine tenths of the limit (so the scan is not repeated at once).
+    /// Whatever is forgotten is committed: it is read back when next needed.
+    pub(super) fn make_room(&self) {
+        let limit = self.cache.limit;
+        if self.cache.weight() <= limit || self.on_demand().is_none() {
+            return;
+        }
+        let mut idle: Vec<(u64, String)> = self
+            .conversations
+            .iter()
+            .filter(|e| Arc::strong_count(e.value()) == 1)
+            .filter_map(|e| {
+                let cached = e.value().try_lock().ok()?;
+                cached.loaded.then(|| (cached.used, e.key().clone()))
+            })
+            .collect();
+        idle.sort_unstable();
+        let target = limit - limit / 10;
+        for (_, id) in idle {
+            if self.cache.weight() <= target {
+                break;
+            }
+            self.conversations.remove_if(&id, |_, slot| {
+                Arc::strong_count(slot) == 1
+                    && slot.try_lock().is_ok_and(|cached| {
+                        self.cache
+                            .weight
+                            .fetch_sub(cached.weight, Ordering::Relaxed);
+                        true
+                    })
+            });
+        }
+        crate::metrics::cache_evicted();
+    }
+
+    /// The conversations `user` takes part in: from the store when it reads on demand,
+    /// else from the index kept beside the conversations held.
+    pub(super) async fn conversations_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        match self.on_demand() {
+            Some(reads) => reads.conversations_of(user).await,
+            None => Ok(self
+                .by_user
+                .get(user)
+                .map(|v| v.clone())
+                .unwrap_or_default()),
+        }
+    }
+
+    /// Index a conversation's participants (only when everything is held: a store that
+    /// reads on demand answers this itself).
+    pub(super) fn index_participants(&self, change: &Change) {
+        let Change::ConversationCreated { conversation, .. } = change else {
+            return;
+        };
+        if self.on_demand().is_some() {
+            return;
+        }
+        for p in &conversation.participants {
+            self.by_user
+                .entry(p.clone())
+                .or_default()
+                .push(conversation.id.clone());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Memory holds the working set, not the history: on the SQLite store a server starts
+//! without reading any conversation, reads one back when a request needs it, and forgets
+//! the least recently used beyond its cache limit, with every rule and answer the same as
+//! if everything were held.
+
+mod support;
+
+use parley::store::{SqliteOptions, SqliteStore, Store};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{Client, FailingStore, TestServer};
+
+fn sqlite(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(dir, SqliteOptions::default()).unwrap())
+}
+
+async fn serve(store: Arc<dyn Store>, cache_entries: usize) -> TestServer {
+    support::start_over(store, |c| c.cache_entries = cache_entries).await
+}
+
+/// Bodies and states of a conversation's whole history, oldest first.
+async fn seen(c: &mut Client, conversation: &Value) -> Vec<(String, String)> {
+    support::all_messages(c, conversation)
+        .await
+        .iter()
+        .map(|m| {
+            let body = m["body"].as_str().unwrap_or("-").to_owned();
+            (body, m["state"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn conversations_beyond_the_cache_are_forgotten_and_read_back_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::start_over(sqlite(dir.path()), |c| {
+        c.cache_entries = 30;
+        // Alice sends sixty messages here; the throttle has a test of its own below.
+        c.limits.recall_throttle_messages = 1000;
+    })
+    .await;
+    let hub = server.running.hub.clone();
+    let mut alice = server.connect("alice").await;
+    let mut peers = Vec::new();
+    for n in 0..12 {
+        let peer = format!("peer{n}");
+        let mut c = server.connect(&peer).await;
+        support::connect_users(&mut alice, &mut c).await;
+        let first = alice.dm(&peer, &format!("{peer} 0")).await;
+        let conv = first["conversation"].clone();
+        for k in 1..5 {
+            alice.say(&conv, &format!("{peer} {k}")).await;
+        }
+        c.mark_read(&first).await;
+        peers.push((c, conv));
+    }
+    let held = hub.working_set();
+    assert!(held.cached <= 30, "cache within its limit: {held:?}");
+    assert!(held.conversations < 12, "some were forgotten: {held:?}");
+
+    // The first conversation is long forgotten: its rules still see all of it.
+    let (peer0, conv0) = &mut peers[0];
+    let history = support::all_messages(&mut alice, conv0).await;
+    let last = history.last().unwrap().clone();
+    alice
+        .ok(json!({"type": "recall", "conversation": conv0, "message": last["id"]}))
+        .await;
+    peer0.expect("recalled").await;
+    let second = history[1].clone();
+    peer0
+        .ok(json!({"type": "delete_for_me", "conversation": conv0, "message": second["id"]}))
+        .await;
+    let recalled_again = alice
+        .err(json!({"type": "recall", "conversation": conv0, "message": history[3]["id"]}))
+        .await;
+    assert_eq!(
+        recalled_again, "recall_limit_reached",
+        "the allowance survives forgetting"
+    );
+
+    // Fill the cache with the others, then look again from both sides.
+    for (c, conv) in peers.iter_mut().skip(1) {
+        assert_eq!(seen(c, conv).await.len(), 5);
+    }
+    let want: Vec<(String, String)> = (0..5)
+        .map(|k| match k {
+            4 => ("-".to_owned(), "recalled".to_owned()),
+            k => (format!("peer0 {k}"), "visible".to_owned()),
+        })
+        .collect();
+    assert_eq!(seen(&mut alice, &peers[0].1).await, want);
+    let (peer0, conv0) = &mut peers[0];
+    let theirs = seen(peer0, conv0).await;
+    assert_eq!(theirs[1], ("-".to_owned(), "deleted".to_owned()));
+    assert_eq!(theirs[4], want[4]);
+    let page = peer0
+        .ok(json!({"type": "history", "conversation": conv0}))
+        .await;
+    assert_eq!(
+        page["receipts"].as_array().unwrap().len(),
+        0,
+        "alice read nothing"
+    );
+    let mine = alice
+        .ok(json!({"type": "history", "conversation": conv0}))
+        .await;
+    assert_eq!(mine["receipts"][0]["seq"], 1, "peer0's read position kept");
+    assert!(hub.working_set().cached <= 30);
+}
+
+#[tokio::test]
+async fn a_retried_send_finds_its_message_after_the_conversation_was_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(sqlite(dir.path()), 5).await;
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let send = json!({"type": "send", "to": "bob", "body": "once", "id": "retry-me"});
+    let first = alice.ok(send.clone()).await;
+    bob.expect("message").await;
+    for n in 0..4 {
+        let mut other = server.connect(&format!("other{n}")).await;
+        support::connect_users(&mut alice, &mut other).await;
+        let filler = alice.dm(&format!("other{n}"), "filler").await;
+        alice.say(&filler["conversation"], "more filler").await;
+    }
+    let again = alice.ok(send).await;
+    assert_eq!(again["message"]["id"], first["message"]["id"]);
+    assert_eq!(again["message"]["seq"], first["message"]["seq"]);
+    let bodies = seen(&mut bob, &first["message"]["conversation"]).await;
+    assert_eq!(bodies, [("once".to_owned(), "visible".to_owned())]);
+    bob.expect_none("message").await;
+}
+
+#[tokio::test]
+async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throttles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (open, busy) = {
+        let server = serve(sqlite(dir.path()), 1000).await;
+        let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
+        let (mut carol, _dave) = server.connected_pair("carol", "dave").await;
+        let open = alice.dm("bob", "recall me until the window closes").await;
+        // Carol sends more than the throttle allows inside its window.
+        let first = carol.dm("dave", "0").await;
+        for k in 1..=30 {
+            carol.say(&first["conversation"], &k.to_string()).await;
+        }
+        let busy = carol.say(&first["conversation"], "31").await;
+        drop((alice, carol));
+        server.running.stop().await;
+        (open, busy)
+    };
+
+    let server = serve(sqlite(dir.path()), 1000).await;
+    let held = server.running.hub.working_set();
+    assert_eq!(
+        held.conversations, 0,
+        "start-up read no conversation: {held:?}"
+    );
+    assert_eq!(
+        held.send_logs, 2,
+        "alice's and carol's sends count: {held:?}"
+    );
+    let mut carol = server.connect("carol").await;
+    let throttled = carol
+        .err(json!({"type": "recall", "conversation": busy["conversation"], "message": busy["id"]}))
+        .await;
+    assert_eq!(throttled, "recall_throttled");
+
+    let mut alice = server.connect("alice").await;
+    server.advance(Duration::from_secs(121));
+    let closed = alice.expect("recall_closed").await;
+    assert_eq!(closed["message"], open["id"]);
+    assert_eq!(closed["reason"], "expired");
+}
+
+#[tokio::test]
+async fn a_conversation_that_cannot_be_read_back_is_answered_unavailable_and_read_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FailingStore::new(sqlite(dir.path()));
+    let server = serve(store.clone(), 1).await;
+    let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
+    let mut carol = server.connect("carol").await;
+    support::connect_users(&mut alice, &mut carol).await;
+    let first = alice.dm("bob", "kept").await;
+    alice.dm("carol", "pushes the first out").await;
+    store.fail(true);
+    let history = json!({"type": "history", "conversation": first["conversation"]});
+    let refused = alice.err(history.clone()).await;
+    assert_eq!(refused, "unavailable");
+    let refused = alice.err(json!({"type": "sync"})).await;
+    assert_eq!(
+        refused, "unavailable",
+        "sync cannot answer without the store"
+    );
+    store.fail(false);
+    let page = alice.ok(history).await;
+    assert_eq!(page["messages"][0]["body"], "kept");
+    let sync = alice.ok(json!({"type": "sync"})).await;
+    assert_eq!(sync["inbox"].as_array().unwrap().len(), 2);
+}
