@@ -24,7 +24,8 @@ pub fn default_limits() -> Limits {
     }
 }
 
-/// Messages and state changes the conversation cache holds by default: some tens of MiB.
+/// Entries (messages, state changes, outstanding notifications) the conversation cache
+/// holds by default: some tens of MiB.
 pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 
 /// Everything `parley serve` needs.
@@ -40,8 +41,8 @@ pub struct Config {
     pub limits: Limits,
     /// Bytes a session may have queued before it is cut off as a slow consumer.
     pub max_queue_bytes: usize,
-    /// Messages and state changes the conversation cache holds (a store that reads on
-    /// demand only): beyond it the least recently used conversations are forgotten.
+    /// Entries (messages, state changes, notifications) the conversation cache holds (a
+    /// store that reads on demand only): beyond it the least recently used are forgotten.
     pub cache_entries: usize,
     /// Grace period for sessions to drain on shutdown.
     pub shutdown_grace: Duration,

@@ -141,8 +141,8 @@ struct ServeArgs {
     /// Bytes queued for one session before it is closed as a slow consumer.
     #[arg(long, env = "PARLEY_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     max_queue_bytes: usize,
-    /// Messages and state changes (reads, recalls, deletes) of recently used
-    /// conversations kept in memory; beyond it the least recently used conversations are
+    /// Messages, state changes (reads, recalls, deletes) and outstanding notifications of
+    /// recently used conversations kept in memory; beyond it the least recently used conversations are
     /// forgotten and read back from the database when next needed (SQLite store only).
     #[arg(long, env = "PARLEY_CACHE_ENTRIES", default_value_t = parley::config::DEFAULT_CACHE_ENTRIES)]
     cache_entries: usize,

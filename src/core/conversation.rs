@@ -123,10 +123,16 @@ impl Conversation {
         }
     }
 
-    /// How much it holds: its messages and state changes (what a cache of conversations
-    /// counts against its limit).
+    /// How much it holds: its messages and state changes, and each participant's
+    /// outstanding notifications and tombstones (what a cache of conversations counts
+    /// against its limit).
     pub fn weight(&self) -> usize {
-        self.messages.len() + self.events.len()
+        let members: usize = self
+            .members
+            .values()
+            .map(|m| m.deleted.len() + m.notified.len() + m.pending.len())
+            .sum();
+        self.messages.len() + self.events.len() + members
     }
 
     /// The conversation's id.

@@ -34,7 +34,7 @@ pub(super) struct Cached {
 
 /// The cache's own bookkeeping.
 pub(super) struct Cache {
-    /// Messages and state changes held, all conversations together.
+    /// Entries held (see [`Conversation::weight`]), all conversations together.
     weight: AtomicUsize,
     /// How much weight the cache may hold before it forgets; `usize::MAX` holds all.
     limit: usize,
@@ -55,7 +55,7 @@ impl Cache {
         self.ticks.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Messages and state changes held now.
+    /// Entries held now.
     pub fn weight(&self) -> usize {
         self.weight.load(Ordering::Relaxed)
     }
@@ -141,6 +141,10 @@ impl Hub {
 
     /// Account for what `cached` holds now (after a change was applied to it).
     pub(super) fn reweigh(&self, cached: &mut Cached) {
+        if self.on_demand().is_none() {
+            // Everything is held anyway: nothing to count against.
+            return;
+        }
         let weight = cached.conv.as_ref().map_or(0, Conversation::weight);
         let cache = &self.cache.weight;
         if weight >= cached.weight {

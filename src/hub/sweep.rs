@@ -13,8 +13,8 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(30);
 pub struct WorkingSet {
     /// Conversations held (each with its lock).
     pub conversations: usize,
-    /// Messages and state changes held across those conversations (the cache's limit
-    /// counts these).
+    /// Entries (messages, state changes, notifications) held across those conversations,
+    /// which the cache's limit counts.
     pub cached: usize,
     /// Users with a send inside the recall throttle's window.
     pub send_logs: usize,
