@@ -104,9 +104,11 @@ pub fn working_set(
     metrics::gauge!("parley_rate_buckets_held").set(rate_buckets as f64);
 }
 
-/// One conversation was read back from the store into the cache.
-pub fn cache_read() {
-    metrics::counter!("parley_cache_reads_total").increment(1);
+/// One conversation was read back from the store into the cache, all of it or its
+/// recent part.
+pub fn cache_read(whole: bool) {
+    let part = if whole { "whole" } else { "recent" };
+    metrics::counter!("parley_cache_reads_total", "part" => part).increment(1);
 }
 
 /// One pass forgot conversations to keep the cache within its limit.

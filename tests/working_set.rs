@@ -199,3 +199,106 @@ async fn a_conversation_that_cannot_be_read_back_is_answered_unavailable_and_rea
     let sync = alice.ok(json!({"type": "sync"})).await;
     assert_eq!(sync["inbox"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_long_quiet_conversation_is_read_back_in_part_and_whole_when_a_request_goes_further() {
+    let dir = tempfile::tempdir().unwrap();
+    // Smaller than the conversation: it is forgotten after every request and read back.
+    let server = support::start_over(sqlite(dir.path()), |c| {
+        c.cache_entries = 100;
+        // No recall timers: nothing but the requests below reads the conversation.
+        c.limits.recall_window_ms = 0;
+    })
+    .await;
+    let hub = server.running.hub.clone();
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let first = alice.dm("bob", "old 0").await;
+    let conv = first["conversation"].clone();
+    let mut sent = vec![first];
+    for k in 1..300 {
+        sent.push(alice.say(&conv, &format!("old {k}")).await);
+        if k == 9 {
+            // Early on: what is read back later starts after these.
+            bob.mark_read(&sent[9]).await;
+            bob.ok(
+                json!({"type": "delete_for_me", "conversation": conv, "message": sent[4]["id"]}),
+            )
+            .await;
+        }
+    }
+    // A day and more later, a few more.
+    server.advance(Duration::from_secs(25 * 3600));
+    for k in 0..10 {
+        sent.push(alice.say(&conv, &format!("new {k}")).await);
+    }
+    let _ = bob.drain("message").await;
+    assert!(
+        hub.working_set().conversations == 0,
+        "forgotten after each request"
+    );
+
+    let start = hub.working_set().read_back;
+    let reads = || {
+        let (part, whole) = hub.working_set().read_back;
+        (part - start.0, whole - start.1)
+    };
+    let sync = bob.ok(json!({"type": "sync"})).await;
+    let row = &sync["inbox"][0];
+    assert_eq!(
+        row["unread"], 300,
+        "unread counts what is not held too: {row}"
+    );
+    assert_eq!(row["last_message"]["body"], "new 9");
+    let page = bob
+        .ok(json!({"type": "history", "conversation": conv, "limit": 50}))
+        .await;
+    let bodies: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 50);
+    assert_eq!(bodies[49], "new 9");
+    assert_eq!(bodies[0], "old 260");
+    let mine = alice
+        .ok(json!({"type": "history", "conversation": conv, "limit": 5}))
+        .await;
+    assert_eq!(
+        mine["receipts"][0]["message"], sent[9]["id"],
+        "bob's old read position"
+    );
+    assert_eq!(reads(), (3, 0), "three requests, three partial reads");
+
+    // Past what is held: the whole conversation, with every rule as before.
+    bob.ok(json!({"type": "delete_for_me", "conversation": conv, "message": sent[20]["id"]}))
+        .await;
+    assert_eq!(
+        reads(),
+        (4, 1),
+        "an old message needs the whole conversation"
+    );
+    let all = support::all_messages(&mut bob, &conv).await;
+    assert_eq!(all.len(), 310);
+    assert_eq!(all[4]["state"], "deleted");
+    assert_eq!(all[20]["state"], "deleted");
+    assert_eq!(all[5]["body"], "old 5");
+    let since_start = bob
+        .ok(json!({"type": "sync", "positions": {conv.as_str().unwrap(): 0}}))
+        .await;
+    let frames = since_start["updates"][0]["frames"].as_array().unwrap();
+    assert_eq!(frames[0]["message"]["body"], "old 0");
+    let near_end = sent[305]["seq"].as_u64().unwrap();
+    let recent = bob
+        .ok(json!({"type": "sync", "positions": {conv.as_str().unwrap(): near_end}}))
+        .await;
+    let frames = recent["updates"][0]["frames"].as_array().unwrap();
+    assert_eq!(
+        frames.len(),
+        5,
+        "four messages and the delete above: {frames:?}"
+    );
+    bob.mark_read(&sent[309]).await;
+    let sync = bob.ok(json!({"type": "sync"})).await;
+    assert_eq!(sync["inbox"][0]["unread"], 0);
+}

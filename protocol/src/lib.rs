@@ -619,7 +619,8 @@ pub struct InboxEntry {
     /// The last message you can see (markers and tombstones included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<MessageView>,
-    /// Messages from others after your read position that you can still see.
+    /// Messages from others after your read position that you can still see, at most
+    /// 1,000 (1,000 means 1,000 or more).
     pub unread: u32,
     /// Muted by you.
     pub muted: bool,

@@ -60,6 +60,45 @@ struct Member {
     notified: BTreeSet<u64>,
     /// The subset produced while the member had no live session, awaiting `sync`.
     pending: BTreeSet<u64>,
+    /// In a conversation held in part: the message at `read_seq` when it is older than
+    /// what is held (for receipts), and how many messages the member may see between it
+    /// and what is held (for the unread count, at most [`UNREAD_CAP`]).
+    read_message: Option<MessageId>,
+    unread_before: u32,
+}
+
+/// The largest unread count reported: a count this large means "this many or more".
+pub const UNREAD_CAP: u32 = 1000;
+
+/// How a conversation read back only in part begins: its first message held, and each
+/// participant's state as of just before it. Every change from `floor` on is read back
+/// with it, so whatever a rule needs from that part is exact; a rule that needs an older
+/// message answers [`Refusal::NotHeld`] and the whole conversation is read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Suffix {
+    /// The first message held.
+    pub floor: u64,
+    /// Each participant's starting state.
+    pub members: Vec<MemberBase>,
+}
+
+/// One participant's state just before a [`Suffix`] begins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberBase {
+    /// The participant.
+    pub user: UserId,
+    /// Read position then.
+    pub read_seq: u64,
+    /// The message at `read_seq` when it lies before the floor.
+    pub read_message: Option<MessageId>,
+    /// Messages the participant may see after `read_seq` and before the floor, from
+    /// others, at most [`UNREAD_CAP`].
+    pub unread_before: u32,
+    /// Its flags as they stand now: a flag set before the floor has no change after it,
+    /// and one set after it is read back with the suffix.
+    pub muted: bool,
+    /// See `muted`.
+    pub hidden: bool,
 }
 
 /// A conversation: its participants, messages and each participant's view of them.
@@ -82,6 +121,8 @@ pub struct Conversation {
     /// Nested so that looking up, on every send, allocates no key.
     requests: HashMap<UserId, HashMap<String, usize>>,
     last_activity: Millis,
+    /// The first message held when only a suffix is (0: all of it).
+    floor: u64,
 }
 
 /// How a message looks to one viewer, or `None` when it is gone for them.
@@ -120,6 +161,37 @@ impl Conversation {
             recalls: HashMap::new(),
             requests: HashMap::new(),
             last_activity: now,
+            floor: 0,
+        }
+    }
+
+    /// Begin a conversation read back in part: what follows is every change from
+    /// `suffix.floor` on.
+    pub fn resume(&mut self, suffix: &Suffix) {
+        self.floor = suffix.floor;
+        self.pos = suffix.floor.saturating_sub(1);
+        for base in &suffix.members {
+            if let Some(m) = self.members.get_mut(&base.user) {
+                m.read_seq = base.read_seq;
+                m.read_message = base.read_message.clone();
+                m.unread_before = base.unread_before;
+                m.muted = base.muted;
+                m.hidden = base.hidden;
+            }
+        }
+    }
+
+    /// Whether only a suffix is held.
+    pub fn partial(&self) -> bool {
+        self.floor > 1
+    }
+
+    /// A message that is not held does not exist, unless only a suffix is held.
+    fn missing(&self, what: &'static str) -> Refusal {
+        if self.partial() {
+            Refusal::NotHeld
+        } else {
+            Refusal::NotFound(what)
         }
     }
 
@@ -203,7 +275,7 @@ impl Conversation {
     /// Index of a message `viewer` can currently see (markers and tombstones included).
     fn find_for(&self, viewer: &str, id: &str) -> Result<usize, Refusal> {
         let member = self.member(viewer)?;
-        let idx = *self.by_id.get(id).ok_or(Refusal::NotFound("message"))?;
+        let idx = *self.by_id.get(id).ok_or_else(|| self.missing("message"))?;
         view_state(&self.messages[idx], member, viewer)
             .map(|_| idx)
             .ok_or(Refusal::NotFound("message"))
@@ -739,6 +811,10 @@ impl Conversation {
             .filter_map(|m| view_state(m, member, viewer).map(|s| self.render(m, s, ctx.limits)))
             .take(limit + 1)
             .collect();
+        // Held in part, a short page may go on before the floor.
+        if page.len() <= limit && self.partial() {
+            return Err(Refusal::NotHeld);
+        }
         let more = page.len() > limit;
         page.truncate(limit);
         page.reverse();
@@ -762,10 +838,11 @@ impl Conversation {
                     && !ctx.directory.has_blocked(u, viewer)
             })
             .filter_map(|(u, m)| {
-                let msg = self.messages.iter().rev().find(|x| x.seq <= m.read_seq)?;
+                let held = self.messages.iter().rev().find(|x| x.seq <= m.read_seq);
+                let message = held.map(|x| &x.id).or(m.read_message.as_ref())?;
                 Some(Receipt {
                     user: u.clone(),
-                    message: msg.id.clone(),
+                    message: message.clone(),
                     seq: m.read_seq,
                 })
             })
@@ -776,34 +853,39 @@ impl Conversation {
 
     /// The inbox row for `viewer`, or `None` when hidden or when an InMail delete left
     /// nothing in it for `viewer`.
-    pub fn inbox_entry(&self, ctx: &Ctx, viewer: &str) -> Option<InboxEntry> {
-        let member = self.members.get(viewer)?;
+    pub fn inbox_entry(&self, ctx: &Ctx, viewer: &str) -> Result<Option<InboxEntry>, Refusal> {
+        let Some(member) = self.members.get(viewer) else {
+            return Ok(None);
+        };
         if member.hidden {
-            return None;
+            return Ok(None);
         }
         let last_message = self
             .messages
             .iter()
             .rev()
             .find_map(|m| view_state(m, member, viewer).map(|s| self.render(m, s, ctx.limits)));
+        if last_message.is_none() && self.partial() {
+            return Err(Refusal::NotHeld);
+        }
         // An InMail deleted by its sender leaves no trace for sender and primary recipient:
         // when nothing else was said in its conversation, the conversation goes too.
         if self.kind == ConversationKind::Inmail && last_message.is_none() {
-            return None;
+            return Ok(None);
         }
-        let unread = self
+        let held = self
             .messages
             .iter()
             .filter(|m| m.seq > member.read_seq && m.sender != viewer)
             .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
             .count() as u32;
-        Some(InboxEntry {
+        Ok(Some(InboxEntry {
             conversation: self.view(),
             last_message,
-            unread,
+            unread: (held + member.unread_before).min(UNREAD_CAP),
             muted: member.muted,
             hidden: false,
-        })
+        }))
     }
 
     /// Collect `viewer`'s pending notifications here: those produced while it had no live
@@ -934,6 +1016,8 @@ impl Conversation {
             return;
         }
         member.read_seq = seq;
+        member.read_message = None;
+        member.unread_before = 0;
         let cleared: Vec<u64> = member.notified.range(..=seq).copied().collect();
         for s in &cleared {
             member.notified.remove(s);
@@ -1020,10 +1104,16 @@ impl Conversation {
         viewer: &str,
         since: u64,
         limit: usize,
-    ) -> Option<ConversationUpdate> {
-        let member = self.members.get(viewer)?;
+    ) -> Result<Option<ConversationUpdate>, Refusal> {
+        let Some(member) = self.members.get(viewer) else {
+            return Ok(None);
+        };
         if member.hidden || since >= self.pos {
-            return None;
+            return Ok(None);
+        }
+        // Held in part, the changes between `since` and the floor are not at hand.
+        if self.partial() && since + 1 < self.floor {
+            return Err(Refusal::NotHeld);
         }
         let start = self.events.partition_point(|(pos, _)| *pos <= since);
         let page = &self.events[start..];
@@ -1081,12 +1171,12 @@ impl Conversation {
                 }
             })
             .collect();
-        Some(ConversationUpdate {
+        Ok(Some(ConversationUpdate {
             conversation: self.view(),
             frames,
             pos: page.last().map_or(since, |(pos, _)| *pos),
             more,
-        })
+        }))
     }
 }
 

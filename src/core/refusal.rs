@@ -47,6 +47,10 @@ pub enum Refusal {
     /// Body empty or too long.
     #[error("message body must be 1 to {0} characters")]
     BodyTooLong(u32),
+    /// The rule needs part of the conversation that is not in memory: the hub reads the
+    /// whole conversation back and asks again, so this never reaches a client.
+    #[error("this needs more of the conversation than is held")]
+    NotHeld,
 }
 
 impl Refusal {
@@ -67,6 +71,7 @@ impl Refusal {
             Refusal::RecipientUnavailable => ErrorCode::RecipientUnavailable,
             Refusal::NotConnected(_) => ErrorCode::NotConnected,
             Refusal::BodyTooLong(_) => ErrorCode::BodyTooLong,
+            Refusal::NotHeld => ErrorCode::Unavailable,
         }
     }
 }

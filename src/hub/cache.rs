@@ -6,7 +6,7 @@
 
 use super::Hub;
 use crate::core::{Change, Conversation};
-use crate::store::{OnDemand, StoreError};
+use crate::store::{OnDemand, Readback, StoreError};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -39,6 +39,8 @@ pub(super) struct Cache {
     /// How much weight the cache may hold before it forgets; `usize::MAX` holds all.
     limit: usize,
     ticks: AtomicU64,
+    /// Conversations read back so far, in part and whole.
+    reads: [AtomicU64; 2],
 }
 
 impl Cache {
@@ -48,6 +50,7 @@ impl Cache {
             weight: AtomicUsize::new(0),
             limit,
             ticks: AtomicU64::new(0),
+            reads: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -58,6 +61,12 @@ impl Cache {
     /// Entries held now.
     pub fn weight(&self) -> usize {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Conversations read back so far: (in part, whole).
+    pub fn reads(&self) -> (u64, u64) {
+        let [part, whole] = &self.reads;
+        (part.load(Ordering::Relaxed), whole.load(Ordering::Relaxed))
     }
 }
 
@@ -102,23 +111,66 @@ impl Hub {
         if held.loaded {
             return Ok(held);
         }
-        let read = match self.on_demand() {
-            Some(reads) => reads.conversation(id).await,
-            None => Ok(None),
+        let since = self.clock.now().saturating_sub(self.recent_enough());
+        if let Err(e) = self.read_into(id, &mut held, Some(since)).await {
+            self.release(id, held);
+            return Err(e);
+        }
+        Ok(held)
+    }
+
+    /// How far back a conversation read in part reaches at least: every message whose
+    /// request id is still remembered, whose recall counts towards the allowance, or whose
+    /// recall or InMail delete is still on offer.
+    fn recent_enough(&self) -> i64 {
+        let l = &self.limits;
+        let recalls = l.recall_period_ms.saturating_add(l.recall_window_ms);
+        let windows = recalls.max(l.inmail_delete_window_ms) as i64;
+        windows.max(crate::store::REQUEST_MEMORY_MS)
+    }
+
+    /// A rule needs more of conversation `id` than `held` holds: read all of it.
+    pub(super) async fn read_whole(&self, id: &str, held: &mut Held) -> Result<(), StoreError> {
+        self.read_into(id, held, None).await
+    }
+
+    /// Replace what `held` holds with conversation `id` as the store has it (its recent
+    /// part from `recent_since`, or all).
+    async fn read_into(
+        &self,
+        id: &str,
+        held: &mut Held,
+        recent_since: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let Some(reads) = self.on_demand() else {
+            held.loaded = true;
+            return Ok(());
         };
-        let changes = match read {
-            Ok(changes) => changes,
-            Err(e) => {
-                self.release(id, held);
-                return Err(e.within(format!("cannot read conversation {id}")));
+        let read = reads.conversation(id, recent_since).await;
+        let read = read.map_err(|e| e.within(format!("cannot read conversation {id}")))?;
+        held.conv = None;
+        if let Some(Readback { changes, suffix }) = read {
+            let (created, rest) = changes.split_first().ok_or_else(|| {
+                StoreError::corrupt(
+                    format!("conversation {id} read back without its creation"),
+                    "",
+                )
+            })?;
+            self.apply(
+                Some(held),
+                std::slice::from_ref(created),
+                super::Applying::Reload,
+            );
+            if let (Some(conv), Some(suffix)) = (held.conv.as_mut(), &suffix) {
+                conv.resume(suffix);
             }
-        };
-        if let Some(changes) = changes {
-            self.apply(Some(&mut held), &changes, super::Applying::Reload);
+            self.apply(Some(held), rest, super::Applying::Reload);
         }
         held.loaded = true;
-        crate::metrics::cache_read();
-        Ok(held)
+        let whole = held.conv.as_ref().is_none_or(|c| !c.partial());
+        self.cache.reads[usize::from(whole)].fetch_add(1, Ordering::Relaxed);
+        crate::metrics::cache_read(whole);
+        Ok(())
     }
 
     /// Unlock a held conversation; an empty slot is forgotten unless someone waits on it.

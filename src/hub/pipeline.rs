@@ -150,7 +150,7 @@ impl Hub {
         id: String,
         conversation: &str,
         decides: bool,
-        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+        rule: impl Fn(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
     ) {
         let claimed = if decides {
             let Some(c) = self.claim_or_refuse(session, &id, conversation).await else {
@@ -170,16 +170,40 @@ impl Hub {
         else {
             return;
         };
-        let decided = match held.conv.as_ref() {
+        let decide = |cached: &Cached| match cached.conv.as_ref() {
             Some(conv) if conv.is_participant(&actor.user) => {
                 let dir = self.directory.read();
                 rule(conv, &self.ctx(&dir))
             }
             _ => Err(Refusal::NotFound("conversation")),
         };
-        self.finish(claimed, Some(&mut held), session, id, decided)
-            .await;
+        match self.decide_held(conversation, &mut held, decide).await {
+            Ok(decided) => {
+                self.finish(claimed, Some(&mut held), session, id, decided)
+                    .await
+            }
+            Err(e) => {
+                claimed.release().await;
+                self.refuse_unavailable(session, id, &e);
+            }
+        }
         self.release(conversation, held);
+    }
+
+    /// Decide on a held conversation; a decision that needs more of it than is held gets
+    /// the whole conversation read back and is made again.
+    async fn decide_held(
+        &self,
+        conversation: &str,
+        held: &mut Held,
+        decide: impl Fn(&Cached) -> Result<Outcome, Refusal>,
+    ) -> Result<Result<Outcome, Refusal>, StoreError> {
+        let decided = decide(held);
+        if !matches!(decided, Err(Refusal::NotHeld)) {
+            return Ok(decided);
+        }
+        self.read_whole(conversation, held).await?;
+        Ok(decide(held))
     }
 
     /// Run `rule` on the conversation `opening` names, opening it when it does not exist
@@ -192,7 +216,7 @@ impl Hub {
         actor: &Actor,
         id: String,
         opening: Opening,
-        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+        rule: impl Fn(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
     ) {
         // Claimed before the checks: in a cluster, the claim brings in every connection
         // and block committed on any node.
@@ -205,10 +229,10 @@ impl Hub {
         else {
             return;
         };
-        let decided = {
+        let decide = |cached: &Cached| {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            match held.conv.as_ref() {
+            match cached.conv.as_ref() {
                 // A retry finds its conversation and gets its original answer.
                 Some(conv) if conv.is_participant(&actor.user) => rule(conv, &ctx),
                 Some(_) => Err(Refusal::NotFound("conversation")),
@@ -218,8 +242,16 @@ impl Hub {
                 }),
             }
         };
-        self.finish(claimed, Some(&mut held), session, id, decided)
-            .await;
+        match self.decide_held(&opening.id, &mut held, decide).await {
+            Ok(decided) => {
+                self.finish(claimed, Some(&mut held), session, id, decided)
+                    .await
+            }
+            Err(e) => {
+                claimed.release().await;
+                self.refuse_unavailable(session, id, &e);
+            }
+        }
         self.release(&opening.id, held);
     }
 

@@ -16,6 +16,8 @@ pub struct WorkingSet {
     /// Entries (messages, state changes, notifications) held across those conversations,
     /// which the cache's limit counts.
     pub cached: usize,
+    /// Conversations read back from the store so far: only their recent part, and whole.
+    pub read_back: (u64, u64),
     /// Users with a send inside the recall throttle's window.
     pub send_logs: usize,
     /// Users with a request-rate bucket not yet refilled.
@@ -48,6 +50,7 @@ impl Hub {
         WorkingSet {
             conversations: self.conversations.len(),
             cached: self.cache.weight(),
+            read_back: self.cache.reads(),
             send_logs: self.send_logs.len(),
             rate_buckets: self.requests.as_ref().map_or(0, |l| l.len()),
         }

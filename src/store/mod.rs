@@ -7,7 +7,9 @@ mod stored_changes;
 mod stored_form;
 
 pub use sqlite::{database_path, Durability, SqliteOptions, SqliteStore};
+pub use stored_form::REQUEST_MEMORY_MS;
 
+use crate::core::conversation::Suffix;
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -191,16 +193,30 @@ pub struct Recent {
     pub untouched: bool,
 }
 
+/// A conversation as read back: the changes that rebuild it and, when only its recent
+/// part was read, where that part begins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readback {
+    /// Its creation first, then every change from the suffix's floor (or all) in order.
+    pub changes: Vec<Change>,
+    /// Where the part read begins; `None` when it is all of it.
+    pub suffix: Option<Suffix>,
+}
+
 /// Reads by key that a durable store answers, so the hub need hold only its working set:
 /// conversations are read when first needed, and start-up reads no history.
 pub trait OnDemand: Send + Sync {
     /// What start-up needs besides recent messages: the directory and the reports.
     fn start_up(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
 
-    /// The committed changes that rebuild conversation `id`, `None` when it does not
-    /// exist.
-    fn conversation(&self, id: &str)
-        -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>>;
+    /// Conversation `id` read back, `None` when it does not exist: only its recent part
+    /// (at least its last messages, and every message sent at `recent_since` or later)
+    /// when that is given, else the whole of it.
+    fn conversation(
+        &self,
+        id: &str,
+        recent_since: Option<Millis>,
+    ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>>;
 
     /// The ids of the conversations `user` takes part in.
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>>;

@@ -18,7 +18,7 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
-use super::{stored_changes, stored_form, OnDemand, Recent, Store, StoreError};
+use super::{stored_changes, stored_form, OnDemand, Readback, Recent, Store, StoreError};
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parley_protocol::Millis;
@@ -663,11 +663,13 @@ impl OnDemand for SqliteStore {
     fn conversation(
         &self,
         id: &str,
-    ) -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>> {
+        recent_since: Option<Millis>,
+    ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>> {
         let id = id.to_owned();
         let context = format!("read conversation {id}");
-        self.readers
-            .run(context, move |conn| stored_changes::one(conn, &id))
+        self.readers.run(context, move |conn| {
+            stored_changes::one(conn, &id, recent_since)
+        })
     }
 
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {

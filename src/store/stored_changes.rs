@@ -6,13 +6,14 @@ use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED,
 };
-use super::Recent;
+use super::{Readback, Recent};
+use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
 use crate::core::Change;
 use parley_protocol::{
     ConnectionState, ConversationView, MessageKind, MessageState, MessageView, ReportTarget,
     ReportView, Settings,
 };
-use rusqlite::{Connection, Row};
+use rusqlite::{params, Connection, Row};
 use std::collections::HashMap;
 
 /// Every change needed to rebuild the state the tables hold, handed to `out` one by one
@@ -22,7 +23,7 @@ pub fn load(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Result<
     let mut conversations = conn.prepare(&format!("{HEADER} ORDER BY id"))?;
     let rows = conversations.query_map([], header)?;
     for row in rows {
-        conversation(conn, row?, out)?;
+        conversation(conn, row?, 0, out)?;
     }
     Ok(())
 }
@@ -34,15 +35,124 @@ pub fn start_up(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Res
     reports(conn, out)
 }
 
-/// The changes that rebuild conversation `name`, or `None` when there is none.
-pub fn one(conn: &Connection, name: &str) -> rusqlite::Result<Option<Vec<Change>>> {
+/// The changes that rebuild conversation `name`, or `None` when there is none: all of
+/// them when `recent_since` is `None`, else only a suffix (see [`floor`]) with how its
+/// participants stood just before it.
+pub fn one(
+    conn: &Connection,
+    name: &str,
+    recent_since: Option<i64>,
+) -> rusqlite::Result<Option<Readback>> {
     let mut stmt = conn.prepare_cached(&format!("{HEADER} WHERE name = ?1"))?;
     let Some(row) = stmt.query_map([name], header)?.next().transpose()? else {
         return Ok(None);
     };
+    let suffix = match recent_since {
+        Some(since) => match floor(conn, row.id, since)? {
+            Some(floor) => Some(suffix(conn, row.id, floor)?),
+            None => None,
+        },
+        None => None,
+    };
     let mut changes = Vec::new();
-    conversation(conn, row, &mut |c| changes.push(c))?;
-    Ok(Some(changes))
+    let from = suffix.as_ref().map_or(0, |s| s.floor as i64);
+    conversation(conn, row, from, &mut |c| changes.push(c))?;
+    Ok(Some(Readback { changes, suffix }))
+}
+
+/// Messages a conversation read in part holds at least, counted from the newest.
+const TAIL: usize = 256;
+
+/// Where a suffix of conversation `id` may begin: at most [`TAIL`] messages back unless
+/// messages sent at `since` or later go further, and early enough that every state
+/// change after it refers to a message in it. `None` when that is the whole conversation.
+fn floor(conn: &Connection, id: i64, since: i64) -> rusqlite::Result<Option<i64>> {
+    let mut newest = conn.prepare_cached(
+        "SELECT seq, sent_at FROM messages WHERE conversation = ?1 ORDER BY seq DESC",
+    )?;
+    let mut rows = newest.query([id])?;
+    let (mut floor, mut held) = (None, 0usize);
+    loop {
+        let Some(r) = rows.next()? else {
+            return Ok(None);
+        };
+        let (seq, sent_at): (i64, i64) = (r.get(0)?, r.get(1)?);
+        if held >= TAIL && sent_at < since {
+            break;
+        }
+        floor = Some(seq);
+        held += 1;
+    }
+    let Some(mut floor) = floor else {
+        return Ok(None);
+    };
+    let mut oldest_referred = conn.prepare_cached(
+        "SELECT min(seq) FROM events WHERE conversation = ?1 AND pos >= ?2 AND seq IS NOT NULL",
+    )?;
+    while let Some(seq) = oldest_referred.query_row([id, floor], |r| r.get::<_, Option<i64>>(0))? {
+        if seq >= floor {
+            break;
+        }
+        floor = seq;
+    }
+    let first: Option<i64> = conn
+        .prepare_cached("SELECT min(seq) FROM messages WHERE conversation = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(first.is_some_and(|first| floor > first).then_some(floor))
+}
+
+/// Each participant of conversation `id` as it stood just before message `floor`.
+fn suffix(conn: &Connection, id: i64, floor: i64) -> rusqlite::Result<Suffix> {
+    let mut members = conn.prepare_cached(
+        "SELECT user, read_seq, ord, muted, hidden FROM members WHERE conversation = ?1",
+    )?;
+    let mut message_at =
+        conn.prepare_cached("SELECT id FROM messages WHERE conversation = ?1 AND seq = ?2")?;
+    let mut unread = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM messages m WHERE m.conversation = ?1 \
+           AND m.seq > ?2 AND m.seq < ?3 AND m.sender <> ?4 \
+           AND (m.state = 0 OR (m.state = 2 AND ?5 <> 1)) \
+           AND NOT EXISTS (SELECT 1 FROM tombstones t \
+                           WHERE t.conversation = ?1 AND t.user = ?4 AND t.seq = m.seq) \
+           LIMIT ?6)",
+    )?;
+    let rows = members.query_map([id], |r| {
+        let flags = (r.get::<_, bool>(3)?, r.get::<_, bool>(4)?);
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            flags,
+        ))
+    })?;
+    let mut bases = Vec::new();
+    for row in rows {
+        let (user, read, ord, (muted, hidden)) = row?;
+        let read_message = match read > 0 && read < floor {
+            true => {
+                Some(message_at.query_row(params![id, read], |r| Ok(id_from_sql(r.get_ref(0)?)?))?)
+            }
+            false => None,
+        };
+        let unread_before = match read < floor - 1 {
+            true => unread.query_row(params![id, read, floor, user, ord, UNREAD_CAP], |r| {
+                r.get(0)
+            })?,
+            false => 0,
+        };
+        bases.push(MemberBase {
+            user,
+            read_seq: read.min(floor - 1) as u64,
+            read_message,
+            unread_before,
+            muted,
+            hidden,
+        });
+    }
+    Ok(Suffix {
+        floor: floor as u64,
+        members: bases,
+    })
 }
 
 /// The ids of the conversations `user` takes part in.
@@ -216,9 +326,12 @@ struct Event {
     flags: Option<i64>,
 }
 
+/// Conversation `row`'s creation, then its messages from seq `from` on and the state
+/// changes after them, in position order.
 fn conversation(
     conn: &Connection,
     row: Header,
+    from: i64,
     out: &mut dyn FnMut(Change),
 ) -> rusqlite::Result<()> {
     let Header {
@@ -244,8 +357,8 @@ fn conversation(
         },
         at,
     });
-    let messages = messages(conn, id, &name, primary)?;
-    let events = events(conn, id)?;
+    let messages = messages(conn, id, from, &name, primary)?;
+    let events = events(conn, id, from)?;
     // seq → (message id, whether it copies anyone): what the state changes refer to.
     let mut ids: HashMap<i64, (String, bool)> = HashMap::new();
     let mut events = events.into_iter().peekable();
@@ -273,15 +386,16 @@ fn conversation(
 fn messages(
     conn: &Connection,
     id: i64,
+    from: i64,
     name: &str,
     primary: Option<String>,
 ) -> rusqlite::Result<Vec<Stored>> {
     let mut rows = conn.prepare_cached(
         "SELECT seq, id, sender, sent_at, kind, body, reply_to, cc FROM messages \
-         WHERE conversation = ?1 ORDER BY seq",
+         WHERE conversation = ?1 AND seq >= ?2 ORDER BY seq",
     )?;
     let out = rows
-        .query_map([id], |r| {
+        .query_map([id, from], |r| {
             let seq: i64 = r.get(0)?;
             let kind = message_kind_from(r.get(4)?);
             let reply_to = match r.get_ref(6)? {
@@ -313,13 +427,13 @@ fn messages(
     Ok(out)
 }
 
-fn events(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Event>> {
+fn events(conn: &Connection, id: i64, from: i64) -> rusqlite::Result<Vec<Event>> {
     let mut rows = conn.prepare_cached(
         "SELECT pos, kind, user, seq, at, flags FROM events WHERE conversation = ?1 \
-         ORDER BY pos, rowid",
+         AND pos >= ?2 ORDER BY pos, rowid",
     )?;
     let out = rows
-        .query_map([id], |r| {
+        .query_map([id, from], |r| {
             Ok(Event {
                 pos: r.get(0)?,
                 kind: r.get(1)?,

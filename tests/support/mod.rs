@@ -6,9 +6,8 @@ pub mod services;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
-use parley::core::Change;
 use parley::server::{self, Running};
-use parley::store::{OnDemand, Store, StoreError};
+use parley::store::{OnDemand, Readback, Store, StoreError};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -140,11 +139,12 @@ impl OnDemand for FailingStore {
     fn conversation(
         &self,
         id: &str,
-    ) -> BoxFuture<'static, Result<Option<Vec<Change>>, StoreError>> {
+        recent_since: Option<i64>,
+    ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>> {
         if self.failing.load(Ordering::SeqCst) {
             return injected("read a conversation");
         }
-        self.reads().conversation(id)
+        self.reads().conversation(id, recent_since)
     }
 
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {

@@ -16,6 +16,7 @@ pub(super) async fn run(a: Asked<'_>, to: UserId, cc: Vec<UserId>, body: String)
     let copied = opening.participants[2..].to_vec();
     hub.on_opening(session, actor, id.clone(), opening, |c, ctx| {
         let kind = MessageKind::Inmail;
+        let (body, copied) = (body.clone(), copied.clone());
         c.send(ctx, actor, &id, body, None, kind, copied, new_message_id)
     })
     .await

@@ -37,7 +37,7 @@ impl Asked<'_> {
         self,
         conversation: &str,
         decides: bool,
-        rule: impl FnOnce(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
+        rule: impl Fn(&Conversation, &Ctx) -> Result<Outcome, Refusal>,
     ) {
         let Asked {
             hub,

@@ -28,10 +28,10 @@ pub(super) async fn file(a: Asked<'_>, target: ReportTarget, reason: String) {
             hub.on_conversation(session, actor, id, &conversation, true, |c, ctx| {
                 let snapshot = c.snapshot(ctx, &actor.user, &message)?;
                 Ok(Reports::file(
-                    report,
+                    report.clone(),
                     actor,
-                    target,
-                    reason,
+                    target.clone(),
+                    reason.clone(),
                     Some(snapshot),
                     ctx.now,
                 ))

@@ -28,8 +28,9 @@ pub(super) async fn run(
             ctx,
             actor,
             &id,
-            body,
-            reply_to,
+            // Cloned: a rule may be asked twice (see `Hub::decide_held`).
+            body.clone(),
+            reply_to.clone(),
             kind,
             vec![],
             new_message_id,

@@ -3,9 +3,11 @@
 
 use super::Asked;
 use crate::core::Outcome;
+use crate::core::Refusal;
+use crate::hub::cache::Cached;
 use crate::hub::Hub;
 use crate::store::StoreError;
-use parley_protocol::AckResult;
+use parley_protocol::{AckResult, ConversationUpdate, InboxEntry, Millis, NotificationView};
 use std::collections::BTreeMap;
 
 /// Changes per conversation in one sync answer; the client syncs again when `more` is set.
@@ -34,27 +36,13 @@ impl Hub {
         let mut notifications = Vec::new();
         let mut updates = Vec::new();
         for cid in self.conversations_of(user).await? {
-            let mut held = self.hold(&cid).await?;
-            let Some(conv) = held.conv.as_mut() else {
-                self.release(&cid, held);
-                continue;
-            };
-            {
-                let dir = self.directory.read();
-                let ctx = self.ctx(&dir);
-                if let Some(entry) = conv.inbox_entry(&ctx, user) {
-                    rows.push((conv.last_activity(), entry));
-                }
-                // Collected notifications are not kept: after a restart, or once the
-                // conversation was forgotten and read back, every outstanding one is
-                // pending again, so none is lost.
-                notifications.extend(conv.take_pending(&ctx, user));
-                if let Some(positions) = &positions {
-                    let since = positions.get(&cid).copied().unwrap_or(0);
-                    updates.extend(conv.updates_since(&ctx, user, since, SYNC_PAGE));
-                }
-            }
-            self.release(&cid, held);
+            let since = positions
+                .as_ref()
+                .map(|p| p.get(&cid).copied().unwrap_or(0));
+            let (row, taken, update) = self.sync_one(&cid, user, since).await?;
+            rows.extend(row);
+            notifications.extend(taken);
+            updates.extend(update);
         }
         rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         notifications.sort_by_key(|n| n.sent_at);
@@ -71,4 +59,65 @@ impl Hub {
             updates,
         })
     }
+
+    /// One conversation's part of a sync: its inbox row, the pending notifications it
+    /// hands over, and its changes since `since` (when positions were given).
+    async fn sync_one(
+        &self,
+        cid: &str,
+        user: &str,
+        since: Option<u64>,
+    ) -> Result<Synced, StoreError> {
+        let mut held = self.hold(cid).await?;
+        let mut viewed = self.view_for_sync(&held, user, since);
+        if viewed == Err(Refusal::NotHeld) {
+            if let Err(e) = self.read_whole(cid, &mut held).await {
+                self.release(cid, held);
+                return Err(e);
+            }
+            viewed = self.view_for_sync(&held, user, since);
+        }
+        // Collected notifications are not kept: after a restart, or once the conversation
+        // was forgotten and read back, every outstanding one is pending again, so none is
+        // lost.
+        let taken = match held.conv.as_mut() {
+            Some(conv) => conv.take_pending(&self.ctx(&self.directory.read()), user),
+            None => Vec::new(),
+        };
+        self.release(cid, held);
+        let (row, update) = viewed.unwrap_or_default();
+        Ok((row, taken, update))
+    }
+
+    /// What a sync shows of a held conversation.
+    fn view_for_sync(
+        &self,
+        held: &Cached,
+        user: &str,
+        since: Option<u64>,
+    ) -> Result<Viewed, Refusal> {
+        let Some(conv) = held.conv.as_ref() else {
+            return Ok((None, None));
+        };
+        let dir = self.directory.read();
+        let ctx = self.ctx(&dir);
+        let row = conv
+            .inbox_entry(&ctx, user)?
+            .map(|e| (conv.last_activity(), e));
+        let update = match since {
+            Some(since) => conv.updates_since(&ctx, user, since, SYNC_PAGE)?,
+            None => None,
+        };
+        Ok((row, update))
+    }
 }
+
+/// An inbox row (with the conversation's last activity, to sort by) and an update.
+type Viewed = (Option<(Millis, InboxEntry)>, Option<ConversationUpdate>);
+
+/// A conversation's part of a sync: row, notifications handed over, update.
+type Synced = (
+    Option<(Millis, InboxEntry)>,
+    Vec<NotificationView>,
+    Option<ConversationUpdate>,
+);
