@@ -302,3 +302,35 @@ async fn a_long_quiet_conversation_is_read_back_in_part_and_whole_when_a_request
     let sync = bob.ok(json!({"type": "sync"})).await;
     assert_eq!(sync["inbox"][0]["unread"], 0);
 }
+
+#[tokio::test]
+async fn read_back_a_conversation_keeps_the_latest_fifty_notifications_per_participant() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = {
+        let server = serve(sqlite(dir.path()), 1000).await;
+        let (mut alice, bob) = server.connected_pair("alice", "bob").await;
+        drop(bob);
+        let first = alice.dm("bob", "0").await;
+        for k in 1..60 {
+            alice.say(&first["conversation"], &k.to_string()).await;
+        }
+        server.running.stop().await;
+        first["conversation"].clone()
+    };
+    let server = serve(sqlite(dir.path()), 1000).await;
+    let mut bob = server.connect("bob").await;
+    let sync = bob.ok(json!({"type": "sync"})).await;
+    assert_eq!(sync["inbox"][0]["conversation"]["id"], conv);
+    assert_eq!(
+        sync["inbox"][0]["unread"], 60,
+        "every unread message still counts"
+    );
+    let previews: Vec<&str> = sync["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["preview"].as_str().unwrap())
+        .collect();
+    let latest: Vec<String> = (10..60).map(|k| k.to_string()).collect();
+    assert_eq!(previews, latest);
+}

@@ -521,9 +521,19 @@ impl Conversation {
         &self.messages[start..end]
     }
 
+    /// The index of the message at `seq`, found by halving (messages are in seq order).
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        self.messages.binary_search_by_key(&seq, |m| m.seq).ok()
+    }
+
+    /// The message at `seq`, when held.
+    fn at(&self, seq: u64) -> Option<&Message> {
+        self.index_of(seq).map(|i| &self.messages[i])
+    }
+
     fn ids_of(&self, seqs: &[u64]) -> Vec<MessageId> {
         seqs.iter()
-            .filter_map(|s| self.messages.iter().find(|m| m.seq == *s))
+            .filter_map(|s| self.at(*s))
             .map(|m| m.id.clone())
             .collect()
     }
@@ -838,7 +848,8 @@ impl Conversation {
                     && !ctx.directory.has_blocked(u, viewer)
             })
             .filter_map(|(u, m)| {
-                let held = self.messages.iter().rev().find(|x| x.seq <= m.read_seq);
+                let upto = self.messages.partition_point(|x| x.seq <= m.read_seq);
+                let held = upto.checked_sub(1).map(|i| &self.messages[i]);
                 let message = held.map(|x| &x.id).or(m.read_message.as_ref())?;
                 Some(Receipt {
                     user: u.clone(),
@@ -888,6 +899,19 @@ impl Conversation {
         }))
     }
 
+    /// Keep only each participant's `n` latest outstanding notifications: what a
+    /// conversation read back (at start, or on demand) keeps of those it cannot tell were
+    /// seen, so a long unread history does not become thousands of them.
+    pub fn keep_latest_notifications(&mut self, n: usize) {
+        for member in self.members.values_mut() {
+            for set in [&mut member.notified, &mut member.pending] {
+                while set.len() > n {
+                    set.pop_first();
+                }
+            }
+        }
+    }
+
     /// Collect `viewer`'s pending notifications here: those produced while it had no live
     /// session and still valid (not read, recalled or deleted). Collected ones are gone.
     pub fn take_pending(&mut self, ctx: &Ctx, viewer: &str) -> Vec<NotificationView> {
@@ -899,7 +923,7 @@ impl Conversation {
         let preview = ctx.directory.settings(viewer).notification_preview;
         pending
             .iter()
-            .filter_map(|seq| self.messages.iter().find(|m| m.seq == *seq))
+            .filter_map(|seq| self.at(*seq))
             .filter(|m| view_state(m, member, viewer) == Some(MessageState::Visible))
             .map(|m| notification(&self.render(m, MessageState::Visible, ctx.limits), preview))
             .collect()
@@ -934,7 +958,7 @@ impl Conversation {
                 self.insert_message(message, client_id, online);
             }
             Change::ReadUpTo { user, seq, .. } => {
-                if let Some(idx) = self.messages.iter().position(|m| m.seq == *seq) {
+                if let Some(idx) = self.index_of(*seq) {
                     self.apply_read(user, idx);
                 }
             }

@@ -146,6 +146,15 @@ impl Hub {
         if count == 0 {
             return;
         }
+        for entry in self.conversations.iter() {
+            let mut cached = entry
+                .value()
+                .try_lock()
+                .expect("nothing else runs at start");
+            if let Some(conv) = cached.conv.as_mut() {
+                conv.keep_latest_notifications(super::cache::KEPT_NOTIFICATIONS);
+            }
+        }
         self.rearm_open_windows();
         crate::heap::give_back();
         tracing::info!(

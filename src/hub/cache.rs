@@ -16,6 +16,10 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 /// refused), so nothing uncommitted is ever found in it.
 pub(super) type Slot = Arc<AsyncMutex<Cached>>;
 
+/// Outstanding notifications a conversation read back keeps per participant (the
+/// latest): read back, nobody can tell which were already seen.
+pub(super) const KEPT_NOTIFICATIONS: usize = 50;
+
 /// A slot, locked by the holder.
 pub(super) type Held = OwnedMutexGuard<Cached>;
 
@@ -165,6 +169,10 @@ impl Hub {
                 conv.resume(suffix);
             }
             self.apply(Some(held), rest, super::Applying::Reload);
+            if let Some(conv) = held.conv.as_mut() {
+                conv.keep_latest_notifications(KEPT_NOTIFICATIONS);
+            }
+            self.reweigh(held);
         }
         held.loaded = true;
         let whole = held.conv.as_ref().is_none_or(|c| !c.partial());
