@@ -1,7 +1,7 @@
 //! `parley-load browse`: users coming back to a long history (a seeded one, say). Each
 //! user connects, syncs (its inbox), opens one page of history in its latest conversation
-//! and syncs that conversation again from a position some changes back, as a device that
-//! missed them would. Every request is timed from send to answer, and the server's memory
+//! and syncs again with positions: up to date in every conversation but that one, where
+//! it starts some changes back, as a device that missed them would. Every request is timed from send to answer, and the server's memory
 //! is read before and after, so the figures show what the history costs a server that
 //! must hold only its working set.
 
@@ -59,7 +59,7 @@ struct Report {
     inbox_sync: Percentiles,
     /// One page of `history` in the latest conversation.
     history_page: Percentiles,
-    /// `sync` of that conversation from `missed` positions back.
+    /// `sync` with positions: `missed` back in that conversation, current elsewhere.
     missed_sync: Percentiles,
     /// Changes the missed syncs returned, on average.
     missed_changes_mean: f64,
@@ -177,8 +177,18 @@ async fn browse(args: &BrowseArgs, user: &str) -> anyhow::Result<Browsed> {
             limit: Some(args.page),
         };
         browsed.history = Some(ask(&mut ws, history).await?.0);
-        let last = latest.last_message.as_ref().map_or(0, |m| m.seq);
-        let positions = BTreeMap::from([(conversation, last.saturating_sub(args.missed))]);
+        // A device up to date everywhere but `missed` positions back in this one.
+        let mut positions: BTreeMap<String, u64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.conversation.id.clone(),
+                    r.last_message.as_ref().map_or(0, |m| m.seq),
+                )
+            })
+            .collect();
+        let last = positions.get(&conversation).copied().unwrap_or(0);
+        positions.insert(conversation, last.saturating_sub(args.missed));
         let (took, answer) = ask(
             &mut ws,
             Op::Sync {
