@@ -1,8 +1,9 @@
 //! Users, their settings, connections and blocks.
 
+use super::pairs::Pairs;
 use super::{Actor, Change, Outcome, Refusal, Target};
 use parley_protocol::{AckResult, ConnectionState, ServerFrame, Settings, UserId, WhoCanMessage};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The settings a `settings` request changes; `None` keeps the current value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,15 +21,11 @@ pub struct SettingsPatch {
 pub struct Directory {
     users: HashMap<UserId, Settings>,
     /// Both directions are stored so each side's lookups are one probe.
-    connections: HashSet<(UserId, UserId)>,
+    connections: Pairs,
     /// (from, to): `from` asked `to`.
-    requests: HashSet<(UserId, UserId)>,
+    requests: Pairs,
     /// (blocker, blocked).
-    blocks: HashSet<(UserId, UserId)>,
-}
-
-fn pair(a: &str, b: &str) -> (UserId, UserId) {
-    (a.to_owned(), b.to_owned())
+    blocks: Pairs,
 }
 
 impl Directory {
@@ -51,12 +48,12 @@ impl Directory {
 
     /// Whether the two are connected.
     pub fn connected(&self, a: &str, b: &str) -> bool {
-        self.connections.contains(&pair(a, b))
+        self.connections.contains(a, b)
     }
 
     /// Whether `blocker` blocked `blocked`.
     pub fn has_blocked(&self, blocker: &str, blocked: &str) -> bool {
-        self.blocks.contains(&pair(blocker, blocked))
+        self.blocks.contains(blocker, blocked)
     }
 
     /// Whether either blocked the other.
@@ -96,9 +93,9 @@ impl Directory {
     pub fn connection_state(&self, me: &str, other: &str) -> ConnectionState {
         if self.connected(me, other) {
             ConnectionState::Connected
-        } else if self.requests.contains(&pair(me, other)) {
+        } else if self.requests.contains(me, other) {
             ConnectionState::Requested
-        } else if self.requests.contains(&pair(other, me)) {
+        } else if self.requests.contains(other, me) {
             ConnectionState::Incoming
         } else {
             ConnectionState::None
@@ -176,7 +173,7 @@ impl Directory {
     /// Decline `other`'s pending request; `other` is not told.
     pub fn decline(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
-        if !self.requests.contains(&pair(other, me)) {
+        if !self.requests.contains(other, me) {
             return Err(Refusal::NotFound("connection request"));
         }
         let mut out = Self::connection_ack(other, ConnectionState::None);
@@ -189,7 +186,7 @@ impl Directory {
     pub fn disconnect(&self, actor: &Actor, other: &str) -> Result<Outcome, Refusal> {
         let me = actor.user.as_str();
         let was_connected = self.connected(me, other);
-        let was_requested = self.requests.contains(&pair(me, other));
+        let was_requested = self.requests.contains(me, other);
         if !was_connected && !was_requested {
             return Err(Refusal::NotFound("connection"));
         }
@@ -295,19 +292,19 @@ impl Directory {
             }
             Change::Relation { from, to, state } => {
                 for (a, b) in [(from, to), (to, from)] {
-                    self.connections.remove(&pair(a, b));
-                    self.requests.remove(&pair(a, b));
+                    self.connections.remove(a, b);
+                    self.requests.remove(a, b);
                 }
                 match state {
                     ConnectionState::Connected => {
-                        self.connections.insert(pair(from, to));
-                        self.connections.insert(pair(to, from));
+                        self.connections.insert(from, to);
+                        self.connections.insert(to, from);
                     }
                     ConnectionState::Requested => {
-                        self.requests.insert(pair(from, to));
+                        self.requests.insert(from, to);
                     }
                     ConnectionState::Incoming => {
-                        self.requests.insert(pair(to, from));
+                        self.requests.insert(to, from);
                     }
                     ConnectionState::None => {}
                 }
@@ -318,17 +315,17 @@ impl Directory {
                 on: true,
             } => {
                 for (a, b) in [(blocker, blocked), (blocked, blocker)] {
-                    self.connections.remove(&pair(a, b));
-                    self.requests.remove(&pair(a, b));
+                    self.connections.remove(a, b);
+                    self.requests.remove(a, b);
                 }
-                self.blocks.insert(pair(blocker, blocked));
+                self.blocks.insert(blocker, blocked);
             }
             Change::Block {
                 blocker,
                 blocked,
                 on: false,
             } => {
-                self.blocks.remove(&pair(blocker, blocked));
+                self.blocks.remove(blocker, blocked);
             }
             _ => {}
         }
@@ -359,23 +356,11 @@ impl Directory {
 
     /// `me`'s connections, incoming and outgoing requests and blocks, each sorted.
     pub fn relations(&self, me: &str) -> [Vec<UserId>; 4] {
-        let mine = |set: &HashSet<(UserId, UserId)>, first_is_me: bool| {
-            let mut v: Vec<UserId> = set
-                .iter()
-                .filter_map(|(a, b)| match first_is_me {
-                    true if a == me => Some(b.clone()),
-                    false if b == me => Some(a.clone()),
-                    _ => None,
-                })
-                .collect();
-            v.sort();
-            v
-        };
         [
-            mine(&self.connections, true),
-            mine(&self.requests, false),
-            mine(&self.requests, true),
-            mine(&self.blocks, true),
+            self.connections.after(me),
+            self.requests.before(me),
+            self.requests.after(me),
+            self.blocks.after(me),
         ]
     }
 }

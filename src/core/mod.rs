@@ -11,6 +11,7 @@ pub mod conversation;
 pub mod directory;
 pub mod ids;
 pub mod opening;
+pub mod pairs;
 pub mod refusal;
 pub mod reports;
 pub mod send_log;

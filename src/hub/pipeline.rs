@@ -164,7 +164,7 @@ impl Hub {
             }
             Claimed::none()
         };
-        let Some((mut held, claimed)) = self
+        let Some((held, claimed)) = self
             .hold_or_refuse(session, &id, conversation, claimed)
             .await
         else {
@@ -177,6 +177,22 @@ impl Hub {
             }
             _ => Err(Refusal::NotFound("conversation")),
         };
+        self.finish_held(claimed, conversation, held, session, id, decide)
+            .await
+    }
+
+    /// Decide on a held conversation and finish the decision (see [`Hub::finish`]), or
+    /// answer `unavailable` when more of it was needed and could not be read; the
+    /// conversation is given back either way.
+    async fn finish_held(
+        &self,
+        claimed: Claimed,
+        conversation: &str,
+        mut held: Held,
+        session: &SessionHandle,
+        id: String,
+        decide: impl Fn(&Cached) -> Result<Outcome, Refusal>,
+    ) {
         match self.decide_held(conversation, &mut held, decide).await {
             Ok(decided) => {
                 self.finish(claimed, Some(&mut held), session, id, decided)
@@ -223,7 +239,7 @@ impl Hub {
         let Some(claimed) = self.claim_or_refuse(session, &id, &opening.id).await else {
             return;
         };
-        let Some((mut held, claimed)) = self
+        let Some((held, claimed)) = self
             .hold_or_refuse(session, &id, &opening.id, claimed)
             .await
         else {
@@ -242,17 +258,8 @@ impl Hub {
                 }),
             }
         };
-        match self.decide_held(&opening.id, &mut held, decide).await {
-            Ok(decided) => {
-                self.finish(claimed, Some(&mut held), session, id, decided)
-                    .await
-            }
-            Err(e) => {
-                claimed.release().await;
-                self.refuse_unavailable(session, id, &e);
-            }
-        }
-        self.release(&opening.id, held);
+        self.finish_held(claimed, &opening.id, held, session, id, decide)
+            .await
     }
 
     /// Run a directory rule about the pair `a`, `b` (the same user twice for one user's
