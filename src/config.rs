@@ -25,8 +25,8 @@ pub fn default_limits() -> Limits {
 }
 
 /// Entries (messages, state changes, outstanding notifications) the conversation cache
-/// holds by default: some tens of MiB.
-pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
+/// holds by default: a few tens of MiB (BENCHMARKS.md, "State on disk").
+pub const DEFAULT_CACHE_ENTRIES: usize = 300_000;
 
 /// Everything `parley serve` needs.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Users, their settings, connections and blocks.
 
-use super::pairs::Pairs;
+use super::pairs::{Pairs, Symmetric};
 use super::{Actor, Change, Outcome, Refusal, Target};
 use parley_protocol::{AckResult, ConnectionState, ServerFrame, Settings, UserId, WhoCanMessage};
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ pub struct SettingsPatch {
 pub struct Directory {
     users: HashMap<UserId, Settings>,
     /// Both directions are stored so each side's lookups are one probe.
-    connections: Pairs,
+    connections: Symmetric,
     /// (from, to): `from` asked `to`.
     requests: Pairs,
     /// (blocker, blocked).

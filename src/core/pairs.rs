@@ -5,14 +5,18 @@
 use parley_protocol::UserId;
 use std::collections::{BTreeSet, HashMap};
 
-/// Ordered pairs `(a, b)`, found from `a` and from `b`.
+/// Ordered pairs `(a, b)`, found from `a`, and from `b` too when `FROM_BOTH_ENDS`: a
+/// symmetric relation stored both ways needs only the first index, and half the memory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pairs {
+pub struct Pairs<const FROM_BOTH_ENDS: bool = true> {
     from: HashMap<UserId, BTreeSet<UserId>>,
     to: HashMap<UserId, BTreeSet<UserId>>,
 }
 
-impl Pairs {
+/// A symmetric relation: each pair is stored both ways and found from its first user.
+pub type Symmetric = Pairs<false>;
+
+impl<const FROM_BOTH_ENDS: bool> Pairs<FROM_BOTH_ENDS> {
     /// Whether `(a, b)` is in the set.
     pub fn contains(&self, a: &str, b: &str) -> bool {
         self.from.get(a).is_some_and(|s| s.contains(b))
@@ -24,10 +28,12 @@ impl Pairs {
             .entry(a.to_owned())
             .or_default()
             .insert(b.to_owned());
-        self.to
-            .entry(b.to_owned())
-            .or_default()
-            .insert(a.to_owned());
+        if FROM_BOTH_ENDS {
+            self.to
+                .entry(b.to_owned())
+                .or_default()
+                .insert(a.to_owned());
+        }
     }
 
     /// Remove `(a, b)`; an end left with nothing is forgotten.
@@ -65,7 +71,7 @@ mod tests {
 
     #[test]
     fn pairs_are_found_from_both_ends_and_forgotten_when_removed() {
-        let mut p = Pairs::default();
+        let mut p: Pairs = Pairs::default();
         p.insert("ann", "cid");
         p.insert("ann", "bob");
         p.insert("dan", "bob");
@@ -78,6 +84,17 @@ mod tests {
         assert_eq!(p.before("bob"), ["dan"]);
         p.remove("ann", "cid");
         assert!(p.after("ann").is_empty() && p.before("cid").is_empty());
-        assert!(p.from.is_empty() || !p.from.contains_key("ann"));
+        assert!(!p.from.contains_key("ann") && !p.to.contains_key("cid"));
+    }
+
+    #[test]
+    fn a_symmetric_relation_keeps_one_index() {
+        let mut s = Symmetric::default();
+        s.insert("ann", "bob");
+        s.insert("bob", "ann");
+        assert_eq!(s.after("bob"), ["ann"]);
+        assert!(s.to.is_empty());
+        s.remove("bob", "ann");
+        assert!(!s.contains("bob", "ann") && s.contains("ann", "bob"));
     }
 }
