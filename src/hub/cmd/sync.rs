@@ -31,7 +31,11 @@ impl Hub {
         positions: Option<BTreeMap<String, u64>>,
     ) -> Result<AckResult, StoreError> {
         // Everything committed anywhere before this request is answered.
-        self.catch_up_all(self.conversations_of(user).await?).await;
+        // In a cluster the catch-up may bring in conversations this node had not heard
+        // of, so the list is read again below; alone, the store's list is read once.
+        if self.replica().is_some() {
+            self.catch_up_all(self.conversations_of(user).await?).await;
+        }
         let mut rows = Vec::new();
         let mut notifications = Vec::new();
         let mut updates = Vec::new();
