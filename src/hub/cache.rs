@@ -4,6 +4,7 @@
 //! whenever the cache holds more than its limit. A store that cannot read conversations
 //! back one at a time (the memory store, a cluster's ledger) is held whole instead.
 
+use super::sequencer::Sequencer;
 use super::Hub;
 use crate::core::{Change, Conversation};
 use crate::store::{OnDemand, Readback, StoreError};
@@ -34,6 +35,8 @@ pub(super) struct Cached {
     used: u64,
     /// Its share of [`Cache::weight`].
     weight: usize,
+    /// Its decisions whose commits are in flight (see [`super::sequencer`]).
+    pub sequencer: Arc<Sequencer>,
 }
 
 /// The cache's own bookkeeping.
@@ -102,6 +105,7 @@ impl Hub {
                     loaded,
                     used: 0,
                     weight: 0,
+                    sequencer: Arc::default(),
                 }))
             })
             .clone()
@@ -112,6 +116,13 @@ impl Hub {
     pub(super) async fn hold(&self, id: &str) -> Result<Held, StoreError> {
         let mut held = self.slot_or_insert(id).lock_owned().await;
         held.used = self.cache.tick();
+        if held.sequencer.chain().broken() {
+            // What is held includes a change that was never stored: read the conversation
+            // back once the decisions in flight on it have all failed.
+            let broken = std::mem::take(&mut held.sequencer);
+            let _ = broken.settled().await;
+            held.loaded = false;
+        }
         if held.loaded {
             return Ok(held);
         }
@@ -135,6 +146,8 @@ impl Hub {
 
     /// A rule needs more of conversation `id` than `held` holds: read all of it.
     pub(super) async fn read_whole(&self, id: &str, held: &mut Held) -> Result<(), StoreError> {
+        // What the store has must include the decisions still being written on it.
+        held.sequencer.settled().await?;
         self.read_into(id, held, None).await
     }
 
@@ -229,7 +242,9 @@ impl Hub {
             .filter(|e| Arc::strong_count(e.value()) == 1)
             .filter_map(|e| {
                 let cached = e.value().try_lock().ok()?;
-                cached.loaded.then(|| (cached.used, e.key().clone()))
+                // What is in flight is not in the store yet: forgetting it would lose it.
+                let settled = cached.loaded && cached.sequencer.idle();
+                settled.then(|| (cached.used, e.key().clone()))
             })
             .collect();
         idle.sort_unstable();
@@ -241,6 +256,9 @@ impl Hub {
             self.conversations.remove_if(&id, |_, slot| {
                 Arc::strong_count(slot) == 1
                     && slot.try_lock().is_ok_and(|cached| {
+                        if !cached.sequencer.idle() {
+                            return false;
+                        }
                         self.cache
                             .weight
                             .fetch_sub(cached.weight, Ordering::Relaxed);

@@ -8,6 +8,7 @@ mod cache;
 mod cmd;
 mod pipeline;
 mod replica;
+mod sequencer;
 pub mod sessions;
 mod sweep;
 mod timers;

@@ -13,9 +13,10 @@ use super::sessions::SessionHandle;
 use super::{error_frame, Hub};
 use crate::core::Target;
 use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use parley_protocol::{ErrorCode, ServerFrame};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
 
 /// Directory decisions of this process, serialised per pair of users (or per user): two
@@ -193,17 +194,90 @@ impl Hub {
         id: String,
         decide: impl Fn(&Cached) -> Result<Outcome, Refusal>,
     ) {
-        match self.decide_held(conversation, &mut held, decide).await {
-            Ok(decided) => {
-                self.finish(claimed, Some(&mut held), session, id, decided)
-                    .await
-            }
+        let decided = match self.decide_held(conversation, &mut held, decide).await {
+            Ok(decided) => decided,
             Err(e) => {
                 claimed.release().await;
                 self.refuse_unavailable(session, id, &e);
+                return self.release(conversation, held);
             }
+        };
+        let decided = match decided {
+            Ok(out) => match self.chains(conversation, &out) {
+                Some(store) => {
+                    claimed.release().await;
+                    return self
+                        .finish_ahead(store, conversation, held, session, id, out)
+                        .await;
+                }
+                None => Ok(out),
+            },
+            refused => refused,
+        };
+        // Decided on what is in memory, which may hold decisions still being written:
+        // valid only once they all are.
+        if let Err(e) = held.sequencer.settled().await {
+            claimed.release().await;
+            self.refuse_unavailable(session, id, &e);
+            return self.release(conversation, held);
         }
+        self.finish(claimed, Some(&mut held), session, id, decided)
+            .await;
         self.release(conversation, held);
+    }
+
+    /// The store, when a decision may be applied ahead of its commit (see
+    /// [`super::sequencer`]): a local store that orders chained commits and reads
+    /// conversations back (so a failed one can be forgotten and read again), and
+    /// changes of this conversation alone.
+    fn chains(&self, conversation: &str, out: &Outcome) -> Option<&Arc<dyn Store>> {
+        let super::Backend::Local(store) = &self.backend else {
+            return None;
+        };
+        let ours = !out.changes.is_empty()
+            && out
+                .changes
+                .iter()
+                .all(|c| c.conversation() == Some(conversation));
+        (ours && store.orders_chains() && store.on_demand().is_some()).then_some(store)
+    }
+
+    /// Apply a decision and queue its commit, give the conversation back so the next
+    /// decision need not wait for the disk, then, once committed and every earlier
+    /// decision has delivered, deliver, answer and arm. A failed commit breaks the
+    /// conversation's chain: it is read back before the next decision (see
+    /// [`Hub::hold`]) and this request is answered `unavailable`.
+    async fn finish_ahead(
+        &self,
+        store: &Arc<dyn Store>,
+        conversation: &str,
+        mut held: Held,
+        session: &SessionHandle,
+        id: String,
+        out: Outcome,
+    ) {
+        let Outcome {
+            ack,
+            emits,
+            changes,
+            timer,
+        } = out;
+        let ticket = held.sequencer.issue();
+        self.apply(Some(&mut held), &changes, Applying::Live);
+        let committed = store.commit_chained(changes, held.sequencer.chain());
+        self.release(conversation, held);
+        let committed = committed.await;
+        ticket.turn().await;
+        if let Err(e) = committed {
+            return self.refuse_unavailable(session, id, &e);
+        }
+        for emit in &emits {
+            self.sessions.deliver(emit);
+        }
+        session.send(&ServerFrame::Ack { id, result: ack });
+        if let Some(timer) = timer {
+            let _ = self.timers.send(timer);
+        }
     }
 
     /// Decide on a held conversation; a decision that needs more of it than is held gets

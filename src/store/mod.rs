@@ -14,6 +14,8 @@ use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use parley_protocol::{MessageId, MessageKind, Millis, UserId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Why storage failed. Each variant carries what the store was doing (`context`) and the
 /// underlying error's text (`detail`, empty when there is none); both are plain text so the
@@ -167,11 +169,67 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`Store::commit_chained`] writes every commit in call order and fails the
+    /// links after a broken one unwritten, so that a caller may decide again before
+    /// the commit it decided on has finished.
+    fn orders_chains(&self) -> bool {
+        false
+    }
+
+    /// [`Store::commit`] as the next link of `chain`: written after every commit called
+    /// before it and failed unwritten (retryably) when an earlier link of `chain` failed;
+    /// a failure breaks `chain`. Stores that do not [order chains](Store::orders_chains)
+    /// check `chain` only when called.
+    fn commit_chained(
+        &self,
+        changes: Vec<Change>,
+        chain: &Arc<Chain>,
+    ) -> BoxFuture<'static, Result<Vec<Change>, StoreError>> {
+        if chain.broken() {
+            return Box::pin(async { Err(Chain::broken_error()) });
+        }
+        let chain = chain.clone();
+        let commit = self.commit(changes);
+        Box::pin(async move {
+            let result = commit.await;
+            if result.is_err() {
+                chain.break_off();
+            }
+            result
+        })
+    }
+
     /// [`Store::load_each`] collected (tests, small stores).
     fn load(&self) -> Result<Vec<Change>, StoreError> {
         let mut all = Vec::new();
         self.load_each(&mut |c| all.push(c))?;
         Ok(all)
+    }
+}
+
+/// A run of commits that build on each other (one conversation's, decided one after the
+/// other before the first was written): once a link fails, the links after it were
+/// decided on a state that never came to be, so none of them may be written.
+#[derive(Debug, Default)]
+pub struct Chain(AtomicBool);
+
+impl Chain {
+    /// Whether a link has failed.
+    pub fn broken(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Mark a link failed: every later link fails unwritten.
+    pub fn break_off(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// What a link after a failed one is answered.
+    pub fn broken_error() -> StoreError {
+        StoreError::unavailable(
+            "commit",
+            "an earlier commit in the same conversation failed, so this one was not written",
+        )
     }
 }
 

@@ -18,7 +18,7 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
-use super::{stored_changes, stored_form, OnDemand, Readback, Recent, Store, StoreError};
+use super::{stored_changes, stored_form, Chain, OnDemand, Readback, Recent, Store, StoreError};
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parley_protocol::Millis;
@@ -51,6 +51,16 @@ const MIGRATIONS: &[(&str, &str)] = &[
 /// Requests the writer takes into one transaction at most, so one huge burst cannot hold
 /// every early requester behind a very long transaction.
 const MAX_BATCH: usize = 512;
+
+/// The writer's page cache: the pages a burst of commits touches (a leaf of each busy
+/// conversation and of each index) stay in memory instead of being read back each
+/// transaction. SQLite allocates it as pages are used, so it costs memory only under load.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+/// Pages the write-ahead log grows by before a commit copies it into the database. A
+/// checkpoint runs inside the commit that crosses it, so a small figure makes many
+/// commits pay for one; about 16 MiB keeps that to one commit in many.
+const WAL_CHECKPOINT_PAGES: i64 = 4000;
 
 /// How long connections other than the writer wait for a lock before giving up.
 const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,9 +107,16 @@ impl Default for SqliteOptions {
 /// Where the writer answers a commit request, handing the changes back.
 type Reply = oneshot::Sender<Result<Vec<Change>, StoreError>>;
 
+/// One request's changes for the writer, with the chain it is a link of, if any.
+struct Commit {
+    changes: Vec<Change>,
+    reply: Reply,
+    chain: Option<Arc<Chain>>,
+}
+
 /// Work for the writer thread.
 enum Job {
-    Commit(Vec<Change>, Reply),
+    Commit(Commit),
     Checkpoint(mpsc::SyncSender<Result<(), StoreError>>),
 }
 
@@ -226,6 +243,8 @@ fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connecti
     conn.pragma_update(None, "synchronous", sync)?;
     // Freed bytes are overwritten with zeros, so a purged body leaves the file itself.
     conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     Ok(conn)
 }
 
@@ -308,7 +327,11 @@ impl Writer {
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
-                    Job::Commit(changes, reply) => commits.push((changes, reply)),
+                    // Written in order: an earlier link's failure is known by now.
+                    Job::Commit(c) if c.chain.as_ref().is_some_and(|ch| ch.broken()) => {
+                        let _ = c.reply.send(Err(Chain::broken_error()));
+                    }
+                    Job::Commit(c) => commits.push(c),
                     Job::Checkpoint(reply) => checkpoints.push(reply),
                 }
                 // Everything already waiting rides in the same transaction.
@@ -321,7 +344,15 @@ impl Writer {
                 if let Err(e) = &result {
                     tracing::error!(error = %e, requests = commits.len(), "commit failed");
                 }
-                for (changes, reply) in commits {
+                for Commit {
+                    changes,
+                    reply,
+                    chain,
+                } in commits
+                {
+                    if let (Err(_), Some(chain)) = (&result, chain) {
+                        chain.break_off();
+                    }
                     let _ = reply.send(result.clone().map(|()| changes));
                 }
             }
@@ -334,12 +365,12 @@ impl Writer {
         }
     }
 
-    fn write_batch(&mut self, batch: &[(Vec<Change>, Reply)]) -> Result<(), StoreError> {
+    fn write_batch(&mut self, batch: &[Commit]) -> Result<(), StoreError> {
         let purge_after = self.retention.map(|r| now_ms() + r.as_millis() as i64);
         let tx = self.conn.transaction().map_err(|e| err("begin", e))?;
         let mut purged = false;
         let now = now_ms();
-        for (changes, _) in batch {
+        for Commit { changes, .. } in batch {
             for change in changes {
                 let written = stored_form::write(&tx, change, purge_after, now)
                     .map_err(|e| err("write", e))?;
@@ -573,6 +604,28 @@ impl SqliteStore {
         result
     }
 
+    /// Hand `changes` to the writer now, not when the future is first polled, so commit
+    /// order is call order.
+    fn queue(
+        &self,
+        changes: Vec<Change>,
+        chain: Option<Arc<Chain>>,
+    ) -> BoxFuture<'static, Result<Vec<Change>, StoreError>> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.send(Job::Commit(Commit {
+            changes,
+            reply,
+            chain: chain.clone(),
+        }));
+        if let (Err(_), Some(chain)) = (&sent, &chain) {
+            chain.break_off();
+        }
+        Box::pin(async move {
+            sent?;
+            done.await.map_err(|_| stopped())?
+        })
+    }
+
     fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .as_ref()
@@ -634,13 +687,22 @@ impl Store for SqliteStore {
         if changes.is_empty() {
             return Box::pin(async { Ok(changes) });
         }
-        let (reply, done) = oneshot::channel();
-        // Queued now, not when the future is first polled, so commit order is call order.
-        let sent = self.send(Job::Commit(changes, reply));
-        Box::pin(async move {
-            sent?;
-            done.await.map_err(|_| stopped())?
-        })
+        self.queue(changes, None)
+    }
+
+    fn orders_chains(&self) -> bool {
+        true
+    }
+
+    fn commit_chained(
+        &self,
+        changes: Vec<Change>,
+        chain: &Arc<Chain>,
+    ) -> BoxFuture<'static, Result<Vec<Change>, StoreError>> {
+        if changes.is_empty() {
+            return Box::pin(async { Ok(changes) });
+        }
+        self.queue(changes, Some(chain.clone()))
     }
 
     fn load_each(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
 use parley::server::{self, Running};
-use parley::store::{OnDemand, Readback, Store, StoreError};
+use parley::store::{Chain, OnDemand, Readback, Store, StoreError};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -63,6 +63,32 @@ pub struct FailingStore {
     failing: AtomicBool,
     fail_next: AtomicUsize,
     refused: AtomicUsize,
+    links: Arc<Links>,
+}
+
+/// Chained commits in call order, as a real store writes them: each link waits for the
+/// one called before it, and a failing link can be made to wait for followers first.
+#[derive(Default)]
+struct Links {
+    called: AtomicUsize,
+    moved: tokio::sync::Notify,
+    /// Links the next failing one waits to see called after it before it fails.
+    followers: AtomicUsize,
+    tail: parking_lot::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+impl Links {
+    async fn called_at_least(&self, n: usize) {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.called.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            moved.await;
+        }
+    }
 }
 
 impl FailingStore {
@@ -73,6 +99,7 @@ impl FailingStore {
             failing: AtomicBool::new(false),
             fail_next: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            links: Arc::default(),
         })
     }
 
@@ -90,9 +117,28 @@ impl FailingStore {
         self.fail_next.store(n, Ordering::SeqCst);
     }
 
+    /// Fail the next chained commit only once `followers` more links were called after
+    /// it (decided on the state it assumed): a failure in the middle of a burst.
+    pub fn fail_next_followed_by(&self, followers: usize) {
+        self.links.followers.store(followers, Ordering::SeqCst);
+        self.fail_next(1);
+    }
+
     /// Commits refused so far.
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    fn commit_refused(
+        &self,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<parley::core::Change>, StoreError>> {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Err(StoreError::Unavailable {
+                context: "commit".into(),
+                detail: "failure injected by the test".into(),
+            })
+        })
     }
 
     fn should_fail(&self) -> bool {
@@ -112,12 +158,54 @@ impl Store for FailingStore {
         if changes.is_empty() || !self.should_fail() {
             return self.inner.commit(changes);
         }
-        self.refused.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async {
-            Err(StoreError::Unavailable {
-                context: "commit".into(),
-                detail: "failure injected by the test".into(),
-            })
+        self.commit_refused()
+    }
+
+    fn orders_chains(&self) -> bool {
+        self.inner.orders_chains()
+    }
+
+    /// Failing a link breaks its chain at once, so the links after it fail unwritten, as
+    /// a real store's failed transaction does.
+    fn commit_chained(
+        &self,
+        changes: Vec<parley::core::Change>,
+        chain: &Arc<Chain>,
+    ) -> futures::future::BoxFuture<'static, Result<Vec<parley::core::Change>, StoreError>> {
+        if changes.is_empty() {
+            return self.inner.commit_chained(changes, chain);
+        }
+        let links = self.links.clone();
+        let called = links.called.fetch_add(1, Ordering::SeqCst) + 1;
+        links.moved.notify_waiters();
+        let (done, next) = tokio::sync::oneshot::channel();
+        let before = links.tail.lock().replace(next);
+        let chain = chain.clone();
+        if self.should_fail() {
+            let refused = self.commit_refused();
+            let wait_for = called + links.followers.swap(0, Ordering::SeqCst);
+            return Box::pin(async move {
+                links.called_at_least(wait_for).await;
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                chain.break_off();
+                let _ = done.send(());
+                refused.await
+            });
+        }
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            let result = if chain.broken() {
+                Err(Chain::broken_error())
+            } else {
+                inner.commit_chained(changes, &chain).await
+            };
+            let _ = done.send(());
+            result
         })
     }
 

@@ -33,6 +33,11 @@ impl Hub {
             Ok(held) => held,
             Err(e) => return tracing::warn!(error = %e, "cannot tell a sender recall is gone"),
         };
+        // A read or recall still being written counts once it is stored.
+        if let Err(e) = held.sequencer.settled().await {
+            self.release(&timer.conversation, held);
+            return tracing::warn!(error = %e, "cannot tell a sender recall is gone");
+        }
         let out = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);

@@ -73,6 +73,11 @@ impl Hub {
         since: Option<u64>,
     ) -> Result<Synced, StoreError> {
         let mut held = self.hold(cid).await?;
+        // Shown only once stored: wait for the decisions still being written.
+        if let Err(e) = held.sequencer.settled().await {
+            self.release(cid, held);
+            return Err(e);
+        }
         let mut viewed = self.view_for_sync(&held, user, since);
         if viewed == Err(Refusal::NotHeld) {
             if let Err(e) = self.read_whole(cid, &mut held).await {
