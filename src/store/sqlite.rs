@@ -280,6 +280,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 /// the same code as a live commit, then drop the log.
 fn carry_over_change_log(tx: &rusqlite::Transaction) -> Result<(), StoreError> {
     let now = now_ms();
+    let mut deferred = stored_form::Deferred::default();
     {
         let mut rows = tx
             .prepare("SELECT pos, data FROM changes ORDER BY pos")
@@ -290,9 +291,11 @@ fn carry_over_change_log(tx: &rusqlite::Transaction) -> Result<(), StoreError> {
             let data: String = row.get(1).map_err(|e| err("read the change log", e))?;
             let change: Change = serde_json::from_str(&data)
                 .map_err(|e| StoreError::corrupt(format!("change {pos} is unreadable"), e))?;
-            stored_form::write(tx, &change, None, now).map_err(|e| err("carry over", e))?;
+            stored_form::write(tx, &change, None, now, &mut deferred)
+                .map_err(|e| err("carry over", e))?;
         }
     }
+    deferred.finish(tx).map_err(|e| err("carry over", e))?;
     tx.execute_batch("DROP TABLE changes")
         .map_err(|e| err("drop the change log", e))
 }
@@ -370,13 +373,15 @@ impl Writer {
         let tx = self.conn.transaction().map_err(|e| err("begin", e))?;
         let mut purged = false;
         let now = now_ms();
+        let mut deferred = stored_form::Deferred::default();
         for Commit { changes, .. } in batch {
             for change in changes {
-                let written = stored_form::write(&tx, change, purge_after, now)
+                let written = stored_form::write(&tx, change, purge_after, now, &mut deferred)
                     .map_err(|e| err("write", e))?;
                 purged |= written.purged;
             }
         }
+        deferred.finish(&tx).map_err(|e| err("write", e))?;
         let expired = expire_retained(&tx).map_err(|e| err("expire", e))?;
         tx.commit().map_err(|e| err("commit", e))?;
         self.transactions.fetch_add(1, Ordering::Relaxed);
@@ -505,9 +510,12 @@ impl SqliteStore {
         migrate(&mut conn).map_err(|e| e.within(cannot_open()))?;
         let tx = conn.transaction().map_err(|e| err("begin", e))?;
         let now = now_ms();
+        let mut deferred = stored_form::Deferred::default();
         for change in changes {
-            stored_form::write(&tx, change, None, now).map_err(|e| err("seed", e))?;
+            stored_form::write(&tx, change, None, now, &mut deferred)
+                .map_err(|e| err("seed", e))?;
         }
+        deferred.finish(&tx).map_err(|e| err("seed", e))?;
         tx.commit().map_err(|e| err("commit", e))
     }
 

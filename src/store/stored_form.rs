@@ -13,6 +13,7 @@ use parley_protocol::{
 };
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, OptionalExtension, Transaction};
+use std::collections::HashMap;
 
 /// How long a client request id is remembered, so a retried send finds its message.
 pub const REQUEST_MEMORY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -134,6 +135,50 @@ pub struct Written {
     pub purged: bool,
 }
 
+/// What one transaction leaves to its end: the stored number of each conversation it
+/// named, and each conversation's last position and activity after its new messages,
+/// written once per conversation however many messages a burst brought it. Anything
+/// else about a conversation writes what is deferred for it first, so every statement
+/// still sees the state the changes before it left.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    ids: HashMap<String, i64>,
+    touched: HashMap<i64, (i64, i64)>,
+}
+
+impl Deferred {
+    /// Note a new message at `seq`, sent at `at`, in conversation `c`.
+    fn touch(&mut self, c: i64, seq: i64, at: i64) {
+        let last = self.touched.entry(c).or_insert((seq, at));
+        *last = (last.0.max(seq), last.1.max(at));
+    }
+
+    /// Write what is deferred for conversation `c`.
+    fn settle(&mut self, tx: &Transaction, c: i64) -> rusqlite::Result<()> {
+        let Some((pos, at)) = self.touched.remove(&c) else {
+            return Ok(());
+        };
+        tx.prepare_cached(
+            "UPDATE conversations SET pos = max(pos, ?2), last_activity = max(last_activity, ?3) \
+             WHERE id = ?1",
+        )?
+        .execute(params![c, pos, at])?;
+        // A new message unhides the conversation for everyone, as applying it does.
+        tx.prepare_cached("UPDATE members SET hidden = 0 WHERE conversation = ?1 AND hidden = 1")?
+            .execute([c])?;
+        Ok(())
+    }
+
+    /// Write everything deferred: call before the transaction commits.
+    pub fn finish(mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        let touched: Vec<i64> = self.touched.keys().copied().collect();
+        for c in touched {
+            self.settle(tx, c)?;
+        }
+        Ok(())
+    }
+}
+
 /// Write one committed change. `purge_after` is set when recalled and deleted bodies are
 /// kept for moderation until then, instead of purged at once.
 pub fn write(
@@ -141,7 +186,18 @@ pub fn write(
     change: &Change,
     purge_after: Option<i64>,
     now: i64,
+    deferred: &mut Deferred,
 ) -> rusqlite::Result<Written> {
+    if let Some(name) = change.conversation() {
+        if !matches!(
+            change,
+            Change::ConversationCreated { .. } | Change::MessageStored { .. }
+        ) {
+            if let Some(c) = conversation_id(tx, name, deferred)? {
+                deferred.settle(tx, c)?;
+            }
+        }
+    }
     match change {
         Change::UserCreated { user } => {
             tx.prepare_cached("INSERT OR IGNORE INTO users (handle) VALUES (?1)")?
@@ -196,14 +252,14 @@ pub fn write(
             }
         }
         Change::MessageStored { message, client_id } => {
-            write_message(tx, message, client_id, now)?;
+            write_message(tx, message, client_id, now, deferred)?;
         }
         Change::ReadUpTo {
             conversation,
             user,
             seq,
         } => {
-            let Some(c) = conversation_id(tx, conversation)? else {
+            let Some(c) = conversation_id(tx, conversation, deferred)? else {
                 return Ok(Written::default());
             };
             let moved = tx
@@ -221,7 +277,7 @@ pub fn write(
             message,
             at,
         } => {
-            let Some(c) = conversation_id(tx, conversation)? else {
+            let Some(c) = conversation_id(tx, conversation, deferred)? else {
                 return Ok(Written::default());
             };
             let Some(seq) = remove_message(tx, message, RECALLED, true, purge_after)? else {
@@ -237,7 +293,7 @@ pub fn write(
             message,
             purge,
         } => {
-            let Some(c) = conversation_id(tx, conversation)? else {
+            let Some(c) = conversation_id(tx, conversation, deferred)? else {
                 return Ok(Written::default());
             };
             let Some(seq) = remove_message(tx, message, INMAIL_DELETED, *purge, purge_after)?
@@ -254,7 +310,7 @@ pub fn write(
             user,
             message,
         } => {
-            let Some(c) = conversation_id(tx, conversation)? else {
+            let Some(c) = conversation_id(tx, conversation, deferred)? else {
                 return Ok(Written::default());
             };
             let seq: Option<i64> = tx
@@ -288,7 +344,7 @@ pub fn write(
             muted,
             hidden,
         } => {
-            let Some(c) = conversation_id(tx, conversation)? else {
+            let Some(c) = conversation_id(tx, conversation, deferred)? else {
                 return Ok(Written::default());
             };
             tx.prepare_cached(
@@ -304,10 +360,22 @@ pub fn write(
 }
 
 /// The stored number of the conversation named `name` on the wire.
-fn conversation_id(tx: &Transaction, name: &str) -> rusqlite::Result<Option<i64>> {
-    tx.prepare_cached("SELECT id FROM conversations WHERE name = ?1")?
+fn conversation_id(
+    tx: &Transaction,
+    name: &str,
+    deferred: &mut Deferred,
+) -> rusqlite::Result<Option<i64>> {
+    if let Some(&c) = deferred.ids.get(name) {
+        return Ok(Some(c));
+    }
+    let c: Option<i64> = tx
+        .prepare_cached("SELECT id FROM conversations WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
-        .optional()
+        .optional()?;
+    if let Some(c) = c {
+        deferred.ids.insert(name.to_owned(), c);
+    }
+    Ok(c)
 }
 
 /// Set the relation between `from` and `to`, replacing whatever was between them.
@@ -342,10 +410,11 @@ fn write_message(
     m: &MessageView,
     client_id: &str,
     now: i64,
+    deferred: &mut Deferred,
 ) -> rusqlite::Result<()> {
     // Never dropped quietly: a message is committed only after its conversation, so an
     // unknown one is a bug to report, not a row to skip.
-    let Some(c) = conversation_id(tx, &m.conversation)? else {
+    let Some(c) = conversation_id(tx, &m.conversation, deferred)? else {
         return Err(rusqlite::Error::InvalidParameterName(format!(
             "message {} for unknown conversation {}",
             m.id, m.conversation
@@ -367,13 +436,7 @@ fn write_message(
         m.reply_to.as_deref().map(id_to_sql),
         join_lines(&m.cc)
     ])?;
-    // A new message unhides the conversation for everyone, as applying it does.
-    tx.prepare_cached(
-        "UPDATE conversations SET pos = ?2, last_activity = max(last_activity, ?3) WHERE id = ?1",
-    )?
-    .execute(params![c, seq, m.sent_at])?;
-    tx.prepare_cached("UPDATE members SET hidden = 0 WHERE conversation = ?1 AND hidden = 1")?
-        .execute([c])?;
+    deferred.touch(c, seq, m.sent_at);
     if !client_id.is_empty() && m.sent_at > now - REQUEST_MEMORY_MS {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO requests (sender, request, conversation, seq, at) \
