@@ -268,16 +268,21 @@ impl Hub {
         self.release(conversation, held);
         let committed = committed.await;
         ticket.turn().await;
-        if let Err(e) = committed {
-            return self.refuse_unavailable(session, id, &e);
+        match committed {
+            Err(e) => self.refuse_unavailable(session, id, &e),
+            Ok(_) => {
+                for emit in &emits {
+                    self.sessions.deliver(emit);
+                }
+                session.send(&ServerFrame::Ack { id, result: ack });
+                if let Some(timer) = timer {
+                    let _ = self.timers.send(timer);
+                }
+            }
         }
-        for emit in &emits {
-            self.sessions.deliver(emit);
-        }
-        session.send(&ServerFrame::Ack { id, result: ack });
-        if let Some(timer) = timer {
-            let _ = self.timers.send(timer);
-        }
+        drop(ticket);
+        // Only now is the conversation all stored, and so may be forgotten.
+        self.make_room();
     }
 
     /// Decide on a held conversation; a decision that needs more of it than is held gets
