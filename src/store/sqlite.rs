@@ -46,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_lookups.sql",
         include_str!("../../migrations/0003_lookups.sql"),
     ),
+    (
+        "0004_request_on_message.sql",
+        include_str!("../../migrations/0004_request_on_message.sql"),
+    ),
 ];
 
 /// Requests the writer takes into one transaction at most, so one huge burst cannot hold
@@ -217,7 +221,8 @@ pub fn database_path(data: &Path) -> PathBuf {
     data.join("parley.db")
 }
 
-fn now_ms() -> i64 {
+/// The wall clock, in Unix milliseconds, as the tables keep times.
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -266,12 +271,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (n, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction().map_err(|e| err(name, e))?;
         tx.execute_batch(sql).map_err(|e| err(name, e))?;
-        if *name == "0002_tables.sql" {
-            carry_over_change_log(&tx).map_err(|e| e.within(name))?;
-        }
         tx.pragma_update(None, "user_version", n + 1)
             .map_err(|e| err(name, e))?;
         tx.commit().map_err(|e| err(name, e))?;
+    }
+    // A change log of schema 1 is written into the tables as they are now, by the code
+    // of now, so it is carried over once every migration is in place; the log goes in
+    // the same transaction, so a carry-over that fails is tried again at the next start.
+    let context = "carry over the change log of schema 1";
+    let has_log: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'changes'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| err(context, e))?;
+    if has_log {
+        let tx = conn.transaction().map_err(|e| err(context, e))?;
+        carry_over_change_log(&tx).map_err(|e| e.within(context))?;
+        tx.commit().map_err(|e| err(context, e))?;
     }
     Ok(())
 }
@@ -393,9 +411,6 @@ impl Writer {
     /// Purge expired retained bodies, then truncate the log if it may hold purged text.
     fn maintain(&mut self) {
         self.last_maintenance = Instant::now();
-        if let Err(e) = stored_form::expire_requests(&self.conn, now_ms()) {
-            tracing::warn!(error = %e, "cannot forget old request ids");
-        }
         match expire_retained(&self.conn) {
             Ok(n) => self.log_holds_purged |= n > 0,
             Err(e) => tracing::warn!(error = %e, "cannot purge expired retained content"),

@@ -2,9 +2,10 @@
 //! the same state: the directory first, then each conversation with its messages and
 //! state changes in position order.
 
+use super::sqlite::now_ms;
 use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
-    DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED,
+    DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED, REQUEST_MEMORY_MS,
 };
 use super::{Readback, Recent};
 use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
@@ -300,20 +301,12 @@ fn report(r: &Row) -> rusqlite::Result<ReportView> {
     })
 }
 
-/// seq → the client request id still remembered for it, in conversation `id`.
-fn requests(conn: &Connection, id: i64) -> rusqlite::Result<HashMap<i64, String>> {
-    let mut rows =
-        conn.prepare_cached("SELECT seq, request FROM requests WHERE conversation = ?1")?;
-    let map = rows
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(map)
-}
-
 /// One stored message, as read back.
 struct Stored {
     seq: i64,
     view: MessageView,
+    /// The client request id, while it is still remembered.
+    request: Option<String>,
 }
 
 /// One state change, as read back.
@@ -341,7 +334,6 @@ fn conversation(
         title,
         at,
     } = row;
-    let requests = requests(conn, id)?;
     let mut members =
         conn.prepare_cached("SELECT user FROM members WHERE conversation = ?1 ORDER BY ord")?;
     let participants: Vec<String> = members
@@ -369,7 +361,7 @@ fn conversation(
             }
         }
         ids.insert(m.seq, (m.view.id.clone(), !m.view.cc.is_empty()));
-        let client_id = requests.get(&m.seq).cloned().unwrap_or_default();
+        let client_id = m.request.unwrap_or_default();
         out(Change::MessageStored {
             message: m.view,
             client_id,
@@ -391,11 +383,13 @@ fn messages(
     primary: Option<String>,
 ) -> rusqlite::Result<Vec<Stored>> {
     let mut rows = conn.prepare_cached(
-        "SELECT seq, id, sender, sent_at, kind, body, reply_to, cc FROM messages \
+        "SELECT seq, id, sender, sent_at, kind, body, reply_to, cc, request FROM messages \
          WHERE conversation = ?1 AND seq >= ?2 ORDER BY seq",
     )?;
+    let remembered_since = now_ms() - REQUEST_MEMORY_MS;
     let out = rows
         .query_map([id, from], |r| {
+            let sent_at: i64 = r.get(3)?;
             let seq: i64 = r.get(0)?;
             let kind = message_kind_from(r.get(4)?);
             let reply_to = match r.get_ref(6)? {
@@ -404,12 +398,15 @@ fn messages(
             };
             Ok(Stored {
                 seq,
+                request: r
+                    .get::<_, Option<String>>(8)?
+                    .filter(|_| sent_at > remembered_since),
                 view: MessageView {
                     id: id_from_sql(r.get_ref(1)?)?,
                     conversation: name.to_owned(),
                     seq: seq as u64,
                     sender: r.get(2)?,
-                    sent_at: r.get(3)?,
+                    sent_at,
                     kind,
                     state: MessageState::Visible,
                     body: r.get(5)?,

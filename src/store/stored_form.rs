@@ -421,9 +421,12 @@ fn write_message(
         )));
     };
     let seq = m.seq as i64;
+    // Only a request id still to be remembered is kept (a seeded history has none).
+    let request =
+        (!client_id.is_empty() && m.sent_at > now - REQUEST_MEMORY_MS).then_some(client_id);
     tx.prepare_cached(
-        "INSERT INTO messages (conversation, seq, id, sender, sent_at, kind, body, reply_to, cc) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO messages (conversation, seq, id, sender, sent_at, kind, body, reply_to, cc, request) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         c,
@@ -434,16 +437,10 @@ fn write_message(
         message_kind(m.kind),
         m.body,
         m.reply_to.as_deref().map(id_to_sql),
-        join_lines(&m.cc)
+        join_lines(&m.cc),
+        request
     ])?;
     deferred.touch(c, seq, m.sent_at);
-    if !client_id.is_empty() && m.sent_at > now - REQUEST_MEMORY_MS {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO requests (sender, request, conversation, seq, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![m.sender, client_id, c, seq, m.sent_at])?;
-    }
     Ok(())
 }
 
@@ -535,10 +532,4 @@ fn write_report(tx: &Transaction, r: &ReportView) -> rusqlite::Result<()> {
         s.and_then(|s| join_lines(&s.cc)),
     ])?;
     Ok(())
-}
-
-/// Forget request ids older than [`REQUEST_MEMORY_MS`]; returns how many.
-pub fn expire_requests(tx: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize> {
-    tx.prepare_cached("DELETE FROM requests WHERE at < ?1")?
-        .execute([now - REQUEST_MEMORY_MS])
 }
