@@ -2,18 +2,21 @@
 //! commit the decision's changes, apply them to the state in memory, deliver the frames,
 //! answer the requester, arm the recall timer, publish to the other nodes.
 //!
-//! Nothing is applied, shown or acknowledged before it is committed: a failed commit
-//! changes nothing and answers `unavailable`, so a retry with the same request id after
-//! recovery is decided afresh and stored once.
+//! Nothing is shown or acknowledged before it is committed: a failed commit changes
+//! nothing and answers `unavailable`, so a retry with the same request id after recovery
+//! is decided afresh and stored once. A decision on one conversation, on a store that
+//! orders chained commits, is applied before its commit ends so the next one need not
+//! wait for the disk ([`super::sequencer`]); a failed commit then throws that copy away.
 
 use super::apply::Applying;
 use super::cache::{Cached, Held};
 use super::replica::Claimed;
 use super::sessions::SessionHandle;
 use super::{error_frame, Hub};
-use crate::core::Target;
 use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
+use crate::core::{RecallTimer, Target};
 use crate::store::{Store, StoreError};
+use parley_protocol::AckResult;
 use parley_protocol::{ErrorCode, ServerFrame};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -118,15 +121,27 @@ impl Hub {
             Err(e) => return self.refuse_unavailable(session, id, &e),
         };
         self.apply(slot, &changes, Applying::Live);
-        for emit in &emits {
+        self.deliver_committed(session, id, ack, &emits, timer);
+        if let Some((scope, seq)) = committed {
+            self.publish_entry(&scope, seq, changes, emits);
+        }
+    }
+
+    /// What follows a commit: the frames, the answer, the recall timer.
+    fn deliver_committed(
+        &self,
+        session: &SessionHandle,
+        id: String,
+        ack: AckResult,
+        emits: &[Emit],
+        timer: Option<RecallTimer>,
+    ) {
+        for emit in emits {
             self.sessions.deliver(emit);
         }
         session.send(&ServerFrame::Ack { id, result: ack });
         if let Some(timer) = timer {
             let _ = self.timers.send(timer);
-        }
-        if let Some((scope, seq)) = committed {
-            self.publish_entry(&scope, seq, changes, emits);
         }
     }
 
@@ -270,15 +285,7 @@ impl Hub {
         ticket.turn().await;
         match committed {
             Err(e) => self.refuse_unavailable(session, id, &e),
-            Ok(_) => {
-                for emit in &emits {
-                    self.sessions.deliver(emit);
-                }
-                session.send(&ServerFrame::Ack { id, result: ack });
-                if let Some(timer) = timer {
-                    let _ = self.timers.send(timer);
-                }
-            }
+            Ok(_) => self.deliver_committed(session, id, ack, &emits, timer),
         }
         drop(ticket);
         // Only now is the conversation all stored, and so may be forgotten.
