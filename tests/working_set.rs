@@ -139,7 +139,11 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
         let server = serve(sqlite(dir.path()), 1000).await;
         let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
         let (mut carol, _dave) = server.connected_pair("carol", "dave").await;
-        let open = alice.dm("bob", "recall me until the window closes").await;
+        let first = alice.dm("bob", "recall me until the window closes").await;
+        let mut open = vec![first["id"].clone()];
+        for body in ["and me", "and me too"] {
+            open.push(alice.say(&first["conversation"], body).await["id"].clone());
+        }
         // Carol sends more than the throttle allows inside its window.
         let first = carol.dm("dave", "0").await;
         for k in 1..=30 {
@@ -169,9 +173,13 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
 
     let mut alice = server.connect("alice").await;
     server.advance(Duration::from_secs(121));
-    let closed = alice.expect("recall_closed").await;
-    assert_eq!(closed["message"], open["id"]);
-    assert_eq!(closed["reason"], "expired");
+    // One timer for the conversation tells each of its windows, once.
+    for id in &open {
+        let closed = alice.expect("recall_closed").await;
+        assert_eq!(&closed["message"], id);
+        assert_eq!(closed["reason"], "expired");
+    }
+    alice.expect_none("recall_closed").await;
 }
 
 #[tokio::test]

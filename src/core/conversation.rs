@@ -393,7 +393,6 @@ impl Conversation {
         let timer = match (kind, view.recall_until) {
             (MessageKind::Message, Some(at)) => Some(RecallTimer {
                 conversation: self.id.clone(),
-                message: view.id.clone(),
                 at,
             }),
             _ => None,
@@ -778,29 +777,53 @@ impl Conversation {
         Ok(self.render(m, MessageState::Visible, ctx.limits))
     }
 
-    /// If recall was still on offer for this message until `now`, tell the sender it is
-    /// gone. Nothing is stored: whether recall is on offer follows from the window, the
-    /// read positions and the removal, so a restart cannot get it wrong.
-    pub fn recall_expired(&self, ctx: &Ctx, message: &str) -> Option<Outcome> {
-        let m = &self.messages[*self.by_id.get(message)?];
-        let closed = deadline(m.sent_at, ctx.limits.recall_window_ms).is_some_and(|d| ctx.now >= d);
-        if !closed
-            || m.kind != MessageKind::Message
-            || m.removal != Removal::None
-            || self.read_by_recipient(m)
-        {
-            return None;
-        }
+    /// The recall windows that closed from `from` until now: tell each sender whose recall
+    /// was still on offer that it is gone. Nothing is stored: whether recall is on offer
+    /// follows from the window, the read positions and the removal, so a restart cannot
+    /// get it wrong.
+    pub fn recall_windows_closed(&self, ctx: &Ctx, from: Millis) -> Outcome {
+        let window = ctx.limits.recall_window_ms;
         let mut out = Outcome::ok();
-        out.emit(
-            vec![Target::all(&m.sender)],
-            ServerFrame::RecallClosed {
-                conversation: self.id.clone(),
-                message: m.id.clone(),
-                reason: RecallClosedReason::Expired,
-            },
-        );
-        Some(out)
+        let first = self.first_closing_at_or_after(from, window);
+        for m in &self.messages[first..] {
+            if deadline(m.sent_at, window).is_none_or(|d| d > ctx.now) {
+                break;
+            }
+            if self.recall_on_offer(m) {
+                out.emit(
+                    vec![Target::all(&m.sender)],
+                    ServerFrame::RecallClosed {
+                        conversation: self.id.clone(),
+                        message: m.id.clone(),
+                        reason: RecallClosedReason::Expired,
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// When the next recall window still on offer closes, after now.
+    pub fn next_recall_window(&self, ctx: &Ctx) -> Option<Millis> {
+        let window = ctx.limits.recall_window_ms;
+        let first = self.first_closing_at_or_after(ctx.now.saturating_add(1), window);
+        self.messages[first..]
+            .iter()
+            .find(|m| self.recall_on_offer(m))
+            .and_then(|m| deadline(m.sent_at, window))
+    }
+
+    /// The first message whose recall window closes at `at` or later. Messages are held
+    /// in the order they were sent, so send times rise and a binary search finds it.
+    fn first_closing_at_or_after(&self, at: Millis, window: u64) -> usize {
+        self.messages
+            .partition_point(|m| deadline(m.sent_at, window).is_none_or(|d| d < at))
+    }
+
+    /// Whether the sender of `m` may still recall it, its window aside: a message (an
+    /// InMail has no recall), neither recalled nor deleted, read by nobody else.
+    fn recall_on_offer(&self, m: &Message) -> bool {
+        m.kind == MessageKind::Message && m.removal == Removal::None && !self.read_by_recipient(m)
     }
 
     /// A page of history as `viewer` should see it, oldest first.
@@ -1092,24 +1115,6 @@ impl Conversation {
             user: user.to_owned(),
             idx,
         });
-    }
-
-    /// Messages whose recall window is still open and unanswered: re-arm their timers.
-    pub fn open_recall_windows(&self, ctx: &Ctx) -> Vec<RecallTimer> {
-        self.messages
-            .iter()
-            .filter(|m| m.kind == MessageKind::Message && m.removal == Removal::None)
-            .filter(|m| !self.read_by_recipient(m))
-            .filter_map(|m| {
-                let at = deadline(m.sent_at, ctx.limits.recall_window_ms)?;
-                (at > ctx.now).then_some(())?;
-                Some(RecallTimer {
-                    conversation: self.id.clone(),
-                    message: m.id.clone(),
-                    at,
-                })
-            })
-            .collect()
     }
 
     /// Send times of `sender`'s messages at or after `since` (rebuilds the throttle).

@@ -205,39 +205,15 @@ impl Change {
     }
 }
 
-/// A recall window to watch: when it closes the sender is told recall is gone.
+/// A conversation's recall windows to watch: the earliest still open closes at `at`.
+/// One per conversation, not per message, so the timers follow the conversations in
+/// use, not the messages sent in the last window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecallTimer {
     /// Conversation.
     pub conversation: String,
-    /// Message.
-    pub message: String,
-    /// When the window closes.
+    /// When its earliest open window closes.
     pub at: Millis,
-}
-
-impl RecallTimer {
-    /// The timer a message met at start still needs: a message (an InMail has no recall),
-    /// neither recalled, deleted nor read by anyone but its sender (`untouched`), whose
-    /// window is still open at `now`.
-    pub fn still_open(
-        conversation: &str,
-        message: &str,
-        kind: parley_protocol::MessageKind,
-        sent_at: Millis,
-        untouched: bool,
-        limits: &parley_protocol::Limits,
-        now: Millis,
-    ) -> Option<RecallTimer> {
-        let at = deadline(sent_at, limits.recall_window_ms)?;
-        (kind == parley_protocol::MessageKind::Message && untouched && at > now).then(|| {
-            RecallTimer {
-                conversation: conversation.to_owned(),
-                message: message.to_owned(),
-                at,
-            }
-        })
-    }
 }
 
 /// The result of applying one request to the core.

@@ -10,10 +10,15 @@ pub struct SendLog {
 }
 
 impl SendLog {
-    /// Record a send at `now`, forgetting sends older than `window_ms`.
-    pub fn record(&mut self, now: Millis, window_ms: u64) {
+    /// Record a send at `now`, forgetting sends older than `window_ms` and all but the
+    /// latest `keep`: the throttle asks only whether more than its limit were sent, so
+    /// its limit and one more answer that, and a user sending fast holds no more.
+    pub fn record(&mut self, now: Millis, window_ms: u64, keep: usize) {
         self.times.push_back(now);
         self.prune(now, window_ms);
+        while self.times.len() > keep {
+            self.times.pop_front();
+        }
     }
 
     /// How many sends happened in the `window_ms` before `now`.
@@ -38,7 +43,7 @@ mod tests {
     fn counts_only_the_window() {
         let mut log = SendLog::default();
         for t in [0, 10, 20, 59_999, 60_000] {
-            log.record(t, 60_000);
+            log.record(t, 60_000, 10);
         }
         assert_eq!(
             log.count(60_000, 60_000),
@@ -47,5 +52,16 @@ mod tests {
         );
         assert_eq!(log.count(120_000, 60_000), 0);
         assert_eq!(log.count(60_010, 60_000), 3);
+    }
+
+    #[test]
+    fn keeps_only_enough_to_tell_over_the_limit() {
+        let mut log = SendLog::default();
+        for t in 0..100 {
+            log.record(t, 60_000, 31);
+        }
+        assert_eq!(log.times.len(), 31);
+        assert_eq!(log.count(100, 60_000), 31, "more than 30: still throttled");
+        assert_eq!(log.times.front(), Some(&69), "the latest are kept");
     }
 }

@@ -3,8 +3,9 @@
 
 use super::cache::Cached;
 use super::Hub;
+use crate::core::deadline;
 use crate::core::{Change, Conversation, Directory, Online, RecallTimer};
-use crate::store::Recent;
+use crate::store::Lately;
 
 /// Why changes are applied, which decides what else they count towards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +78,11 @@ impl Hub {
     fn count_send(&self, sender: &str, at: parley_protocol::Millis) {
         let window = self.limits.recall_throttle_window_ms;
         if at > self.clock.now().saturating_sub(window as i64) {
-            self.send_logs
-                .entry(sender.to_owned())
-                .or_default()
-                .record(at, window);
+            self.send_logs.entry(sender.to_owned()).or_default().record(
+                at,
+                window,
+                self.sends_kept(),
+            );
         }
     }
 
@@ -102,24 +104,26 @@ impl Hub {
         self.restored(count);
     }
 
-    /// Start-up when conversations are read on demand: messages sent lately re-arm the
-    /// recall windows still open and count towards their senders' throttles.
-    pub(super) fn restore_recent(&self, recent: &[Recent]) {
-        let now = self.clock.now();
-        for m in recent {
-            self.count_send(&m.sender, m.sent_at);
-            let (limits, id) = (&self.limits, &m.message);
-            let open = RecallTimer::still_open(
-                &m.conversation,
-                id,
-                m.kind,
-                m.sent_at,
-                m.untouched,
-                limits,
-                now,
-            );
-            if let Some(timer) = open {
-                let _ = self.timers.send(timer);
+    /// Send times a user's throttle log keeps: enough to tell more than the limit.
+    pub(super) fn sends_kept(&self) -> usize {
+        (self.limits.recall_throttle_messages as usize).saturating_add(1)
+    }
+
+    /// Start-up when conversations are read on demand: the conversations with a message
+    /// inside the recall window arm their earliest window (the timer tells every window
+    /// from there), and the sends of the throttle window count towards their senders.
+    pub(super) fn restore_lately(&self, lately: &Lately) {
+        let window = self.limits.recall_throttle_window_ms;
+        for (user, times) in &lately.sends {
+            let mut log = self.send_logs.entry(user.clone()).or_default();
+            for &at in times {
+                log.record(at, window, self.sends_kept());
+            }
+        }
+        for (conversation, sent_at) in &lately.first_sent {
+            if let Some(at) = deadline(*sent_at, self.limits.recall_window_ms) {
+                let conversation = conversation.clone();
+                let _ = self.timers.send(RecallTimer { conversation, at });
             }
         }
     }
@@ -173,8 +177,9 @@ impl Hub {
                 .value()
                 .try_lock()
                 .expect("nothing else runs at start");
-            for timer in guard.conv.iter().flat_map(|c| c.open_recall_windows(&ctx)) {
-                let _ = self.timers.send(timer);
+            if let Some(at) = guard.conv.as_ref().and_then(|c| c.next_recall_window(&ctx)) {
+                let conversation = entry.key().clone();
+                let _ = self.timers.send(RecallTimer { conversation, at });
             }
         }
     }

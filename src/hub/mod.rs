@@ -16,7 +16,7 @@ mod timers;
 use crate::clock::Clock;
 use crate::cluster::DIRECTORY;
 use crate::core::{Actor, Ctx, Directory, Online, RecallTimer, Reports, SendLog};
-use crate::store::{Store, StoreError};
+use crate::store::{LatelyAsked, Store, StoreError};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use parley_protocol::{ErrorCode, Limits, ServerFrame, UserId, PROTOCOL_VERSION};
@@ -107,12 +107,19 @@ impl Hub {
             return Ok(hub);
         };
         reads.start_up(&mut each)?;
-        let recent_ms = limits
-            .recall_window_ms
-            .max(limits.recall_throttle_window_ms);
-        let recent = reads.recent(hub.clock.now().saturating_sub(recent_ms as i64))?;
-        hub.restore_recent(&recent);
-        tracing::info!(changes = count, recent = recent.len(), "directory read");
+        let now = hub.clock.now();
+        let lately = reads.lately(LatelyAsked {
+            recall_since: now.saturating_sub(limits.recall_window_ms as i64),
+            throttle_since: now.saturating_sub(limits.recall_throttle_window_ms as i64),
+            sends_per_user: hub.sends_kept(),
+        })?;
+        hub.restore_lately(&lately);
+        tracing::info!(
+            changes = count,
+            windows_open = lately.first_sent.len(),
+            senders = lately.sends.len(),
+            "directory read"
+        );
         Ok(hub)
     }
 

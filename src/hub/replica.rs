@@ -292,7 +292,6 @@ impl Hub {
                     if let Some(at) = message.recall_until {
                         let _ = self.timers.send(RecallTimer {
                             conversation: message.conversation.clone(),
-                            message: message.id.clone(),
                             at,
                         });
                     }

@@ -13,7 +13,7 @@ use crate::core::conversation::Suffix;
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use parley_protocol::{MessageId, MessageKind, Millis, UserId};
+use parley_protocol::{Millis, UserId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -233,22 +233,27 @@ impl Chain {
     }
 }
 
-/// A message sent lately, as start-up needs it: to re-arm recall windows still open and
-/// to count sends towards the recall throttle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recent {
-    /// Its conversation.
-    pub conversation: String,
-    /// Its id.
-    pub message: MessageId,
-    /// Who sent it.
-    pub sender: UserId,
-    /// When.
-    pub sent_at: Millis,
-    /// A message or an InMail.
-    pub kind: MessageKind,
-    /// Neither recalled nor deleted, and read by no one but its sender.
-    pub untouched: bool,
+/// What start-up needs of the messages sent lately, read without holding them: where
+/// recall windows may still be open, and the sends the recall throttle counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lately {
+    /// Per conversation with a message sent since the recall window's start: when the
+    /// first of them was sent (its window is the earliest that may still be open).
+    pub first_sent: Vec<(String, Millis)>,
+    /// Per user who sent since the throttle window's start: the latest send times, at
+    /// most as many as asked for, oldest first.
+    pub sends: Vec<(UserId, Vec<Millis>)>,
+}
+
+/// What [`OnDemand::lately`] is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatelyAsked {
+    /// The recall window's start: now less its length.
+    pub recall_since: Millis,
+    /// The throttle window's start.
+    pub throttle_since: Millis,
+    /// How many send times per user are enough (the throttle's limit and one more).
+    pub sends_per_user: usize,
 }
 
 /// A conversation as read back: the changes that rebuild it and, when only its recent
@@ -264,7 +269,7 @@ pub struct Readback {
 /// Reads by key that a durable store answers, so the hub need hold only its working set:
 /// conversations are read when first needed, and start-up reads no history.
 pub trait OnDemand: Send + Sync {
-    /// What start-up needs besides recent messages: the directory and the reports.
+    /// What start-up needs besides [`OnDemand::lately`]: the directory and the reports.
     fn start_up(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
 
     /// Conversation `id` read back, `None` when it does not exist: only its recent part
@@ -279,8 +284,9 @@ pub trait OnDemand: Send + Sync {
     /// The ids of the conversations `user` takes part in.
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>>;
 
-    /// Messages sent at `since` or later, oldest first.
-    fn recent(&self, since: Millis) -> Result<Vec<Recent>, StoreError>;
+    /// Where recall windows may still be open and what the throttle counts, without
+    /// reading the messages themselves.
+    fn lately(&self, asked: LatelyAsked) -> Result<Lately, StoreError>;
 }
 
 /// Keeps the change log in memory; recalled and deleted content is purged from it at once.

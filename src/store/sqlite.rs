@@ -18,7 +18,9 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
-use super::{stored_changes, stored_form, Chain, OnDemand, Readback, Recent, Store, StoreError};
+use super::{
+    stored_changes, stored_form, Chain, Lately, LatelyAsked, OnDemand, Readback, Store, StoreError,
+};
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parley_protocol::Millis;
@@ -765,10 +767,11 @@ impl OnDemand for SqliteStore {
         })
     }
 
-    fn recent(&self, since: Millis) -> Result<Vec<Recent>, StoreError> {
-        self.readers.blocking("read recent messages", |conn| {
-            stored_changes::recent(conn, since)
-        })
+    fn lately(&self, asked: LatelyAsked) -> Result<Lately, StoreError> {
+        self.readers
+            .blocking("read the windows still open", |conn| {
+                stored_changes::lately(conn, asked)
+            })
     }
 }
 
@@ -866,6 +869,48 @@ mod tests {
             Change::MessageStored { message, .. } => message.body.as_deref(),
             _ => panic!("not a stored message: {change:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn lately_finds_the_first_open_window_and_the_latest_sends_per_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let base = now_ms();
+        // Sent a second apart: a by "a" at base+0..=9, then "b" at base+10..=14.
+        let messages = (0..15).map(|i| {
+            let mut change = stored(&format!("late{i}"), "x");
+            if let Change::MessageStored { message, .. } = &mut change {
+                message.sent_at = base + i * 1_000;
+                message.sender = if i < 10 { "a" } else { "b" }.into();
+            }
+            change
+        });
+        store.commit(messages.collect()).await.unwrap();
+        let lately = store
+            .lately(LatelyAsked {
+                recall_since: base + 4_500,
+                throttle_since: base + 8_000,
+                sends_per_user: 2,
+            })
+            .unwrap();
+        assert_eq!(lately.first_sent, [("c".to_owned(), base + 5_000)]);
+        let mut sends = lately.sends;
+        sends.sort();
+        assert_eq!(
+            sends,
+            [
+                ("a".to_owned(), vec![base + 8_000, base + 9_000]),
+                ("b".to_owned(), vec![base + 13_000, base + 14_000]),
+            ]
+        );
+        let quiet = store
+            .lately(LatelyAsked {
+                recall_since: base + 20_000,
+                throttle_since: base + 20_000,
+                sends_per_user: 2,
+            })
+            .unwrap();
+        assert_eq!(quiet, Lately::default(), "nothing was sent since");
     }
 
     #[tokio::test]

@@ -7,14 +7,14 @@ use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED, REQUEST_MEMORY_MS,
 };
-use super::{Readback, Recent};
+use super::{Lately, LatelyAsked, Readback};
 use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
 use crate::core::Change;
 use parley_protocol::{
-    ConnectionState, ConversationView, MessageKind, MessageState, MessageView, ReportTarget,
-    ReportView, Settings,
+    ConnectionState, ConversationView, MessageKind, MessageState, MessageView, Millis,
+    ReportTarget, ReportView, Settings,
 };
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashMap;
 
 /// Every change needed to rebuild the state the tables hold, handed to `out` one by one
@@ -166,27 +166,105 @@ pub fn conversations_of(conn: &Connection, user: &str) -> rusqlite::Result<Vec<S
     names
 }
 
-/// Messages sent at `since` or later, oldest first; found through the conversations
-/// active since then, so the cost follows recent traffic, not the whole history.
-pub fn recent(conn: &Connection, since: i64) -> rusqlite::Result<Vec<Recent>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT c.name, m.id, m.sender, m.sent_at, m.kind, m.state, \
-           EXISTS (SELECT 1 FROM members r WHERE r.conversation = m.conversation \
-                   AND r.user <> m.sender AND r.read_seq >= m.seq) \
-         FROM conversations c JOIN messages m ON m.conversation = c.id \
-         WHERE c.last_activity >= ?1 AND m.sent_at >= ?1 ORDER BY m.sent_at",
+/// What start-up needs of the messages sent lately. Only the conversations active since
+/// the windows began are visited (an index on activity), and in each only a handful of
+/// messages: a binary search for the first one inside the recall window, and the latest
+/// sends back to the throttle window's start, stopping once every participant has as
+/// many as the throttle can count. So the cost follows the conversations in use, not
+/// the messages they hold.
+pub fn lately(conn: &Connection, asked: LatelyAsked) -> rusqlite::Result<Lately> {
+    let since = asked.recall_since.min(asked.throttle_since);
+    let mut active = conn.prepare_cached(
+        "SELECT c.id, c.name, c.pos, (SELECT count(*) FROM members m WHERE m.conversation = c.id) \
+         FROM conversations c WHERE c.last_activity >= ?1",
     )?;
-    let rows = stmt.query_map([since], |r| {
-        Ok(Recent {
-            conversation: r.get(0)?,
-            message: id_from_sql(r.get_ref(1)?)?,
-            sender: r.get(2)?,
-            sent_at: r.get(3)?,
-            kind: message_kind_from(r.get(4)?),
-            untouched: r.get::<_, i64>(5)? == 0 && !r.get::<_, bool>(6)?,
+    let active: Vec<(i64, String, i64, usize)> = active
+        .query_map([since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut lately = Lately::default();
+    let mut sends: HashMap<String, Vec<Millis>> = HashMap::new();
+    for (id, name, pos, members) in active {
+        if let Some(at) = first_sent_since(conn, id, pos, asked.recall_since)? {
+            lately.first_sent.push((name, at));
+        }
+        latest_sends(conn, id, members, asked, &mut sends)?;
+    }
+    lately.sends = sends
+        .into_iter()
+        .map(|(user, mut times)| {
+            times.sort_unstable_by(|a, b| b.cmp(a));
+            times.truncate(asked.sends_per_user);
+            times.reverse();
+            (user, times)
         })
-    })?;
-    rows.collect()
+        .collect();
+    Ok(lately)
+}
+
+/// When the first message of conversation `id` (positions up to `pos`) sent at `since`
+/// or later was sent. Send times rise with positions, so a binary search over positions
+/// finds it in a few lookups however long the conversation is.
+fn first_sent_since(
+    conn: &Connection,
+    id: i64,
+    pos: i64,
+    since: Millis,
+) -> rusqlite::Result<Option<Millis>> {
+    let mut probe = conn.prepare_cached(
+        "SELECT seq, sent_at FROM messages WHERE conversation = ?1 AND seq >= ?2 \
+         ORDER BY seq LIMIT 1",
+    )?;
+    let mut at_or_after = |seq: i64| -> rusqlite::Result<Option<(i64, Millis)>> {
+        probe
+            .query_row((id, seq), |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+    };
+    // Every message before `lo` was sent before `since`; the first message from `hi` on,
+    // if any, was sent at `since` or later.
+    let (mut lo, mut hi) = (0, pos.saturating_add(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at_or_after(mid)? {
+            Some((seq, at)) if at < since => lo = seq + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(at_or_after(lo)?.map(|(_, at)| at).filter(|&at| at >= since))
+}
+
+/// Add the latest send times of conversation `id` since the throttle window's start to
+/// `sends`, at most `asked.sends_per_user` per sender, newest first.
+fn latest_sends(
+    conn: &Connection,
+    id: i64,
+    members: usize,
+    asked: LatelyAsked,
+    sends: &mut HashMap<String, Vec<Millis>>,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sender, sent_at FROM messages WHERE conversation = ?1 ORDER BY seq DESC",
+    )?;
+    let mut rows = stmt.query([id])?;
+    let mut here: HashMap<String, usize> = HashMap::new();
+    let mut full = 0;
+    while full < members {
+        let Some(row) = rows.next()? else { break };
+        let at: Millis = row.get(1)?;
+        if at < asked.throttle_since {
+            break;
+        }
+        let sender: String = row.get(0)?;
+        let counted = here.entry(sender.clone()).or_default();
+        if *counted == asked.sends_per_user {
+            continue;
+        }
+        *counted += 1;
+        full += usize::from(*counted == asked.sends_per_user);
+        sends.entry(sender).or_default().push(at);
+    }
+    Ok(())
 }
 
 /// The columns [`header`] reads.

@@ -242,8 +242,11 @@ impl OnDemand for FailingStore {
         self.reads().conversations_of(user)
     }
 
-    fn recent(&self, since: i64) -> Result<Vec<parley::store::Recent>, StoreError> {
-        self.reads().recent(since)
+    fn lately(
+        &self,
+        asked: parley::store::LatelyAsked,
+    ) -> Result<parley::store::Lately, StoreError> {
+        self.reads().lately(asked)
     }
 }
 

@@ -1,8 +1,8 @@
 //! `recall`, and the recall window's close: the sender is told when recall is gone.
 
 use super::Asked;
-use crate::core::RecallTimer;
 use crate::hub::Hub;
+use parley_protocol::Millis;
 
 pub(super) async fn run(a: Asked<'_>, conversation: String, message: String) {
     // Counted before the lock: a send racing this recall may or may not count, either
@@ -22,32 +22,43 @@ pub(super) async fn run(a: Asked<'_>, conversation: String, message: String) {
 }
 
 impl Hub {
-    /// A recall window closed: if recall was still on offer, tell the sender it is gone.
-    pub(in crate::hub) async fn recall_window_closed(&self, timer: &RecallTimer) {
+    /// Recall windows of `conversation` closed from `from` until now: tell each sender
+    /// whose recall was still on offer that it is gone. Gives when the next window closes,
+    /// or `Err` when the conversation could not be read (the caller tries again later).
+    pub(in crate::hub) async fn recall_windows_closed(
+        &self,
+        conversation: &str,
+        from: Millis,
+    ) -> Result<Option<Millis>, ()> {
         // Every node runs this timer and tells only its own sessions; catching up first
         // means a read or recall committed on another node before the deadline counts.
-        if let Err(e) = self.catch_up(&timer.conversation, None).await {
+        if let Err(e) = self.catch_up(conversation, None).await {
             tracing::warn!(error = %e, "cannot catch up before a recall window closes");
         }
-        let held = match self.hold(&timer.conversation).await {
-            Ok(held) => held,
-            Err(e) => return tracing::warn!(error = %e, "cannot tell a sender recall is gone"),
-        };
+        let held = self.hold(conversation).await.map_err(|e| {
+            tracing::warn!(error = %e, conversation, "cannot tell a sender recall is gone");
+        })?;
         // A read or recall still being written counts once it is stored.
         if let Err(e) = held.sequencer.settled().await {
-            self.release(&timer.conversation, held);
-            return tracing::warn!(error = %e, "cannot tell a sender recall is gone");
+            self.release(conversation, held);
+            tracing::warn!(error = %e, conversation, "cannot tell a sender recall is gone");
+            return Err(());
         }
-        let out = {
+        let (out, next) = {
             let dir = self.directory.read();
             let ctx = self.ctx(&dir);
-            held.conv
-                .as_ref()
-                .and_then(|c| c.recall_expired(&ctx, &timer.message))
+            match held.conv.as_ref() {
+                Some(c) => (
+                    Some(c.recall_windows_closed(&ctx, from)),
+                    c.next_recall_window(&ctx),
+                ),
+                None => (None, None),
+            }
         };
-        self.release(&timer.conversation, held);
+        self.release(conversation, held);
         for emit in out.iter().flat_map(|o| &o.emits) {
             self.sessions.deliver(emit);
         }
+        Ok(next)
     }
 }
