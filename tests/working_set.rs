@@ -137,20 +137,24 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
     let dir = tempfile::tempdir().unwrap();
     let (open, busy) = {
         let server = serve(sqlite(dir.path()), 1000).await;
-        let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
+        let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
         let (mut carol, _dave) = server.connected_pair("carol", "dave").await;
-        let first = alice.dm("bob", "recall me until the window closes").await;
-        let mut open = vec![first["id"].clone()];
-        for body in ["and me", "and me too"] {
+        let first = alice.dm("bob", "read at once: recall closes then").await;
+        let mut open = vec![];
+        for body in ["recall me until the window closes", "and me too"] {
             open.push(alice.say(&first["conversation"], body).await["id"].clone());
         }
+        let read =
+            json!({"type": "read", "conversation": first["conversation"], "message": first["id"]});
+        bob.ok(read).await;
+        assert_eq!(alice.expect("recall_closed").await["reason"], "read");
         // Carol sends more than the throttle allows inside its window.
         let first = carol.dm("dave", "0").await;
         for k in 1..=30 {
             carol.say(&first["conversation"], &k.to_string()).await;
         }
         let busy = carol.say(&first["conversation"], "31").await;
-        drop((alice, carol));
+        drop((alice, bob, carol));
         server.running.stop().await;
         (open, busy)
     };
@@ -173,12 +177,42 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
 
     let mut alice = server.connect("alice").await;
     server.advance(Duration::from_secs(121));
-    // One timer for the conversation tells each of its windows, once.
+    // One timer for the conversation, not held, tells each window still open, once, from
+    // what the store has: the message bob read is not told again.
     for id in &open {
         let closed = alice.expect("recall_closed").await;
         assert_eq!(&closed["message"], id);
         assert_eq!(closed["reason"], "expired");
     }
+    alice.expect_none("recall_closed").await;
+    let held = server.running.hub.working_set();
+    assert_eq!(
+        held.conversations, 1,
+        "only carol's, where she asked to recall, was read back: {held:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_recall_window_the_store_cannot_tell_is_told_once_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = {
+        let server = serve(sqlite(dir.path()), 1000).await;
+        let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
+        let open = alice.dm("bob", "recall me").await;
+        drop(alice);
+        server.running.stop().await;
+        open
+    };
+    let store = FailingStore::new(sqlite(dir.path()));
+    let server = serve(store.clone(), 1000).await;
+    let mut alice = server.connect("alice").await;
+    store.fail(true);
+    server.advance(Duration::from_secs(121));
+    alice.expect_none("recall_closed").await;
+    store.fail(false);
+    server.advance(Duration::from_secs(2));
+    let closed = alice.expect("recall_closed").await;
+    assert_eq!(closed["message"], open["id"]);
     alice.expect_none("recall_closed").await;
 }
 

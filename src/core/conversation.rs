@@ -125,6 +125,32 @@ pub struct Conversation {
     floor: u64,
 }
 
+/// Whether a message's sender may still recall it, its window aside: a message (an
+/// InMail has no recall), neither recalled nor deleted (`kept`), read by nobody else.
+pub fn recall_on_offer(kind: MessageKind, kept: bool, read_by_another: bool) -> bool {
+    kind == MessageKind::Message && kept && !read_by_another
+}
+
+/// Tell each sender of `closed` (message id, sender) in `conversation` that its recall
+/// window closed while recall was on offer.
+pub fn recall_expired<'a>(
+    conversation: &str,
+    closed: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Outcome {
+    let mut out = Outcome::ok();
+    for (message, sender) in closed {
+        out.emit(
+            vec![Target::all(sender)],
+            ServerFrame::RecallClosed {
+                conversation: conversation.to_owned(),
+                message: message.to_owned(),
+                reason: RecallClosedReason::Expired,
+            },
+        );
+    }
+    out
+}
+
 /// How a message looks to one viewer, or `None` when it is gone for them.
 fn view_state(m: &Message, member: &Member, viewer: &str) -> Option<MessageState> {
     match m.removal {
@@ -783,24 +809,13 @@ impl Conversation {
     /// get it wrong.
     pub fn recall_windows_closed(&self, ctx: &Ctx, from: Millis) -> Outcome {
         let window = ctx.limits.recall_window_ms;
-        let mut out = Outcome::ok();
         let first = self.first_closing_at_or_after(from, window);
-        for m in &self.messages[first..] {
-            if deadline(m.sent_at, window).is_none_or(|d| d > ctx.now) {
-                break;
-            }
-            if self.recall_on_offer(m) {
-                out.emit(
-                    vec![Target::all(&m.sender)],
-                    ServerFrame::RecallClosed {
-                        conversation: self.id.clone(),
-                        message: m.id.clone(),
-                        reason: RecallClosedReason::Expired,
-                    },
-                );
-            }
-        }
-        out
+        let closed = self.messages[first..]
+            .iter()
+            .take_while(|m| deadline(m.sent_at, window).is_some_and(|d| d <= ctx.now))
+            .filter(|m| self.recall_on_offer(m))
+            .map(|m| (m.id.as_str(), m.sender.as_str()));
+        recall_expired(&self.id, closed)
     }
 
     /// When the next recall window still on offer closes, after now.
@@ -823,7 +838,11 @@ impl Conversation {
     /// Whether the sender of `m` may still recall it, its window aside: a message (an
     /// InMail has no recall), neither recalled nor deleted, read by nobody else.
     fn recall_on_offer(&self, m: &Message) -> bool {
-        m.kind == MessageKind::Message && m.removal == Removal::None && !self.read_by_recipient(m)
+        recall_on_offer(
+            m.kind,
+            m.removal == Removal::None,
+            self.read_by_recipient(m),
+        )
     }
 
     /// A page of history as `viewer` should see it, oldest first.

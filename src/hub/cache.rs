@@ -39,6 +39,13 @@ pub(super) struct Cached {
     pub sequencer: Arc<Sequencer>,
 }
 
+impl Cached {
+    /// Whether what is held is the conversation as stored, so a rule may read it here.
+    pub fn in_memory(&self) -> bool {
+        self.loaded && !self.sequencer.chain().broken()
+    }
+}
+
 /// The cache's own bookkeeping.
 pub(super) struct Cache {
     /// Entries held (see [`Conversation::weight`]), all conversations together.
@@ -109,6 +116,12 @@ impl Hub {
                 }))
             })
             .clone()
+    }
+
+    /// Lock conversation `id` as it is, reading nothing: what is not held stays so (see
+    /// [`Cached::in_memory`]). Give it back with [`Hub::release`].
+    pub(super) async fn lock_as_is(&self, id: &str) -> Held {
+        self.slot_or_insert(id).lock_owned().await
     }
 
     /// Lock conversation `id`, reading it back from the store first when it is not held.

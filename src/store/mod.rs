@@ -13,7 +13,7 @@ use crate::core::conversation::Suffix;
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use parley_protocol::{Millis, UserId};
+use parley_protocol::{MessageId, Millis, UserId};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -256,6 +256,16 @@ pub struct LatelyAsked {
     pub sends_per_user: usize,
 }
 
+/// A conversation's recall windows as its timer needs them when the conversation is not
+/// held: read from the store instead of reading the conversation back into the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Closing {
+    /// Messages sent in the span asked whose recall was still on offer: id and sender.
+    pub on_offer: Vec<(MessageId, UserId)>,
+    /// When the first message sent after the span with recall on offer was sent.
+    pub next_sent: Option<Millis>,
+}
+
 /// A conversation as read back: the changes that rebuild it and, when only its recent
 /// part was read, where that part begins.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +297,15 @@ pub trait OnDemand: Send + Sync {
     /// Where recall windows may still be open and what the throttle counts, without
     /// reading the messages themselves.
     fn lately(&self, asked: LatelyAsked) -> Result<Lately, StoreError>;
+
+    /// Conversation `id`'s messages sent from `sent_from` to `sent_until` whose recall is
+    /// still on offer, and the next one after; nothing when it does not exist.
+    fn closing(
+        &self,
+        id: &str,
+        sent_from: Millis,
+        sent_until: Millis,
+    ) -> BoxFuture<'static, Result<Closing, StoreError>>;
 }
 
 /// Keeps the change log in memory; recalled and deleted content is purged from it at once.

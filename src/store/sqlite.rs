@@ -19,7 +19,8 @@
 //! hold the text.
 
 use super::{
-    stored_changes, stored_form, Chain, Lately, LatelyAsked, OnDemand, Readback, Store, StoreError,
+    stored_changes, stored_form, Chain, Closing, Lately, LatelyAsked, OnDemand, Readback, Store,
+    StoreError,
 };
 use crate::core::Change;
 use futures::future::BoxFuture;
@@ -764,6 +765,19 @@ impl OnDemand for SqliteStore {
         let context = format!("read the conversations of {user}");
         self.readers.run(context, move |conn| {
             stored_changes::conversations_of(conn, &user)
+        })
+    }
+
+    fn closing(
+        &self,
+        id: &str,
+        sent_from: Millis,
+        sent_until: Millis,
+    ) -> BoxFuture<'static, Result<Closing, StoreError>> {
+        let id = id.to_owned();
+        let context = format!("read the recall windows of {id}");
+        self.readers.run(context, move |conn| {
+            stored_changes::closing(conn, &id, sent_from, sent_until)
         })
     }
 

@@ -7,7 +7,8 @@ use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED, REQUEST_MEMORY_MS,
 };
-use super::{Lately, LatelyAsked, Readback};
+use super::{Closing, Lately, LatelyAsked, Readback};
+use crate::core::conversation::recall_on_offer;
 use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
 use crate::core::Change;
 use parley_protocol::{
@@ -186,7 +187,7 @@ pub fn lately(conn: &Connection, asked: LatelyAsked) -> rusqlite::Result<Lately>
     let mut lately = Lately::default();
     let mut sends: HashMap<String, Vec<Millis>> = HashMap::new();
     for (id, name, pos, members) in active {
-        if let Some(at) = first_sent_since(conn, id, pos, asked.recall_since)? {
+        if let Some((_, at)) = first_sent_since(conn, id, pos, asked.recall_since)? {
             lately.first_sent.push((name, at));
         }
         latest_sends(conn, id, members, asked, &mut sends)?;
@@ -203,15 +204,15 @@ pub fn lately(conn: &Connection, asked: LatelyAsked) -> rusqlite::Result<Lately>
     Ok(lately)
 }
 
-/// When the first message of conversation `id` (positions up to `pos`) sent at `since`
-/// or later was sent. Send times rise with positions, so a binary search over positions
-/// finds it in a few lookups however long the conversation is.
+/// The position and send time of the first message of conversation `id` (positions up
+/// to `pos`) sent at `since` or later. Send times rise with positions, so a binary search
+/// over positions finds it in a few lookups however long the conversation is.
 fn first_sent_since(
     conn: &Connection,
     id: i64,
     pos: i64,
     since: Millis,
-) -> rusqlite::Result<Option<Millis>> {
+) -> rusqlite::Result<Option<(i64, Millis)>> {
     let mut probe = conn.prepare_cached(
         "SELECT seq, sent_at FROM messages WHERE conversation = ?1 AND seq >= ?2 \
          ORDER BY seq LIMIT 1",
@@ -231,7 +232,55 @@ fn first_sent_since(
             _ => hi = mid,
         }
     }
-    Ok(at_or_after(lo)?.map(|(_, at)| at).filter(|&at| at >= since))
+    Ok(at_or_after(lo)?.filter(|&(_, at)| at >= since))
+}
+
+/// Conversation `name`'s messages sent from `sent_from` to `sent_until` whose recall is
+/// on offer, and when the next such message was sent: the rows from the first sent in
+/// the span on, until that next one.
+pub fn closing(
+    conn: &Connection,
+    name: &str,
+    sent_from: Millis,
+    sent_until: Millis,
+) -> rusqlite::Result<Closing> {
+    let mut closing = Closing::default();
+    let mut conv = conn.prepare_cached("SELECT id, pos FROM conversations WHERE name = ?1")?;
+    let Some((id, pos)) = conv
+        .query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))
+        .optional()?
+    else {
+        return Ok(closing);
+    };
+    let Some((start, _)) = first_sent_since(conn, id, pos, sent_from)? else {
+        return Ok(closing);
+    };
+    let mut members =
+        conn.prepare_cached("SELECT user, read_seq FROM members WHERE conversation = ?1")?;
+    let reads: Vec<(String, i64)> = members
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = conn.prepare_cached(
+        "SELECT seq, id, sender, sent_at, kind, state FROM messages \
+         WHERE conversation = ?1 AND seq >= ?2 ORDER BY seq",
+    )?;
+    let mut rows = rows.query((id, start))?;
+    while let Some(row) = rows.next()? {
+        let (seq, sender, sent_at): (i64, String, Millis) = (row.get(0)?, row.get(2)?, row.get(3)?);
+        let read = reads.iter().any(|(u, r)| *u != sender && *r >= seq);
+        let kept = row.get::<_, i64>(5)? == 0;
+        if !recall_on_offer(message_kind_from(row.get(4)?), kept, read) {
+            continue;
+        }
+        if sent_at > sent_until {
+            closing.next_sent = Some(sent_at);
+            break;
+        }
+        closing
+            .on_offer
+            .push((id_from_sql(row.get_ref(1)?)?, sender));
+    }
+    Ok(closing)
 }
 
 /// Add the latest send times of conversation `id` since the throttle window's start to

@@ -242,6 +242,18 @@ impl OnDemand for FailingStore {
         self.reads().conversations_of(user)
     }
 
+    fn closing(
+        &self,
+        id: &str,
+        sent_from: i64,
+        sent_until: i64,
+    ) -> BoxFuture<'static, Result<parley::store::Closing, StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return injected("read recall windows");
+        }
+        self.reads().closing(id, sent_from, sent_until)
+    }
+
     fn lately(
         &self,
         asked: parley::store::LatelyAsked,
