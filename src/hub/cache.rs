@@ -8,7 +8,7 @@ use super::sequencer::Sequencer;
 use super::Hub;
 use crate::core::{Change, Conversation};
 use crate::store::{OnDemand, Readback, StoreError};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
@@ -20,6 +20,9 @@ pub(super) type Slot = Arc<AsyncMutex<Cached>>;
 /// Outstanding notifications a conversation read back keeps per participant (the
 /// latest): read back, nobody can tell which were already seen.
 pub(super) const KEPT_NOTIFICATIONS: usize = 50;
+
+/// How long after a scan that left the cache over its limit the next may start, in ms.
+const RESCAN_MS: i64 = 100;
 
 /// A slot, locked by the holder.
 pub(super) type Held = OwnedMutexGuard<Cached>;
@@ -53,6 +56,9 @@ pub(super) struct Cache {
     /// How much weight the cache may hold before it forgets; `usize::MAX` holds all.
     limit: usize,
     ticks: AtomicU64,
+    /// Server time before which no scan for idle conversations starts again: one that
+    /// found too few to forget is not worth repeating on every release.
+    next_scan: AtomicI64,
     /// Conversations read back so far, in part and whole.
     reads: [AtomicU64; 2],
 }
@@ -64,6 +70,7 @@ impl Cache {
             weight: AtomicUsize::new(0),
             limit,
             ticks: AtomicU64::new(0),
+            next_scan: AtomicI64::new(0),
             reads: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
@@ -214,7 +221,7 @@ impl Hub {
         if empty {
             self.drop_empty_slot(id);
         }
-        self.make_room();
+        self.make_room(id);
     }
 
     /// Forget an empty slot (a first request that was refused or not stored) unless
@@ -243,11 +250,47 @@ impl Hub {
 
     /// Above the limit, forget the least recently held conversations nobody holds or
     /// waits on, down to nine tenths of the limit (so the scan is not repeated at once).
-    /// Whatever is forgotten is committed: it is read back when next needed.
-    pub(super) fn make_room(&self) {
+    /// Whatever is forgotten is committed: it is read back when next needed. When the
+    /// conversations in use hold more than the limit themselves, a scan finds nothing
+    /// to forget; for [`RESCAN_MS`] after one did, only `released` (the conversation
+    /// just let go, the one that can have become idle since) is forgotten, instead of
+    /// scanning every conversation on every release.
+    pub(super) fn make_room(&self, released: &str) {
+        if self.cache.weight() <= self.cache.limit || self.on_demand().is_none() {
+            return;
+        }
+        let now = self.clock.now();
+        if self.cache.next_scan.load(Ordering::Relaxed) > now {
+            self.forget(released);
+        } else if !self.forget_idle() {
+            self.cache
+                .next_scan
+                .store(now + RESCAN_MS, Ordering::Relaxed);
+        }
+    }
+
+    /// Forget conversation `id` if nobody holds or waits on it and all it holds is stored.
+    fn forget(&self, id: &str) {
+        self.conversations.remove_if(id, |_, slot| {
+            Arc::strong_count(slot) == 1
+                && slot.try_lock().is_ok_and(|cached| {
+                    if !cached.loaded || !cached.sequencer.idle() {
+                        return false;
+                    }
+                    self.cache
+                        .weight
+                        .fetch_sub(cached.weight, Ordering::Relaxed);
+                    true
+                })
+        });
+    }
+
+    /// [`Hub::make_room`] without waiting: false when over the limit and nothing could be
+    /// forgotten.
+    pub(super) fn forget_idle(&self) -> bool {
         let limit = self.cache.limit;
         if self.cache.weight() <= limit || self.on_demand().is_none() {
-            return;
+            return true;
         }
         let mut idle: Vec<(u64, String)> = self
             .conversations
@@ -262,24 +305,15 @@ impl Hub {
             .collect();
         idle.sort_unstable();
         let target = limit - limit / 10;
+        let before = self.cache.weight();
         for (_, id) in idle {
             if self.cache.weight() <= target {
                 break;
             }
-            self.conversations.remove_if(&id, |_, slot| {
-                Arc::strong_count(slot) == 1
-                    && slot.try_lock().is_ok_and(|cached| {
-                        if !cached.sequencer.idle() {
-                            return false;
-                        }
-                        self.cache
-                            .weight
-                            .fetch_sub(cached.weight, Ordering::Relaxed);
-                        true
-                    })
-            });
+            self.forget(&id);
         }
         crate::metrics::cache_evicted();
+        self.cache.weight() < before
     }
 
     /// The conversations `user` takes part in: from the store when it reads on demand,

@@ -289,7 +289,7 @@ impl Hub {
         }
         drop(ticket);
         // Only now is the conversation all stored, and so may be forgotten.
-        self.make_room();
+        self.make_room(conversation);
     }
 
     /// Decide on a held conversation; a decision that needs more of it than is held gets

@@ -28,7 +28,7 @@ impl Hub {
     /// Drop send logs with nothing inside the throttle window and refilled rate buckets,
     /// and forget conversations beyond the cache's limit (sends grow what is held).
     pub fn sweep(&self) {
-        self.make_room();
+        self.forget_idle();
         let (now, window) = (self.clock.now(), self.limits.recall_throttle_window_ms);
         self.send_logs.retain(|_, log| log.count(now, window) > 0);
         self.send_logs.shrink_to_fit();
