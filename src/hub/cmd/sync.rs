@@ -7,15 +7,11 @@ use crate::core::Refusal;
 use crate::hub::cache::Cached;
 use crate::hub::Hub;
 use crate::store::StoreError;
-use futures::stream::{FuturesOrdered, StreamExt};
 use parley_protocol::{AckResult, ConversationUpdate, InboxEntry, Millis, NotificationView};
 use std::collections::BTreeMap;
 
 /// Changes per conversation in one sync answer; the client syncs again when `more` is set.
 const SYNC_PAGE: usize = 200;
-
-/// Conversations one sync takes its parts of at once: as many as the store reads at once.
-const SYNC_AT_ONCE: usize = 4;
 
 pub(super) async fn run(a: Asked<'_>, positions: Option<BTreeMap<String, u64>>) {
     match a.hub.sync(&a.actor.user, positions).await {
@@ -43,21 +39,11 @@ impl Hub {
         let mut rows = Vec::new();
         let mut notifications = Vec::new();
         let mut updates = Vec::new();
-        let cids = self.conversations_of(user).await?;
-        let mut cids = cids.iter();
-        // Conversations not held are read back from the store several at once; each is
-        // held only while its own part is taken, so no two locks are held together.
-        let mut synced = FuturesOrdered::new();
-        loop {
-            while synced.len() < SYNC_AT_ONCE {
-                let Some(cid) = cids.next() else { break };
-                let since = positions.as_ref().map(|p| p.get(cid).copied().unwrap_or(0));
-                synced.push_back(self.sync_one(cid, user, since));
-            }
-            let Some(one) = synced.next().await else {
-                break;
-            };
-            let (row, taken, update) = one?;
+        for cid in self.conversations_of(user).await? {
+            let since = positions
+                .as_ref()
+                .map(|p| p.get(&cid).copied().unwrap_or(0));
+            let (row, taken, update) = self.sync_one(&cid, user, since).await?;
             rows.extend(row);
             notifications.extend(taken);
             updates.extend(update);
