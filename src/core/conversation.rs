@@ -131,6 +131,16 @@ pub fn recall_on_offer(kind: MessageKind, kept: bool, read_by_another: bool) -> 
     kind == MessageKind::Message && kept && !read_by_another
 }
 
+/// Whether anyone but `sender` has read up to position `seq`, given each participant's
+/// read position.
+pub fn read_by_another<'a>(
+    sender: &str,
+    seq: u64,
+    mut read_positions: impl Iterator<Item = (&'a str, u64)>,
+) -> bool {
+    read_positions.any(|(user, read)| user != sender && read >= seq)
+}
+
 /// Tell each sender of `closed` (message id, sender) in `conversation` that its recall
 /// window closed while recall was on offer.
 pub fn recall_expired<'a>(
@@ -335,9 +345,11 @@ impl Conversation {
 
     /// Whether someone other than the sender has read up to this message.
     fn read_by_recipient(&self, m: &Message) -> bool {
-        self.members
+        let positions = self
+            .members
             .iter()
-            .any(|(u, mem)| *u != m.sender && mem.read_seq >= m.seq)
+            .map(|(u, mem)| (u.as_str(), mem.read_seq));
+        read_by_another(&m.sender, m.seq, positions)
     }
 
     /// Check the sender may post here at all (blocks and connections per conversation kind).
@@ -1134,14 +1146,6 @@ impl Conversation {
             user: user.to_owned(),
             idx,
         });
-    }
-
-    /// Send times of `sender`'s messages at or after `since` (rebuilds the throttle).
-    pub fn sent_since(&self, since: Millis) -> impl Iterator<Item = (&str, Millis)> + '_ {
-        self.messages
-            .iter()
-            .filter(move |m| m.sent_at >= since)
-            .map(|m| (m.sender.as_str(), m.sent_at))
     }
 
     /// Every change after position `since` as `viewer` should see it now, at most `limit`

@@ -88,7 +88,11 @@ pub(super) async fn run(
             match hub.recall_windows_closed(&due.conversation, due.from).await {
                 Ok(Some(next)) => armed.arm(due.conversation, next, next),
                 Ok(None) => {}
-                Err(()) => armed.arm(due.conversation, clock.now() + RETRY_MS, due.from),
+                Err(e) => {
+                    let conversation = &due.conversation;
+                    tracing::warn!(error = %e, conversation, "cannot tell a sender recall is gone");
+                    armed.arm(due.conversation, clock.now() + RETRY_MS, due.from);
+                }
             }
         }
         let next = armed.heap.peek().map(|Reverse(d)| clock.instant_at(d.at));

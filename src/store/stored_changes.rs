@@ -8,7 +8,7 @@ use super::stored_form::{
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED, REQUEST_MEMORY_MS,
 };
 use super::{Closing, Lately, LatelyAsked, Readback};
-use crate::core::conversation::recall_on_offer;
+use crate::core::conversation::{read_by_another, recall_on_offer};
 use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
 use crate::core::Change;
 use parley_protocol::{
@@ -257,7 +257,7 @@ pub fn closing(
     };
     let mut members =
         conn.prepare_cached("SELECT user, read_seq FROM members WHERE conversation = ?1")?;
-    let reads: Vec<(String, i64)> = members
+    let reads: Vec<(String, u64)> = members
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut rows = conn.prepare_cached(
@@ -266,8 +266,9 @@ pub fn closing(
     )?;
     let mut rows = rows.query((id, start))?;
     while let Some(row) = rows.next()? {
-        let (seq, sender, sent_at): (i64, String, Millis) = (row.get(0)?, row.get(2)?, row.get(3)?);
-        let read = reads.iter().any(|(u, r)| *u != sender && *r >= seq);
+        let (seq, sender, sent_at): (u64, String, Millis) = (row.get(0)?, row.get(2)?, row.get(3)?);
+        let positions = reads.iter().map(|(u, r)| (u.as_str(), *r));
+        let read = read_by_another(&sender, seq, positions);
         let kept = row.get::<_, i64>(5)? == 0;
         if !recall_on_offer(message_kind_from(row.get(4)?), kept, read) {
             continue;

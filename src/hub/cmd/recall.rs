@@ -28,12 +28,12 @@ pub(super) async fn run(a: Asked<'_>, conversation: String, message: String) {
 impl Hub {
     /// Recall windows of `conversation` closed from `from` until now: tell each sender
     /// whose recall was still on offer that it is gone. Gives when the next window closes,
-    /// or `Err` when the store could not be read (the caller tries again later).
+    /// or the store's error when it could not be read (the caller tries again later).
     pub(in crate::hub) async fn recall_windows_closed(
         &self,
         conversation: &str,
         from: Millis,
-    ) -> Result<Option<Millis>, ()> {
+    ) -> Result<Option<Millis>, StoreError> {
         // Every node runs this timer and tells only its own sessions; catching up first
         // means a read or recall committed on another node before the deadline counts.
         if let Err(e) = self.catch_up(conversation, None).await {
@@ -47,9 +47,7 @@ impl Hub {
         } else {
             self.windows_stored(conversation, from, held).await
         };
-        let (out, next) = told.map_err(|e| {
-            tracing::warn!(error = %e, conversation, "cannot tell a sender recall is gone");
-        })?;
+        let (out, next) = told?;
         for emit in &out.emits {
             self.sessions.deliver(emit);
         }
