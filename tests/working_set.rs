@@ -376,3 +376,70 @@ async fn read_back_a_conversation_keeps_the_latest_fifty_notifications_per_parti
     let latest: Vec<String> = (10..60).map(|k| k.to_string()).collect();
     assert_eq!(previews, latest);
 }
+
+#[tokio::test]
+async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_all_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |c: &mut parley::config::Config| {
+        // Alice sends a thousand messages here; the throttle has a test of its own above.
+        c.limits.recall_throttle_messages = 10_000;
+    };
+    // The default cache holds this conversation many times over: it is never forgotten.
+    let server = support::start_over(sqlite(dir.path()), tune).await;
+    let hub = server.running.hub.clone();
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let send = json!({"type": "send", "to": "bob", "body": "first", "id": "first-request"});
+    let first = alice.ok(send.clone()).await["message"].clone();
+    let conv = first["conversation"].clone();
+    let recall = |m: &Value| json!({"type": "recall", "conversation": conv, "message": m["id"]});
+    alice.ok(recall(&first)).await;
+    // Opening the conversation looked for it in the store once.
+    let opened = hub.working_set().read_back;
+    let step = Duration::from_secs(2);
+    for k in 0..1000 {
+        server.advance(step);
+        alice.say(&conv, &format!("busy {k}")).await;
+    }
+    let held = hub.working_set();
+    // Untrimmed it would be a thousand messages, their state changes and bob's
+    // notifications (over 3,000); the recent part is never more than twice the tail.
+    assert!(held.cached < 3 * 512 + 100, "{held:?}");
+    assert_eq!(held.read_back, opened, "nothing was read back");
+
+    let page = bob
+        .ok(json!({"type": "history", "conversation": conv, "limit": 50}))
+        .await;
+    assert_eq!(page["messages"][49]["body"], "busy 999");
+    let row = &bob.sync().await["inbox"][0];
+    assert_eq!(row["unread"], 1000, "unread counts what was let go: {row}");
+    assert_eq!(hub.working_set().read_back, opened, "all of it held");
+
+    let again = alice.ok(send.clone()).await["message"].clone();
+    assert_eq!((&again["id"], &again["seq"]), (&first["id"], &first["seq"]));
+    assert_eq!(again["state"], "recalled");
+    let latest = alice.say(&conv, "latest").await;
+    assert_eq!(
+        alice.err(recall(&latest)).await,
+        "recall_limit_reached",
+        "the recall before the trim still counts"
+    );
+    drop((alice, bob));
+    server.running.stop().await;
+
+    // Read back after a restart: what was let go is remembered the same way.
+    let server = support::start_over(sqlite(dir.path()), tune).await;
+    server.advance(step * 1001);
+    let mut alice = server.connect("alice").await;
+    let latest = alice.say(&conv, "after the restart").await;
+    assert_eq!(
+        alice.err(recall(&latest)).await,
+        "recall_limit_reached",
+        "the allowance survives reading back in part"
+    );
+    let (part, whole) = server.running.hub.working_set().read_back;
+    assert_eq!((part, whole), (1, 0));
+    let again = alice.ok(send).await["message"].clone();
+    assert_eq!((&again["id"], &again["seq"]), (&first["id"], &first["seq"]));
+    let bodies = seen(&mut alice, &conv).await;
+    assert_eq!(bodies.len(), 1003, "the retry stored nothing");
+}

@@ -1,6 +1,7 @@
 //! One conversation's state and every rule that acts on it: send, read, recall, InMail
 //! delete, delete-for-me, mute, hide, typing, history and inbox views.
 
+use super::request_memory::{Remembered, RequestMemory};
 use super::{
     deadline, window_open, Actor, Change, Ctx, Online, Outcome, RecallTimer, Refusal, Target,
 };
@@ -12,8 +13,16 @@ use parley_protocol::{
 };
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
+mod trim;
+
+pub use trim::Keep;
+
 /// Largest history page.
 pub const MAX_PAGE: u32 = 100;
+
+/// Messages a conversation held in part holds at least, counted from the newest: enough
+/// for the inbox, a first history page and a short catch-up without reading more.
+pub const HELD_TAIL: usize = 256;
 
 /// Where a stored message stands for everyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +89,11 @@ pub struct Suffix {
     pub floor: u64,
     /// Each participant's starting state.
     pub members: Vec<MemberBase>,
+    /// The request ids still remembered of messages before the floor.
+    pub requests: Vec<Remembered>,
+    /// Recalls of messages before the floor that may count towards the allowance:
+    /// (sender, when).
+    pub recalls: Vec<(UserId, Millis)>,
 }
 
 /// One participant's state just before a [`Suffix`] begins.
@@ -117,9 +131,9 @@ pub struct Conversation {
     members: HashMap<UserId, Member>,
     /// Successful recall times per sender, for the per-period allowance.
     recalls: HashMap<UserId, VecDeque<Millis>>,
-    /// sender → client request id → message index: a re-sent request finds its message.
-    /// Nested so that looking up, on every send, allocates no key.
-    requests: HashMap<UserId, HashMap<String, usize>>,
+    /// Which message each remembered client request id stored: a re-sent request finds
+    /// its message, held or not.
+    requests: RequestMemory,
     last_activity: Millis,
     /// The first message held when only a suffix is (0: all of it).
     floor: u64,
@@ -195,7 +209,7 @@ impl Conversation {
             events: Vec::new(),
             members,
             recalls: HashMap::new(),
-            requests: HashMap::new(),
+            requests: RequestMemory::default(),
             last_activity: now,
             floor: 0,
         }
@@ -214,6 +228,15 @@ impl Conversation {
                 m.muted = base.muted;
                 m.hidden = base.hidden;
             }
+        }
+        for r in &suffix.requests {
+            self.requests.remember(&r.sender, &r.request, r.seq, r.at);
+        }
+        for (sender, at) in &suffix.recalls {
+            self.recalls
+                .entry(sender.clone())
+                .or_default()
+                .push_back(*at);
         }
     }
 
@@ -240,12 +263,18 @@ impl Conversation {
             .values()
             .map(|m| m.deleted.len() + m.notified.len() + m.pending.len())
             .sum();
-        self.messages.len() + self.events.len() + members
+        // A remembered request id is a few bytes against a message's few hundred.
+        self.messages.len() + self.events.len() + members + self.requests.len() / 16
     }
 
     /// The conversation's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Direct, group or InMail.
+    pub fn kind(&self) -> ConversationKind {
+        self.kind
     }
 
     /// Every participant, creator first.
@@ -391,8 +420,8 @@ impl Conversation {
     ) -> Result<Outcome, Refusal> {
         let sender = actor.user.as_str();
         self.member(sender)?;
-        if let Some(&idx) = self.requests.get(sender).and_then(|ids| ids.get(client_id)) {
-            let m = &self.messages[idx];
+        if let Some(seq) = self.requests.find(sender, client_id) {
+            let m = self.at(seq).ok_or_else(|| self.missing("message"))?;
             let state = view_state(m, &self.members[sender], sender);
             let state = state.unwrap_or(MessageState::Recalled);
             return Ok(Outcome::with_ack(AckResult::Sent {
@@ -1060,12 +1089,7 @@ impl Conversation {
         self.by_id.insert(message.id.clone(), idx);
         // A message read back after its request id was forgotten (a day on) has none: it
         // must not answer a later request whose id happens to be empty.
-        if !client_id.is_empty() {
-            self.requests
-                .entry(message.sender.clone())
-                .or_default()
-                .insert(client_id.to_owned(), idx);
-        }
+        self.requests.remember(&message.sender, client_id, seq, at);
         for (user, member) in self.members.iter_mut() {
             member.hidden = false;
             if *user != message.sender && !member.muted {

@@ -14,6 +14,7 @@ pub mod opening;
 pub mod pairs;
 pub mod refusal;
 pub mod reports;
+pub mod request_memory;
 pub mod send_log;
 
 use parley_protocol::{AckResult, Limits, Millis, ServerFrame, UserId};

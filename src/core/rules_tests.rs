@@ -448,3 +448,107 @@ fn blocked_pair_cannot_post_in_a_direct_conversation() {
         assert_eq!(err, Refusal::RecipientUnavailable);
     }
 }
+
+/// What each participant's client is shown of `w`'s conversation: its inbox row, its
+/// newest history page and what changed after position `since`.
+fn shown(w: &World, now: Millis, since: u64) -> Vec<String> {
+    let ctx = w.ctx(now);
+    let c = &w.conv;
+    c.participants()
+        .iter()
+        .map(|u| {
+            let row = c.inbox_entry(&ctx, u).unwrap();
+            let page = c.history(&ctx, u, None, Some(50)).unwrap();
+            let recent = c.updates_since(&ctx, u, since, 200).unwrap();
+            format!("{u}: {row:?} {page:?} {recent:?}")
+        })
+        .collect()
+}
+
+#[test]
+fn a_trimmed_conversation_shows_everyone_what_it_showed_and_refers_the_rest_to_the_store() {
+    let mut w = World::new(ConversationKind::Group, &["ann", "ben", "cat"]);
+    let mut ids = Vec::new();
+    for i in 0..600i64 {
+        let t = i * 1_000;
+        ids.push(w.send(t, if i % 2 == 0 { "ann" } else { "ben" }));
+        match i {
+            100 => drop(w.read(t, "cat", &ids[99]).unwrap()),
+            120 => drop(
+                w.decide(t, |c, _| c.delete_for_me(&actor("ben", 1), &ids[110]))
+                    .unwrap(),
+            ),
+            598 => drop(w.recall(t + 500, "ann", &ids[598], 0).unwrap()),
+            _ => {}
+        }
+    }
+    let now = 600_000;
+    let before = shown(&w, now, 500);
+    let weight = w.conv.weight();
+    let keep = conversation::Keep {
+        sent_since: 450_000,
+        newest: conversation::HELD_TAIL,
+        requests_since: 0,
+    };
+    let cut = w.conv.trim(keep);
+    assert_eq!(cut, 600 - conversation::HELD_TAIL, "the newest are kept");
+    assert_eq!(
+        shown(&w, now, 500),
+        before,
+        "every participant sees the same"
+    );
+    assert!(w.conv.weight() < weight / 2, "it holds less");
+    assert_eq!(w.conv.trim(keep), 0, "nothing more to let go");
+
+    let ctx = w.ctx(now);
+    let retry = |c: &Conversation, n: usize| {
+        let sender = if (n - 1) % 2 == 0 { "ann" } else { "ben" };
+        c.send(
+            &ctx,
+            &actor(sender, 1),
+            &format!("req{n}"),
+            "again".into(),
+            None,
+            MessageKind::Message,
+            vec![],
+            || "m-new".into(),
+        )
+    };
+    let held = retry(&w.conv, 500).unwrap();
+    assert!(
+        held.changes.is_empty(),
+        "a held message's retry stores nothing"
+    );
+    assert_eq!(
+        retry(&w.conv, 10).unwrap_err(),
+        Refusal::NotHeld,
+        "a retry of a message let go is sent to the store, not stored again"
+    );
+    let older = w.conv.history(&ctx, "cat", Some(300), Some(50));
+    assert_eq!(older.unwrap_err(), Refusal::NotHeld);
+    let forgotten = w.conv.read(&ctx, &actor("ben", 1), &ids[5]);
+    assert_eq!(forgotten.unwrap_err(), Refusal::NotHeld);
+}
+
+#[test]
+fn a_state_change_about_an_older_message_keeps_that_message_held() {
+    let mut w = World::new(ConversationKind::Group, &["ann", "ben"]);
+    let mut ids = Vec::new();
+    for i in 0..600i64 {
+        ids.push(w.send(i * 1_000, "ann"));
+    }
+    w.decide(600_000, |c, _| c.delete_for_me(&actor("ben", 1), &ids[300]))
+        .unwrap();
+    let keep = conversation::Keep {
+        sent_since: 590_000,
+        newest: conversation::HELD_TAIL,
+        requests_since: 0,
+    };
+    assert_eq!(w.conv.trim(keep), 300, "held from the message it refers to");
+    let ctx = w.ctx(600_000);
+    let update = w.conv.updates_since(&ctx, "ben", 600, 10).unwrap().unwrap();
+    assert!(matches!(
+        &update.frames[..],
+        [ServerFrame::DeletedView { message, .. }] if *message == ids[300]
+    ));
+}

@@ -6,8 +6,10 @@
 
 use super::sequencer::Sequencer;
 use super::Hub;
+use crate::core::conversation::{Keep, HELD_TAIL};
 use crate::core::{Change, Conversation};
-use crate::store::{OnDemand, Readback, StoreError};
+use crate::store::{OnDemand, Reach, Readback, StoreError, REQUEST_MEMORY_MS};
+use parley_protocol::ConversationKind;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -34,6 +36,9 @@ pub(super) struct Cached {
     pub conv: Option<Conversation>,
     /// Whether `conv` says what the store holds: false until it was read back.
     loaded: bool,
+    /// Whether a rule needed it whole: then it is not trimmed (see [`Hub::trim`]), so a
+    /// reader paging back through it does not read it whole again for every page.
+    whole_wanted: bool,
     /// When it was last held, in [`Cache::tick`]s: the least recent go first.
     used: u64,
     /// Its share of [`Cache::weight`].
@@ -117,6 +122,7 @@ impl Hub {
                 Arc::new(AsyncMutex::new(Cached {
                     conv: None,
                     loaded,
+                    whole_wanted: false,
                     used: 0,
                     weight: 0,
                     sequencer: Arc::default(),
@@ -146,22 +152,52 @@ impl Hub {
         if held.loaded {
             return Ok(held);
         }
-        let since = self.clock.now().saturating_sub(self.recent_enough());
-        if let Err(e) = self.read_into(id, &mut held, Some(since)).await {
+        if let Err(e) = self.read_into(id, &mut held, Some(self.reach())).await {
             self.release(id, held);
             return Err(e);
         }
         Ok(held)
     }
 
-    /// How far back a conversation read in part reaches at least: every message whose
-    /// request id is still remembered, whose recall counts towards the allowance, or whose
-    /// recall or InMail delete is still on offer.
-    fn recent_enough(&self) -> i64 {
+    /// How far back a conversation read in part reaches: every message whose recall or
+    /// (in an InMail conversation) InMail delete is still on offer, and of those before,
+    /// every request id still remembered and every recall that counts towards the
+    /// allowance. A trim (see [`Conversation::trim`]) keeps the same.
+    fn reach(&self) -> Reach {
         let l = &self.limits;
-        let recalls = l.recall_period_ms.saturating_add(l.recall_window_ms);
-        let windows = recalls.max(l.inmail_delete_window_ms) as i64;
-        windows.max(crate::store::REQUEST_MEMORY_MS)
+        let now = self.clock.now();
+        let recall = l.recall_window_ms as i64;
+        let inmail = recall.max(l.inmail_delete_window_ms as i64);
+        let recalls = l.recall_period_ms.saturating_add(l.recall_window_ms) as i64;
+        Reach {
+            since: now.saturating_sub(recall),
+            inmail_since: now.saturating_sub(inmail),
+            remembered_since: now.saturating_sub(recalls.max(REQUEST_MEMORY_MS)),
+        }
+    }
+
+    /// Let go of the older part of a busy conversation, as if it were read back now (see
+    /// [`Hub::reach`]); not of one a rule needed whole, which stays whole until forgotten,
+    /// nor when nothing could read the rest back.
+    fn trim(&self, held: &mut Held) {
+        if held.whole_wanted || self.on_demand().is_none() {
+            return;
+        }
+        let Some(conv) = held.conv.as_mut() else {
+            return;
+        };
+        let reach = self.reach();
+        let keep = Keep {
+            sent_since: match conv.kind() {
+                ConversationKind::Inmail => reach.inmail_since,
+                _ => reach.since,
+            },
+            newest: HELD_TAIL,
+            requests_since: self.clock.now().saturating_sub(REQUEST_MEMORY_MS),
+        };
+        if conv.trim(keep) > 0 {
+            self.reweigh(held);
+        }
     }
 
     /// A rule needs more of conversation `id` than `held` holds: read all of it.
@@ -172,18 +208,18 @@ impl Hub {
     }
 
     /// Replace what `held` holds with conversation `id` as the store has it (its recent
-    /// part from `recent_since`, or all).
+    /// part as far as `reach`, or all).
     async fn read_into(
         &self,
         id: &str,
         held: &mut Held,
-        recent_since: Option<i64>,
+        reach: Option<Reach>,
     ) -> Result<(), StoreError> {
         let Some(reads) = self.on_demand() else {
             held.loaded = true;
             return Ok(());
         };
-        let read = reads.conversation(id, recent_since).await;
+        let read = reads.conversation(id, reach).await;
         let read = read.map_err(|e| e.within(format!("cannot read conversation {id}")))?;
         held.conv = None;
         if let Some(Readback { changes, suffix }) = read {
@@ -208,14 +244,17 @@ impl Hub {
             self.reweigh(held);
         }
         held.loaded = true;
+        held.whole_wanted = reach.is_none();
         let whole = held.conv.as_ref().is_none_or(|c| !c.partial());
         self.cache.reads[usize::from(whole)].fetch_add(1, Ordering::Relaxed);
         crate::metrics::cache_read(whole);
         Ok(())
     }
 
-    /// Unlock a held conversation; an empty slot is forgotten unless someone waits on it.
-    pub(super) fn release(&self, id: &str, held: Held) {
+    /// Unlock a held conversation, trimmed if it grew long; an empty slot is forgotten
+    /// unless someone waits on it.
+    pub(super) fn release(&self, id: &str, mut held: Held) {
+        self.trim(&mut held);
         let empty = held.conv.is_none();
         drop(held);
         if empty {

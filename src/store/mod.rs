@@ -276,6 +276,30 @@ pub struct Readback {
     pub suffix: Option<Suffix>,
 }
 
+/// How far back a conversation read in part reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Its messages from the one sent at this time on (and at least its
+    /// [`crate::core::conversation::HELD_TAIL`] newest), with every state change after
+    /// the first of them.
+    pub since: Millis,
+    /// The same for an InMail conversation (whose delete window may be longer).
+    pub inmail_since: Millis,
+    /// Of the messages before those, sent at this time or later: the request ids still
+    /// remembered, and the recalls (for the allowance).
+    pub remembered_since: Millis,
+}
+
+impl Reach {
+    /// Where the messages held of a conversation of `kind` (its stored code) begin.
+    pub(crate) fn since_for(&self, kind: i64) -> Millis {
+        match stored_form::conversation_kind_from(kind) {
+            parley_protocol::ConversationKind::Inmail => self.inmail_since,
+            _ => self.since,
+        }
+    }
+}
+
 /// Reads by key that a durable store answers, so the hub need hold only its working set:
 /// conversations are read when first needed, and start-up reads no history.
 pub trait OnDemand: Send + Sync {
@@ -283,12 +307,11 @@ pub trait OnDemand: Send + Sync {
     fn start_up(&self, each: &mut dyn FnMut(Change)) -> Result<(), StoreError>;
 
     /// Conversation `id` read back, `None` when it does not exist: only its recent part
-    /// (at least its last messages, and every message sent at `recent_since` or later)
-    /// when that is given, else the whole of it.
+    /// (see [`Reach`]) when that is given, else the whole of it.
     fn conversation(
         &self,
         id: &str,
-        recent_since: Option<Millis>,
+        reach: Option<Reach>,
     ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>>;
 
     /// The ids of the conversations `user` takes part in.

@@ -19,8 +19,8 @@
 //! hold the text.
 
 use super::{
-    stored_changes, stored_form, Chain, Closing, Lately, LatelyAsked, OnDemand, Readback, Store,
-    StoreError,
+    stored_changes, stored_form, Chain, Closing, Lately, LatelyAsked, OnDemand, Reach, Readback,
+    Store, StoreError,
 };
 use crate::core::Change;
 use futures::future::BoxFuture;
@@ -751,13 +751,12 @@ impl OnDemand for SqliteStore {
     fn conversation(
         &self,
         id: &str,
-        recent_since: Option<Millis>,
+        reach: Option<Reach>,
     ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>> {
         let id = id.to_owned();
         let context = format!("read conversation {id}");
-        self.readers.run(context, move |conn| {
-            stored_changes::one(conn, &id, recent_since)
-        })
+        self.readers
+            .run(context, move |conn| stored_changes::one(conn, &id, reach))
     }
 
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {

@@ -7,9 +7,10 @@ use super::stored_form::{
     conversation_kind_from, id_from_sql, message_kind_from, settings_from, split_lines, CONNECTED,
     DELETE_FOR_ME, FLAGS, INMAIL_DELETE, READ, RECALL, REQUESTED, REQUEST_MEMORY_MS,
 };
-use super::{Closing, Lately, LatelyAsked, Readback};
+use super::{Closing, Lately, LatelyAsked, Reach, Readback};
 use crate::core::conversation::{read_by_another, recall_on_offer};
-use crate::core::conversation::{MemberBase, Suffix, UNREAD_CAP};
+use crate::core::conversation::{MemberBase, Suffix, HELD_TAIL, UNREAD_CAP};
+use crate::core::request_memory::Remembered;
 use crate::core::Change;
 use parley_protocol::{
     ConnectionState, ConversationView, MessageKind, MessageState, MessageView, Millis,
@@ -38,20 +39,20 @@ pub fn start_up(conn: &Connection, out: &mut dyn FnMut(Change)) -> rusqlite::Res
 }
 
 /// The changes that rebuild conversation `name`, or `None` when there is none: all of
-/// them when `recent_since` is `None`, else only a suffix (see [`floor`]) with how its
+/// them when `reach` is `None`, else only a suffix (see [`floor`]) with how its
 /// participants stood just before it.
 pub fn one(
     conn: &Connection,
     name: &str,
-    recent_since: Option<i64>,
+    reach: Option<Reach>,
 ) -> rusqlite::Result<Option<Readback>> {
     let mut stmt = conn.prepare_cached(&format!("{HEADER} WHERE name = ?1"))?;
     let Some(row) = stmt.query_map([name], header)?.next().transpose()? else {
         return Ok(None);
     };
-    let suffix = match recent_since {
-        Some(since) => match floor(conn, row.id, since)? {
-            Some(floor) => Some(suffix(conn, row.id, floor)?),
+    let suffix = match reach {
+        Some(reach) => match floor(conn, row.id, reach.since_for(row.kind))? {
+            Some(floor) => Some(suffix(conn, row.id, floor, reach.remembered_since)?),
             None => None,
         },
         None => None,
@@ -62,10 +63,7 @@ pub fn one(
     Ok(Some(Readback { changes, suffix }))
 }
 
-/// Messages a conversation read in part holds at least, counted from the newest.
-const TAIL: usize = 256;
-
-/// Where a suffix of conversation `id` may begin: at most [`TAIL`] messages back unless
+/// Where a suffix of conversation `id` may begin: at most [`HELD_TAIL`] messages back unless
 /// messages sent at `since` or later go further, and early enough that every state
 /// change after it refers to a message in it. `None` when that is the whole conversation.
 fn floor(conn: &Connection, id: i64, since: i64) -> rusqlite::Result<Option<i64>> {
@@ -79,7 +77,7 @@ fn floor(conn: &Connection, id: i64, since: i64) -> rusqlite::Result<Option<i64>
             return Ok(None);
         };
         let (seq, sent_at): (i64, i64) = (r.get(0)?, r.get(1)?);
-        if held >= TAIL && sent_at < since {
+        if held >= HELD_TAIL && sent_at < since {
             break;
         }
         floor = Some(seq);
@@ -103,8 +101,14 @@ fn floor(conn: &Connection, id: i64, since: i64) -> rusqlite::Result<Option<i64>
     Ok(first.is_some_and(|first| floor > first).then_some(floor))
 }
 
-/// Each participant of conversation `id` as it stood just before message `floor`.
-fn suffix(conn: &Connection, id: i64, floor: i64) -> rusqlite::Result<Suffix> {
+/// Each participant of conversation `id` as it stood just before message `floor`, and
+/// what is remembered of the messages before it sent at `remembered_since` or later.
+fn suffix(
+    conn: &Connection,
+    id: i64,
+    floor: i64,
+    remembered_since: Millis,
+) -> rusqlite::Result<Suffix> {
     let mut members = conn.prepare_cached(
         "SELECT user, read_seq, ord, muted, hidden FROM members WHERE conversation = ?1",
     )?;
@@ -151,10 +155,56 @@ fn suffix(conn: &Connection, id: i64, floor: i64) -> rusqlite::Result<Suffix> {
             hidden,
         });
     }
+    let first = first_sent_since(conn, id, floor - 1, remembered_since)?;
+    let first = first.map_or(floor, |(seq, _)| seq);
     Ok(Suffix {
         floor: floor as u64,
         members: bases,
+        requests: remembered_requests(conn, id, first, floor)?,
+        recalls: recalls_before(conn, id, first, floor)?,
     })
+}
+
+/// The request ids still remembered of conversation `id`'s messages from `first` until
+/// `floor`: a retry of any of them finds its message though it is not held.
+fn remembered_requests(
+    conn: &Connection,
+    id: i64,
+    first: i64,
+    floor: i64,
+) -> rusqlite::Result<Vec<Remembered>> {
+    let mut rows = conn.prepare_cached(
+        "SELECT sender, request, seq, sent_at FROM messages WHERE conversation = ?1 \
+         AND seq >= ?2 AND seq < ?3 AND request IS NOT NULL AND sent_at > ?4",
+    )?;
+    let remembered_since = now_ms() - REQUEST_MEMORY_MS;
+    let found = rows.query_map(params![id, first, floor, remembered_since], |r| {
+        Ok(Remembered {
+            sender: r.get(0)?,
+            request: r.get(1)?,
+            seq: r.get::<_, i64>(2)? as u64,
+            at: r.get(3)?,
+        })
+    })?;
+    found.collect()
+}
+
+/// Recalls in conversation `id` at positions from `first` until `floor`: (sender, when).
+fn recalls_before(
+    conn: &Connection,
+    id: i64,
+    first: i64,
+    floor: i64,
+) -> rusqlite::Result<Vec<(String, Millis)>> {
+    let mut rows = conn.prepare_cached(
+        "SELECT m.sender, e.at FROM events e JOIN messages m \
+           ON m.conversation = e.conversation AND m.seq = e.seq \
+         WHERE e.conversation = ?1 AND e.pos >= ?2 AND e.pos < ?3 AND e.kind = ?4",
+    )?;
+    let found = rows.query_map(params![id, first, floor, RECALL], |r| {
+        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+    })?;
+    found.collect()
 }
 
 /// The ids of the conversations `user` takes part in.

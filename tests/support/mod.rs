@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use parley::config::Config;
 use parley::server::{self, Running};
-use parley::store::{Chain, OnDemand, Readback, Store, StoreError};
+use parley::store::{Chain, OnDemand, Reach, Readback, Store, StoreError};
 use parley_protocol::Limits;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -227,12 +227,12 @@ impl OnDemand for FailingStore {
     fn conversation(
         &self,
         id: &str,
-        recent_since: Option<i64>,
+        reach: Option<Reach>,
     ) -> BoxFuture<'static, Result<Option<Readback>, StoreError>> {
         if self.failing.load(Ordering::SeqCst) {
             return injected("read a conversation");
         }
-        self.reads().conversation(id, recent_since)
+        self.reads().conversation(id, reach)
     }
 
     fn conversations_of(&self, user: &str) -> BoxFuture<'static, Result<Vec<String>, StoreError>> {
