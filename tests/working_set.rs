@@ -443,3 +443,56 @@ async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_al
     let bodies = seen(&mut alice, &conv).await;
     assert_eq!(bodies.len(), 1003, "the retry stored nothing");
 }
+
+#[tokio::test]
+async fn over_its_limit_the_cache_shrinks_a_conversation_in_use_and_its_windows_still_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::start_over(sqlite(dir.path()), |c| {
+        // Three hundred messages with their state are over the limit; their newest
+        // few are not.
+        c.cache_entries = 500;
+        c.limits.recall_throttle_messages = 10_000;
+    })
+    .await;
+    let hub = server.running.hub.clone();
+    let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
+    let first = alice.dm("bob", "old").await;
+    let conv = first["conversation"].clone();
+    for _ in 0..100 {
+        alice.say(&conv, "old").await;
+    }
+    server.advance(Duration::from_secs(200));
+    let _ = alice.drain("recall_closed").await;
+    let mut sent = vec![];
+    for k in 0..300 {
+        sent.push(alice.say(&conv, &k.to_string()).await);
+    }
+    let held = hub.working_set();
+    assert_eq!(held.conversations, 1, "kept, not forgotten: {held:?}");
+    assert!(held.cached <= 500, "{held:?}");
+    let before = held.read_back;
+
+    // A message inside its recall window but no longer held is read back with the rest
+    // of the window, not the whole conversation.
+    let recall = json!({"type": "recall", "conversation": conv, "message": sent[100]["id"]});
+    alice.ok(recall).await;
+    let (part, whole) = hub.working_set().read_back;
+    assert_eq!((part - before.0, whole - before.1), (1, 0));
+    assert_eq!(bob.expect("recalled").await["message"], sent[100]["id"]);
+
+    // Every window closes once, told from the store for the messages not held.
+    let _ = alice.drain("recall_closed").await;
+    server.advance(Duration::from_secs(121));
+    let mut told = std::collections::BTreeSet::new();
+    for _ in 0..299 {
+        let closed = alice.expect("recall_closed").await;
+        assert_eq!(closed["reason"], "expired");
+        assert!(told.insert(closed["message"].as_str().unwrap().to_owned()));
+    }
+    alice.expect_none("recall_closed").await;
+    assert!(!told.contains(sent[100]["id"].as_str().unwrap()));
+    let all = support::all_messages(&mut bob, &conv).await;
+    assert_eq!(all.len(), 401);
+    assert_eq!(all[201]["state"], "recalled");
+    assert!(hub.working_set().cached <= 500);
+}

@@ -89,6 +89,8 @@ pub struct Suffix {
     pub floor: u64,
     /// Each participant's starting state.
     pub members: Vec<MemberBase>,
+    /// When the message just before the floor was sent.
+    pub unheld_until: Millis,
     /// The request ids still remembered of messages before the floor.
     pub requests: Vec<Remembered>,
     /// Recalls of messages before the floor that may count towards the allowance:
@@ -137,6 +139,9 @@ pub struct Conversation {
     last_activity: Millis,
     /// The first message held when only a suffix is (0: all of it).
     floor: u64,
+    /// When the newest message not held was sent (at the latest; `Millis::MIN` when all
+    /// are held). Messages are sent in position order by a clock that never goes back.
+    unheld_until: Millis,
 }
 
 /// Whether a message's sender may still recall it, its window aside: a message (an
@@ -212,6 +217,7 @@ impl Conversation {
             requests: RequestMemory::default(),
             last_activity: now,
             floor: 0,
+            unheld_until: Millis::MIN,
         }
     }
 
@@ -219,6 +225,7 @@ impl Conversation {
     /// `suffix.floor` on.
     pub fn resume(&mut self, suffix: &Suffix) {
         self.floor = suffix.floor;
+        self.unheld_until = suffix.unheld_until;
         self.pos = suffix.floor.saturating_sub(1);
         for base in &suffix.members {
             if let Some(m) = self.members.get_mut(&base.user) {
@@ -243,6 +250,11 @@ impl Conversation {
     /// Whether only a suffix is held.
     pub fn partial(&self) -> bool {
         self.floor > 1
+    }
+
+    /// Whether every message sent at `at` or later is held.
+    pub fn holds_sent_since(&self, at: Millis) -> bool {
+        self.unheld_until < at
     }
 
     /// A message that is not held does not exist, unless only a suffix is held.

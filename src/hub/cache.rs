@@ -9,7 +9,7 @@ use super::Hub;
 use crate::core::conversation::{Keep, HELD_TAIL};
 use crate::core::{Change, Conversation};
 use crate::store::{OnDemand, Reach, Readback, StoreError, REQUEST_MEMORY_MS};
-use parley_protocol::ConversationKind;
+use parley_protocol::Millis;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -22,6 +22,10 @@ pub(super) type Slot = Arc<AsyncMutex<Cached>>;
 /// Outstanding notifications a conversation read back keeps per participant (the
 /// latest): read back, nobody can tell which were already seen.
 pub(super) const KEPT_NOTIFICATIONS: usize = 50;
+
+/// Messages a conversation in use keeps while the cache is over its limit: enough for
+/// its inbox row and a first history page, for most.
+const PRESSED_TAIL: usize = 64;
 
 /// How long after a scan that left the cache over its limit the next may start, in ms.
 const RESCAN_MS: i64 = 100;
@@ -177,8 +181,11 @@ impl Hub {
     }
 
     /// Let go of the older part of a busy conversation, as if it were read back now (see
-    /// [`Hub::reach`]); not of one a rule needed whole, which stays whole until forgotten,
-    /// nor when nothing could read the rest back.
+    /// [`Hub::reach`]); while the cache is over its limit, of all but its
+    /// [`PRESSED_TAIL`] newest messages, windows or not: the conversations in use then
+    /// shrink instead of being forgotten and read back on their next request. Not of
+    /// one a rule needed whole, which stays whole until forgotten, nor when nothing
+    /// could read the rest back.
     fn trim(&self, held: &mut Held) {
         if held.whole_wanted || self.on_demand().is_none() {
             return;
@@ -186,25 +193,39 @@ impl Hub {
         let Some(conv) = held.conv.as_mut() else {
             return;
         };
-        let reach = self.reach();
-        let keep = Keep {
-            sent_since: match conv.kind() {
-                ConversationKind::Inmail => reach.inmail_since,
-                _ => reach.since,
+        let requests_since = self.clock.now().saturating_sub(REQUEST_MEMORY_MS);
+        let keep = match self.cache.weight() > self.cache.limit {
+            true => Keep {
+                sent_since: Millis::MAX,
+                newest: PRESSED_TAIL,
+                requests_since,
             },
-            newest: HELD_TAIL,
-            requests_since: self.clock.now().saturating_sub(REQUEST_MEMORY_MS),
+            false => Keep {
+                sent_since: self.reach().since_for(conv.kind()),
+                newest: HELD_TAIL,
+                requests_since,
+            },
         };
         if conv.trim(keep) > 0 {
             self.reweigh(held);
         }
     }
 
-    /// A rule needs more of conversation `id` than `held` holds: read all of it.
-    pub(super) async fn read_whole(&self, id: &str, held: &mut Held) -> Result<(), StoreError> {
+    /// A rule needs more of conversation `id` than `held` holds: read back its recent
+    /// part (see [`Hub::reach`]) when not all of that is held, else all of it. Returns
+    /// whether all of it is held now.
+    pub(super) async fn read_further(&self, id: &str, held: &mut Held) -> Result<bool, StoreError> {
         // What the store has must include the decisions still being written on it.
         held.sequencer.settled().await?;
-        self.read_into(id, held, None).await
+        let reach = self.reach();
+        let recent = |c: &Conversation| c.holds_sent_since(reach.since_for(c.kind()));
+        let reach = held
+            .conv
+            .as_ref()
+            .is_some_and(|c| !recent(c))
+            .then_some(reach);
+        self.read_into(id, held, reach).await?;
+        Ok(held.conv.as_ref().is_none_or(|c| !c.partial()))
     }
 
     /// Replace what `held` holds with conversation `id` as the store has it (its recent

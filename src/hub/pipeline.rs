@@ -293,19 +293,22 @@ impl Hub {
     }
 
     /// Decide on a held conversation; a decision that needs more of it than is held gets
-    /// the whole conversation read back and is made again.
+    /// more read back (its recent part, then all of it) and is made again.
     async fn decide_held(
         &self,
         conversation: &str,
         held: &mut Held,
         decide: impl Fn(&Cached) -> Result<Outcome, Refusal>,
     ) -> Result<Result<Outcome, Refusal>, StoreError> {
-        let decided = decide(held);
-        if !matches!(decided, Err(Refusal::NotHeld)) {
-            return Ok(decided);
+        loop {
+            let decided = decide(held);
+            if !matches!(decided, Err(Refusal::NotHeld)) {
+                return Ok(decided);
+            }
+            if self.read_further(conversation, held).await? {
+                return Ok(decide(held));
+            }
         }
-        self.read_whole(conversation, held).await?;
-        Ok(decide(held))
     }
 
     /// Run `rule` on the conversation `opening` names, opening it when it does not exist

@@ -291,9 +291,9 @@ pub struct Reach {
 }
 
 impl Reach {
-    /// Where the messages held of a conversation of `kind` (its stored code) begin.
-    pub(crate) fn since_for(&self, kind: i64) -> Millis {
-        match stored_form::conversation_kind_from(kind) {
+    /// Where the messages held of a conversation of `kind` begin.
+    pub fn since_for(&self, kind: parley_protocol::ConversationKind) -> Millis {
+        match kind {
             parley_protocol::ConversationKind::Inmail => self.inmail_since,
             _ => self.since,
         }

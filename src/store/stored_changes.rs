@@ -51,7 +51,11 @@ pub fn one(
         return Ok(None);
     };
     let suffix = match reach {
-        Some(reach) => match floor(conn, row.id, reach.since_for(row.kind))? {
+        Some(reach) => match floor(
+            conn,
+            row.id,
+            reach.since_for(conversation_kind_from(row.kind)),
+        )? {
             Some(floor) => Some(suffix(conn, row.id, floor, reach.remembered_since)?),
             None => None,
         },
@@ -157,9 +161,18 @@ fn suffix(
     }
     let first = first_sent_since(conn, id, floor - 1, remembered_since)?;
     let first = first.map_or(floor, |(seq, _)| seq);
+    let unheld_until = conn
+        .prepare_cached(
+            "SELECT sent_at FROM messages WHERE conversation = ?1 AND seq < ?2 \
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row([id, floor], |r| r.get(0))
+        .optional()?
+        .unwrap_or(Millis::MIN);
     Ok(Suffix {
         floor: floor as u64,
         members: bases,
+        unheld_until,
         requests: remembered_requests(conn, id, first, floor)?,
         recalls: recalls_before(conn, id, first, floor)?,
     })

@@ -30,6 +30,7 @@ impl Conversation {
             return 0;
         }
         let floor = self.messages[cut].seq;
+        self.unheld_until = self.messages[cut - 1].sent_at;
         self.settle_members(cut, floor);
         for m in self.messages.drain(..cut) {
             self.by_id.remove(&m.id);

@@ -2,7 +2,7 @@
 
 use super::Asked;
 use crate::core::conversation::recall_expired;
-use crate::core::{deadline, Outcome};
+use crate::core::{deadline, Conversation, Outcome};
 use crate::hub::cache::Held;
 use crate::hub::Hub;
 use crate::store::{Closing, StoreError};
@@ -42,7 +42,10 @@ impl Hub {
         // A conversation not held is asked of the store, not read back: the windows of a
         // busy conversation close every moment, and telling them should not fill the cache.
         let held = self.lock_as_is(conversation).await;
-        let told = if held.in_memory() {
+        // Held in part, the windows closing may be of messages no longer held.
+        let sent_from = from.saturating_sub(self.limits.recall_window_ms as i64);
+        let holds = |c: &Conversation| c.holds_sent_since(sent_from);
+        let told = if held.in_memory() && held.conv.as_ref().is_none_or(holds) {
             self.windows_held(conversation, from, held).await
         } else {
             self.windows_stored(conversation, from, held).await

@@ -79,12 +79,18 @@ impl Hub {
             return Err(e);
         }
         let mut viewed = self.view_for_sync(&held, user, since);
-        if viewed == Err(Refusal::NotHeld) {
-            if let Err(e) = self.read_whole(cid, &mut held).await {
-                self.release(cid, held);
-                return Err(e);
-            }
+        while viewed == Err(Refusal::NotHeld) {
+            let whole = match self.read_further(cid, &mut held).await {
+                Ok(whole) => whole,
+                Err(e) => {
+                    self.release(cid, held);
+                    return Err(e);
+                }
+            };
             viewed = self.view_for_sync(&held, user, since);
+            if whole {
+                break;
+            }
         }
         // Collected notifications are not kept: after a restart, or once the conversation
         // was forgotten and read back, every outstanding one is pending again, so none is
