@@ -85,14 +85,20 @@ pub(super) async fn run(
         }
         while let Some(due) = armed.pop_due(clock.now()) {
             let Some(hub) = hub.upgrade() else { return };
-            match hub.recall_windows_closed(&due.conversation, due.from).await {
-                Ok(Some(next)) => armed.arm(due.conversation, next, next),
+            let fire = hub.recall_windows_closed(&due.conversation, due.from);
+            let (told, later) =
+                fire_taking_arms(fire, &due.conversation, &mut armed, &mut arm).await;
+            match told {
+                Ok(Some(next)) => armed.arm(due.conversation.clone(), next, next),
                 Ok(None) => {}
                 Err(e) => {
                     let conversation = &due.conversation;
                     tracing::warn!(error = %e, conversation, "cannot tell a sender recall is gone");
-                    armed.arm(due.conversation, clock.now() + RETRY_MS, due.from);
+                    armed.arm(due.conversation.clone(), clock.now() + RETRY_MS, due.from);
                 }
+            }
+            if let Some(at) = later {
+                armed.arm(due.conversation, at, at);
             }
         }
         let next = armed.heap.peek().map(|Reverse(d)| clock.instant_at(d.at));
@@ -103,6 +109,34 @@ pub(super) async fn run(
             },
             _ = async { tokio::time::sleep_until(next.expect("guarded")).await }, if next.is_some() => {}
             _ = clock.jumped() => {}
+        }
+    }
+}
+
+/// Await `fire` (telling `firing`'s closed windows) while taking in the arms sent
+/// meanwhile: a busy server arms a window with every send, and a fire that waits on the
+/// store must not leave them piling up in the channel. Other conversations' arms are
+/// armed at once (each fires later, so it still knows them first); `firing`'s own are
+/// kept, the earliest only, for after the fire, as if they had waited in the channel.
+async fn fire_taking_arms<T>(
+    fire: impl std::future::Future<Output = T>,
+    firing: &str,
+    armed: &mut Armed,
+    arm: &mut mpsc::UnboundedReceiver<RecallTimer>,
+) -> (T, Option<Millis>) {
+    tokio::pin!(fire);
+    let mut later: Option<Millis> = None;
+    loop {
+        tokio::select! {
+            told = &mut fire => return (told, later),
+            timer = arm.recv() => match timer {
+                Some(t) if t.conversation == firing => {
+                    later = Some(later.map_or(t.at, |l| l.min(t.at)));
+                }
+                Some(t) => armed.arm(t.conversation, t.at, t.at),
+                // The hub is gone: finish this fire, nothing more comes.
+                None => return (fire.await, later),
+            },
         }
     }
 }
@@ -127,6 +161,38 @@ mod tests {
         assert_eq!((due.conversation.as_str(), due.at), ("d", 250));
         assert!(armed.pop_due(1_000).is_none());
         assert!(armed.heap.is_empty() && armed.earliest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn arms_sent_during_a_fire_are_taken_in_not_left_in_the_channel() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut armed = Armed::default();
+        let (done, fired) = tokio::sync::oneshot::channel::<()>();
+        let timer = |c: &str, at| RecallTimer {
+            conversation: c.into(),
+            at,
+        };
+        for (c, at) in [("d", 500), ("c", 400), ("d", 300), ("c", 350), ("e", 600)] {
+            tx.send(timer(c, at)).unwrap();
+        }
+        let fire = async {
+            // The store answers only once every arm above was taken in.
+            tokio::task::yield_now().await;
+            fired.await.unwrap();
+            "told"
+        };
+        let waiting = async {
+            tokio::task::yield_now().await;
+            done.send(()).unwrap();
+        };
+        let ((told, later), ()) =
+            tokio::join!(fire_taking_arms(fire, "c", &mut armed, &mut rx), waiting);
+        assert_eq!(told, "told");
+        assert_eq!(later, Some(350), "c's earliest, kept for after its fire");
+        assert_eq!(armed.earliest.get("d"), Some(&300));
+        assert_eq!(armed.earliest.get("e"), Some(&600));
+        assert!(!armed.earliest.contains_key("c"));
+        assert!(rx.try_recv().is_err(), "nothing left waiting");
     }
 
     #[test]
