@@ -62,6 +62,13 @@ impl RequestMemory {
         self.sent.retain(|_, &mut (_, sent)| sent >= at);
     }
 
+    /// Hand back the room of forgotten ids once it is most of what is allocated.
+    pub fn give_back_room(&mut self) {
+        if self.sent.capacity() > 4 * self.sent.len().max(16) {
+            self.sent.shrink_to(self.sent.len() * 5 / 4);
+        }
+    }
+
     /// Ids remembered.
     pub fn len(&self) -> usize {
         self.sent.len()

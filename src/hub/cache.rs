@@ -156,7 +156,16 @@ impl Hub {
         if held.loaded {
             return Ok(held);
         }
-        if let Err(e) = self.read_into(id, &mut held, Some(self.reach())).await {
+        // Over the limit, only the newest are read: a trim would let go of the rest.
+        let reach = match self.pressed() {
+            true => Reach {
+                since: Millis::MAX,
+                inmail_since: Millis::MAX,
+                ..self.reach()
+            },
+            false => self.reach(),
+        };
+        if let Err(e) = self.read_into(id, &mut held, Some(reach)).await {
             self.release(id, held);
             return Err(e);
         }
@@ -194,7 +203,7 @@ impl Hub {
             return;
         };
         let requests_since = self.clock.now().saturating_sub(REQUEST_MEMORY_MS);
-        let keep = match self.cache.weight() > self.cache.limit {
+        let keep = match self.pressed() {
             true => Keep {
                 sent_since: Millis::MAX,
                 newest: PRESSED_TAIL,
@@ -209,6 +218,11 @@ impl Hub {
         if conv.trim(keep) > 0 {
             self.reweigh(held);
         }
+    }
+
+    /// Whether the cache holds more than its limit.
+    fn pressed(&self) -> bool {
+        self.cache.weight() > self.cache.limit
     }
 
     /// A rule needs more of conversation `id` than `held` holds: read back its recent

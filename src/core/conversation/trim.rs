@@ -45,7 +45,20 @@ impl Conversation {
         }
         self.requests.forget_before(keep.requests_since);
         self.floor = floor;
+        self.give_back_room();
         cut
+    }
+
+    /// Hand back the room of what was let go once it is most of what is allocated: a
+    /// conversation read back with a long window and then trimmed to a short tail would
+    /// otherwise keep the window's room for as long as it is held.
+    fn give_back_room(&mut self) {
+        if self.messages.capacity() > 2 * self.messages.len() {
+            self.messages.shrink_to(self.messages.len() * 5 / 4);
+            self.events.shrink_to(self.events.len() * 5 / 4);
+            self.by_id.shrink_to(self.by_id.len() * 5 / 4);
+        }
+        self.requests.give_back_room();
     }
 
     /// How many of the oldest messages to let go: those sent before `keep.sent_since`,
@@ -121,5 +134,55 @@ impl Event {
             | Event::InmailDeleted(idx)
             | Event::DeletedForMe { idx, .. } => idx,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Change, Online};
+    use parley_protocol::{ConversationKind, MessageKind, MessageView};
+
+    fn stored(seq: u64) -> Change {
+        Change::MessageStored {
+            message: MessageView {
+                id: format!("m{seq}"),
+                conversation: "c".into(),
+                seq,
+                sender: "ann".into(),
+                sent_at: seq as Millis,
+                kind: MessageKind::Message,
+                state: MessageState::Visible,
+                body: Some("hi".into()),
+                reply_to: None,
+                to: None,
+                cc: vec![],
+                recall_until: None,
+                delete_until: None,
+            },
+            client_id: format!("r{seq}"),
+        }
+    }
+
+    #[test]
+    fn a_trim_hands_back_the_room_of_what_it_let_go() {
+        let limits = crate::config::default_limits();
+        let people = vec!["ann".to_owned(), "ben".to_owned()];
+        let mut c = Conversation::new("c".into(), ConversationKind::Direct, people, None, 0);
+        for seq in 1..=2_000 {
+            c.apply(&stored(seq), &limits, &Online::Everyone);
+        }
+        let keep = Keep {
+            sent_since: Millis::MAX,
+            newest: 64,
+            requests_since: 1_990,
+        };
+        assert_eq!(c.trim(keep), 2_000 - 64);
+        assert!(c.messages.capacity() <= 2 * 64, "{}", c.messages.capacity());
+        assert!(c.events.capacity() <= 2 * 64);
+        assert!(c.requests.len() <= 11, "ids of the last ten ms only");
+        assert_eq!(c.by_id.len(), 64);
+        assert!(!c.holds_sent_since(2_000 - 64));
+        assert!(c.holds_sent_since(2_000 - 63));
     }
 }
