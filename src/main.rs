@@ -142,8 +142,10 @@ struct ServeArgs {
     #[arg(long, env = "PARLEY_MAX_QUEUE_BYTES", default_value_t = 1 << 20)]
     max_queue_bytes: usize,
     /// Messages, state changes (reads, recalls, deletes) and outstanding notifications of
-    /// recently used conversations kept in memory; beyond it the least recently used conversations are
-    /// forgotten and read back from the database when next needed (SQLite store only).
+    /// recently used conversations kept in memory (sixteen remembered request ids count as
+    /// one); beyond it the conversations in use shrink to their newest messages and the least
+    /// recently used are forgotten, read back from the database when next needed (SQLite
+    /// store only).
     #[arg(long, env = "PARLEY_CACHE_ENTRIES", default_value_t = parley::config::DEFAULT_CACHE_ENTRIES)]
     cache_entries: usize,
     /// Live sessions one user may hold (0: no cap).
