@@ -423,7 +423,8 @@ async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_al
         "recall_limit_reached",
         "the recall before the trim still counts"
     );
-    drop((alice, bob));
+    // The old hub (and with it its store's writer) must be gone before the restart.
+    drop((alice, bob, hub));
     server.running.stop().await;
 
     // Read back after a restart: what was let go is remembered the same way.

@@ -156,16 +156,7 @@ impl Hub {
         if held.loaded {
             return Ok(held);
         }
-        // Over the limit, only the newest are read: a trim would let go of the rest.
-        let reach = match self.pressed() {
-            true => Reach {
-                since: Millis::MAX,
-                inmail_since: Millis::MAX,
-                ..self.reach()
-            },
-            false => self.reach(),
-        };
-        if let Err(e) = self.read_into(id, &mut held, Some(reach)).await {
+        if let Err(e) = self.read_into(id, &mut held, Some(self.held_reach())).await {
             self.release(id, held);
             return Err(e);
         }
@@ -202,21 +193,32 @@ impl Hub {
         let Some(conv) = held.conv.as_mut() else {
             return;
         };
-        let requests_since = self.clock.now().saturating_sub(REQUEST_MEMORY_MS);
-        let keep = match self.pressed() {
-            true => Keep {
-                sent_since: Millis::MAX,
-                newest: PRESSED_TAIL,
-                requests_since,
+        let keep = Keep {
+            sent_since: self.held_reach().since_for(conv.kind()),
+            newest: if self.pressed() {
+                PRESSED_TAIL
+            } else {
+                HELD_TAIL
             },
-            false => Keep {
-                sent_since: self.reach().since_for(conv.kind()),
-                newest: HELD_TAIL,
-                requests_since,
-            },
+            requests_since: self.clock.now().saturating_sub(REQUEST_MEMORY_MS),
         };
         if conv.trim(keep) > 0 {
             self.reweigh(held);
+        }
+    }
+
+    /// How far back a conversation is held now: [`Hub::reach`], or only its newest
+    /// messages while the cache is over its limit (a read back then brings no more than
+    /// a trim would keep).
+    fn held_reach(&self) -> Reach {
+        let reach = self.reach();
+        match self.pressed() {
+            true => Reach {
+                since: Millis::MAX,
+                inmail_since: Millis::MAX,
+                ..reach
+            },
+            false => reach,
         }
     }
 
