@@ -88,6 +88,7 @@ fn message(client: usize, n: usize, body: &str) -> Change {
             delete_until: None,
         },
         client_id: format!("req-{client}-{n}"),
+        offline: None,
     }
 }
 

@@ -343,7 +343,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Some(url) => Some(Broker::connect(url, &args.broker_channel).await?),
                 None => None,
             };
-            Hub::start_node(config.limits, ledger, broker, config.max_queue_bytes).await?
+            Hub::start_node(
+                config.limits,
+                ledger,
+                broker,
+                config.max_queue_bytes,
+                config.cache_entries,
+            )
+            .await?
         }
         kind => {
             let store = local_store(kind, &config, args.durability, args.retention)?;

@@ -76,6 +76,12 @@ async fn ready(State(app): State<App>) -> (axum::http::StatusCode, &'static str)
     }
 }
 
+/// The metrics in Prometheus' text format, the working set's gauges as of now.
+async fn metrics(State(app): State<App>) -> String {
+    app.hub.gauge_working_set();
+    crate::metrics::handle().render()
+}
+
 /// A server bound to its address and ready to run.
 pub struct Server {
     listener: TcpListener,
@@ -162,10 +168,7 @@ impl Server {
             .route("/ws", get(upgrade))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
-            .route(
-                "/metrics",
-                get(|| async { crate::metrics::handle().render() }),
-            )
+            .route("/metrics", get(metrics))
             .with_state(app)
             .merge(web);
         let hub = self.hub.clone();

@@ -31,6 +31,7 @@ struct Node {
 /// Nodes of one cluster: one fresh database, one broker channel.
 struct Cluster {
     nodes: Vec<Node>,
+    database: String,
 }
 
 impl Cluster {
@@ -43,29 +44,45 @@ impl Cluster {
     /// but hear none of each other's bulletins.
     async fn start_on(channels: &[String], extra: &[&str]) -> Cluster {
         let database = services::fresh_database().await;
-        let redis = services::services().redis_url.clone();
-        let mut nodes = Vec::new();
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            database,
+        };
         for channel in channels {
-            let dir = tempfile::tempdir().unwrap();
-            let mut args = vec![
-                "--store",
-                "postgres",
-                "--database-url",
-                &database,
-                "--broker-url",
-                &redis,
-                "--broker-channel",
-                channel,
-            ];
-            args.extend_from_slice(extra);
-            let (child, addr) = support::spawn_binary(dir.path(), SECRET, &args).await;
-            nodes.push(Node {
-                child,
-                addr,
-                _dir: dir,
-            });
+            cluster.add_node(channel, extra).await;
         }
-        Cluster { nodes }
+        cluster
+    }
+
+    /// Start one more node on the cluster's database, listening on `channel`.
+    async fn add_node(&mut self, channel: &str, extra: &[&str]) {
+        let redis = services::services().redis_url.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--store",
+            "postgres",
+            "--database-url",
+            &self.database,
+            "--broker-url",
+            &redis,
+            "--broker-channel",
+            channel,
+        ];
+        args.extend_from_slice(extra);
+        let (child, addr) = support::spawn_binary(dir.path(), SECRET, &args).await;
+        self.nodes.push(Node {
+            child,
+            addr,
+            _dir: dir,
+        });
+    }
+
+    /// Conversations node `node` holds in memory now.
+    async fn held(&self, node: usize) -> f64 {
+        let addr = self.nodes[node].addr.as_str();
+        support::metric(addr, "parley_conversations_held")
+            .await
+            .expect("the gauge is shown")
     }
 
     fn url(&self, node: usize, user: &str) -> String {
@@ -353,6 +370,96 @@ async fn recall_allowance_and_throttle_count_every_node() {
         .err(json!({"type": "recall", "conversation": last["conversation"], "message": last["id"]}))
         .await;
     assert_eq!(code, "recall_throttled");
+}
+
+/// A node started on a ledger with history reads no conversation at start: it delivers
+/// the entries of a conversation it does not hold, reads one whole only when a request
+/// needs it, and keeps pending exactly the notifications that were pending when each
+/// message was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_a_ledger_with_history_reads_a_conversation_only_when_asked() {
+    let channel = services::fresh_channel();
+    let mut cluster = Cluster::start_on(std::slice::from_ref(&channel), &UNLIMITED).await;
+    let mut ann = cluster.connect(0, "ann").await;
+    let mut ben = cluster.connect(0, "ben").await;
+    support::connect_users(&mut ann, &mut ben).await;
+    let mut early = Vec::new();
+    for k in 0..30 {
+        early.push(ann.dm("ben", &format!("early {k}")).await);
+    }
+    ben.mark_read(&early[9]).await;
+    ben.close().await;
+    let away = ann.dm("ben", "while you were away").await;
+    let dm = away["conversation"].clone();
+
+    cluster.add_node(&channel, &UNLIMITED).await;
+    assert_eq!(
+        cluster.held(1).await,
+        0.0,
+        "a new node reads no conversation at start"
+    );
+
+    let mut ben = cluster.connect(1, "ben").await;
+    let live = ann.dm("ben", "live").await;
+    let got = ben.expect("message").await;
+    assert_eq!(
+        got["message"]["id"], live["id"],
+        "delivered by the new node"
+    );
+    assert_eq!(cluster.held(1).await, 0.0, "delivered without reading it");
+
+    let bodies: Vec<String> = support::all_messages(&mut ben, &dm)
+        .await
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = (0..30).map(|k| format!("early {k}")).collect();
+    expected.extend(["while you were away".into(), "live".into()]);
+    assert_eq!(bodies, expected, "read whole, in order");
+    assert_eq!(cluster.held(1).await, 1.0, "read once asked");
+
+    let sync = ben.sync().await;
+    assert_eq!(sync["inbox"][0]["unread"], 22, "read up to the tenth of 32");
+    let pending: HashSet<&Value> = sync["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["message"])
+        .collect();
+    assert!(pending.contains(&away["id"]), "sent while ben was offline");
+    assert!(
+        early.iter().all(|m| !pending.contains(&m["id"])),
+        "none of those ben saw live on node 0: {pending:?}"
+    );
+
+    // Decided on the new node, delivered by the old one.
+    let reply = ben.say(&dm, "back").await;
+    let got = ann.expect("message").await;
+    assert_eq!(got["message"]["id"], reply["id"]);
+    assert_eq!(got["message"]["seq"], live["seq"].as_u64().unwrap() + 1);
+
+    // A node whose cache is too small for the conversation forgets it after each use and
+    // reads it again, delivering every new entry once either way.
+    let small: Vec<&str> = UNLIMITED
+        .iter()
+        .copied()
+        .chain(["--cache-entries", "8"])
+        .collect();
+    cluster.add_node(&channel, &small).await;
+    let mut ben = cluster.connect(2, "ben").await;
+    for round in 0..3 {
+        let count = support::all_messages(&mut ben, &dm).await.len();
+        assert_eq!(count, 33 + round, "round {round}: all of it, read again");
+        assert_eq!(cluster.held(2).await, 0.0, "forgotten once used");
+        let more = ann.say(&dm, &format!("more {round}")).await;
+        let got = ben.expect("message").await;
+        assert_eq!(got["message"]["id"], more["id"], "delivered once, in order");
+    }
+    let last = ben.say(&dm, "decided on a node that forgets").await;
+    assert_eq!(last["seq"], reply["seq"].as_u64().unwrap() + 4);
+    let got = ann.expect("message").await;
+    assert_eq!(got["message"]["id"], last["id"]);
+    ben.expect_none("message").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

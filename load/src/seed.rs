@@ -209,6 +209,7 @@ fn message(c: &mut Seeded, n: u64, at: i64, rng: &mut StdRng, out: &mut Vec<Chan
             delete_until: None,
         },
         client_id: format!("seed-{n}"),
+        offline: None,
     });
     c.last = Some((id, seq, c.members[from]));
     let roll: f64 = rng.random();

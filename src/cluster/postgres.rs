@@ -37,8 +37,14 @@ const APPEND: &str = "WITH numbered AS (\
        UPDATE scopes SET seq = seq + 1, touched = CASE \
          WHEN touched < now() - interval '1 second' THEN now() ELSE touched END \
        WHERE id = $1 RETURNING seq) \
-     INSERT INTO entries (scope, seq, changes, emits, message, sender, at) \
-     VALUES ($1, (SELECT seq FROM numbered), $2, $3, $4, $5, $6) RETURNING seq";
+     INSERT INTO entries (scope, seq, changes, emits, message, sender, at, reports) \
+     VALUES ($1, (SELECT seq FROM numbered), $2, $3, $4, $5, $6, $7) RETURNING seq";
+/// A new conversation's participants, for [`Ledger::conversations_of`].
+const ADD_MEMBERS: &str = "INSERT INTO members (user_id, scope) \
+     SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING";
+/// The last entry of a scope numbered before a node's mark (see [`Ledger::mark`]).
+const BEFORE_MARK: &str = "SELECT seq FROM entries WHERE scope = $1 AND id < $2 \
+     ORDER BY seq DESC LIMIT 1";
 /// Transaction control through prepared statements too: nothing to parse per send.
 const BEGIN: &str = "BEGIN";
 const COMMIT: &str = "COMMIT";
@@ -158,12 +164,16 @@ impl Ledger {
             .map_err(|e| StoreError::refused("database pool", e))?;
         let ledger = Ledger { pool };
         let client = ledger.client().await?;
-        let schema = include_str!("../../migrations/postgres/0001_init.sql");
+        let schema = [
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_on_demand.sql"),
+        ]
+        .concat();
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| err("schema lock", e))?;
-        let made = client.batch_execute(schema).await;
+        let made = client.batch_execute(&schema).await;
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
@@ -182,18 +192,74 @@ impl Ledger {
         })
     }
 
-    /// Every entry, the directory's first, then each conversation's in order.
-    pub async fn load(&self) -> Result<Vec<Entry>, StoreError> {
+    /// What a node reads at start: every directory entry, and the entries of other
+    /// scopes that file a report (every node lists every report), each scope in order.
+    /// No conversation is read: a node reads one when it first needs it.
+    pub async fn start_up(&self) -> Result<Vec<Entry>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "SELECT scope, seq, changes, emits FROM entries \
-                 ORDER BY scope <> $1, scope, seq",
+                 WHERE scope = $1 OR reports ORDER BY scope <> $1, scope, seq",
                 &[&DIRECTORY],
             )
             .await
-            .map_err(|e| err("cannot load entries", e))?;
+            .map_err(|e| err("cannot read the directory", e))?;
         rows_to_entries(rows)
+    }
+
+    /// Mark this node's start in the ledger: the number the next entry written gets.
+    /// An entry numbered before it was committed before the mark was taken (the table
+    /// lock waits for every write in progress), so this node, not yet serving, owes
+    /// nobody its frames; one numbered since is delivered to its sessions.
+    pub async fn mark(&self) -> Result<i64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| err("cannot mark the start", e))?;
+        tx.batch_execute("SET LOCAL lock_timeout = '10s'; LOCK TABLE entries IN SHARE MODE")
+            .await
+            .map_err(|e| err("cannot mark the start (writes in progress did not end)", e))?;
+        let row = tx
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END \
+                 FROM entries_id_seq",
+                &[],
+            )
+            .await
+            .map_err(|e| err("cannot mark the start", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| err("cannot mark the start", e))?;
+        Ok(row.get(0))
+    }
+
+    /// The position of `scope` as of `mark` (see [`Ledger::mark`]): this node delivers
+    /// only the entries after it.
+    pub async fn position_at(&self, scope: &str, mark: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            BEFORE_MARK,
+            &[&scope, &mark],
+            "cannot read a position",
+        )
+        .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    /// The conversations `user` takes part in.
+    pub async fn conversations_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let rows = query(
+            &client,
+            "SELECT scope FROM members WHERE user_id = $1 ORDER BY scope",
+            &[&user],
+            "cannot read a user's conversations",
+        )
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     /// Entries of `scope` after position `after`, in order.
@@ -364,10 +430,19 @@ impl Claim {
             Some((m, s, a)) => (Some(m), Some(s), Some(a)),
             None => (None, None, None),
         };
-        let params: [&(dyn ToSql + Sync); 6] =
-            [&self.scope, &text, &frames, &message, &sender, &at];
+        let reports = changes.iter().any(|c| matches!(c, Change::Reported { .. }));
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &self.scope,
+            &text,
+            &frames,
+            &message,
+            &sender,
+            &at,
+            &reports,
+        ];
+        let members = created_members(changes);
         let mut purges = purged_messages(changes).peekable();
-        if purges.peek().is_none() {
+        if purges.peek().is_none() && members.is_empty() {
             // One round trip. Should the append fail, the transaction is aborted and the
             // pipelined COMMIT only rolls it back.
             let (appended, committed) = futures::join!(
@@ -383,6 +458,15 @@ impl Claim {
             .await
             .map_err(|e| err("cannot write entry", e))?
             .get(0);
+        if !members.is_empty() {
+            query(
+                &client,
+                ADD_MEMBERS,
+                &[&members, &self.scope],
+                "cannot write members",
+            )
+            .await?;
+        }
         for (message, recalled) in purges {
             purge(&client, message, recalled).await?;
         }
@@ -413,6 +497,19 @@ impl Drop for Claim {
             }
         }
     }
+}
+
+/// The participants of a conversation the changes create (none when they create none).
+fn created_members(changes: &[Change]) -> Vec<&str> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::ConversationCreated { conversation, .. } => Some(&conversation.participants),
+            _ => None,
+        })
+        .flatten()
+        .map(String::as_str)
+        .collect()
 }
 
 /// Rewrite the entry that stored `message` without its body, in its changes and frames.

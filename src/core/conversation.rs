@@ -492,6 +492,7 @@ impl Conversation {
         out.changes.push(Change::MessageStored {
             message: view.clone(),
             client_id: client_id.to_owned(),
+            offline: None,
         });
         out.emit(
             self.everyone(Some(actor)),
@@ -1037,6 +1038,7 @@ impl Conversation {
             Change::MessageStored {
                 message: v,
                 client_id,
+                ..
             } => {
                 let message = Message {
                     id: v.id.clone(),

@@ -154,6 +154,12 @@ pub enum Change {
     MessageStored {
         message: parley_protocol::MessageView,
         client_id: String,
+        /// The participants with no live session anywhere when it was committed, whose
+        /// notification of it is pending. Recorded by a cluster node, so every node that
+        /// applies the entry, or reads it later, keeps the same ones pending; absent, the
+        /// applier's own presence decides (and after a restart, everyone's is pending).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offline: Option<Vec<UserId>>,
     },
     /// A participant's read position moved.
     ReadUpTo {

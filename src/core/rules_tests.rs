@@ -197,6 +197,7 @@ fn a_message_whose_request_id_was_forgotten_answers_no_request() {
     let forgotten = Change::MessageStored {
         message: old,
         client_id: String::new(),
+        offline: None,
     };
     w.conv.apply(&forgotten, &w.limits, &Online::Everyone);
     let out = w

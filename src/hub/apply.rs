@@ -59,14 +59,19 @@ impl Hub {
         let Some(conv) = slot.conv.as_mut() else {
             return;
         };
-        let online = match (change, why) {
-            (Change::MessageStored { message, .. }, Applying::Live) => {
-                self.count_send(&message.sender, message.sent_at);
-                self.online_among(conv.participants())
-            }
-            (Change::MessageStored { message, .. }, Applying::Restore) => {
-                self.count_send(&message.sender, message.sent_at);
-                Online::Nobody
+        let online = match change {
+            Change::MessageStored {
+                message, offline, ..
+            } => {
+                if matches!(why, Applying::Live | Applying::Restore) {
+                    self.count_send(&message.sender, message.sent_at);
+                }
+                match (offline, why) {
+                    // Recorded at commit: the same on every node, and when read later.
+                    (Some(offline), _) => Online::AllBut(offline.clone()),
+                    (None, Applying::Live) => self.online_among(conv.participants()),
+                    (None, _) => Online::Nobody,
+                }
             }
             _ => Online::Nobody,
         };
@@ -92,16 +97,6 @@ impl Hub {
         self.send_logs
             .get(user)
             .map_or(0, |log| log.count(self.clock.now(), window))
-    }
-
-    /// Rebuild the state from committed changes, through [`Hub::apply`], and re-arm the
-    /// recall windows still open.
-    pub(super) fn restore(&self, changes: Vec<Change>) {
-        let count = changes.len();
-        for change in &changes {
-            self.restore_one(change);
-        }
-        self.restored(count);
     }
 
     /// Send times a user's throttle log keeps: enough to tell more than the limit.

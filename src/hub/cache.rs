@@ -1,8 +1,9 @@
 //! The conversations held in memory: a cache over the store. A conversation is read back
 //! when a request first needs it, inside its own lock, so a racing read and recall still
 //! meet one state and have exactly one winner; the least recently used are forgotten
-//! whenever the cache holds more than its limit. A store that cannot read conversations
-//! back one at a time (the memory store, a cluster's ledger) is held whole instead.
+//! whenever the cache holds more than its limit. A cluster node reads a conversation
+//! from the ledger, all its entries (see `replica.rs`); a store that cannot read
+//! conversations back one at a time (the memory store) is held whole instead.
 
 use super::sequencer::Sequencer;
 use super::Hub;
@@ -55,6 +56,11 @@ impl Cached {
     /// Whether what is held is the conversation as stored, so a rule may read it here.
     pub fn in_memory(&self) -> bool {
         self.loaded && !self.sequencer.chain().broken()
+    }
+
+    /// What is held now says what the store (a cluster's ledger) holds.
+    pub fn mark_read_back(&mut self) {
+        self.loaded = true;
     }
 }
 
@@ -109,6 +115,12 @@ impl Hub {
         }
     }
 
+    /// Whether conversations are read back when needed, so the cache may forget them:
+    /// from a store that reads on demand, or from a cluster's ledger.
+    fn reads_back(&self) -> bool {
+        self.on_demand().is_some() || self.replica().is_some()
+    }
+
     /// The slot of a conversation this node holds.
     pub(super) fn slot(&self, id: &str) -> Option<Slot> {
         self.conversations.get(id).map(|c| c.clone())
@@ -119,7 +131,7 @@ impl Hub {
         if let Some(slot) = self.slot(id) {
             return slot;
         }
-        let loaded = self.on_demand().is_none();
+        let loaded = !self.reads_back();
         self.conversations
             .entry(id.to_owned())
             .or_insert_with(|| {
@@ -145,6 +157,11 @@ impl Hub {
     /// Give it back with [`Hub::release`].
     pub(super) async fn hold(&self, id: &str) -> Result<Held, StoreError> {
         let mut held = self.slot_or_insert(id).lock_owned().await;
+        if !held.loaded && self.replica().is_some() {
+            // A node reads a conversation under its position's lock, taken before the slot's.
+            drop(held);
+            held = self.hold_from_ledger(id).await?;
+        }
         held.used = self.cache.tick();
         if held.sequencer.chain().broken() {
             // What is held includes a change that was never stored: read the conversation
@@ -310,7 +327,7 @@ impl Hub {
 
     /// Account for what `cached` holds now (after a change was applied to it).
     pub(super) fn reweigh(&self, cached: &mut Cached) {
-        if self.on_demand().is_none() {
+        if !self.reads_back() {
             // Everything is held anyway: nothing to count against.
             return;
         }
@@ -332,7 +349,7 @@ impl Hub {
     /// just let go, the one that can have become idle since) is forgotten, instead of
     /// scanning every conversation on every release.
     pub(super) fn make_room(&self, released: &str) {
-        if self.cache.weight() <= self.cache.limit || self.on_demand().is_none() {
+        if self.cache.weight() <= self.cache.limit || !self.reads_back() {
             return;
         }
         let now = self.clock.now();
@@ -365,7 +382,7 @@ impl Hub {
     /// forgotten.
     pub(super) fn forget_idle(&self) -> bool {
         let limit = self.cache.limit;
-        if self.cache.weight() <= limit || self.on_demand().is_none() {
+        if self.cache.weight() <= limit || !self.reads_back() {
             return true;
         }
         let mut idle: Vec<(u64, String)> = self
@@ -392,9 +409,12 @@ impl Hub {
         self.cache.weight() < before
     }
 
-    /// The conversations `user` takes part in: from the store when it reads on demand,
-    /// else from the index kept beside the conversations held.
+    /// The conversations `user` takes part in: from the store when it reads on demand or
+    /// from a cluster's ledger, else from the index kept beside the conversations held.
     pub(super) async fn conversations_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        if let Some(r) = self.replica() {
+            return r.ledger.conversations_of(user).await;
+        }
         match self.on_demand() {
             Some(reads) => reads.conversations_of(user).await,
             None => Ok(self
@@ -411,7 +431,7 @@ impl Hub {
         let Change::ConversationCreated { conversation, .. } = change else {
             return;
         };
-        if self.on_demand().is_some() {
+        if self.reads_back() {
             return;
         }
         for p in &conversation.participants {

@@ -116,6 +116,10 @@ impl Hub {
             changes,
             timer,
         } = out;
+        let mut changes = changes;
+        if self.replica().is_some() {
+            self.record_presence(slot.as_deref(), &mut changes);
+        }
         let (changes, committed) = match self.commit(claimed, changes, &emits).await {
             Ok(c) => c,
             Err(e) => return self.refuse_unavailable(session, id, &e),
@@ -124,6 +128,32 @@ impl Hub {
         self.deliver_committed(session, id, ack, &emits, timer);
         if let Some((scope, seq)) = committed {
             self.publish_entry(&scope, seq, changes, emits);
+        }
+    }
+
+    /// Record in each message stored who of `slot`'s participants has no live session on
+    /// any node (see [`Change::MessageStored`]): in a cluster, the conversation may be
+    /// read on another node later, which must keep the same notifications pending.
+    fn record_presence(&self, slot: Option<&Cached>, changes: &mut [Change]) {
+        let created = changes.iter().find_map(|c| match c {
+            Change::ConversationCreated { conversation, .. } => {
+                Some(conversation.participants.as_slice())
+            }
+            _ => None,
+        });
+        let held = slot.and_then(|s| s.conv.as_ref()).map(|c| c.participants());
+        let Some(participants) = held.or(created) else {
+            return;
+        };
+        let offline: Vec<_> = participants
+            .iter()
+            .filter(|u| !self.is_online(u))
+            .cloned()
+            .collect();
+        for change in changes {
+            if let Change::MessageStored { offline: o, .. } = change {
+                *o = Some(offline.clone());
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The hub as one node of a cluster: claims scopes in the ledger before deciding, applies
 //! other nodes' entries in order, fills gaps from the ledger, and shares presence.
 
+use super::cache::Held;
 use super::Hub;
 use crate::cluster::broker::Incoming;
 use crate::cluster::{Broker, Bulletin, Claim, Entry, Ledger, DIRECTORY};
@@ -34,9 +35,12 @@ pub(super) struct Replica {
     pub node: u32,
     pub ledger: Ledger,
     pub broker: Option<Broker>,
-    /// Position applied per conversation; its lock is the node-local half of a claim.
-    /// (The directory's lock only serialises this node's directory decisions.)
-    positions: DashMap<String, Arc<AsyncMutex<u64>>>,
+    /// Position delivered per conversation (`None` until first asked of the ledger, see
+    /// [`Hub::delivered`]); its lock is the node-local half of a claim. (The directory's
+    /// lock only serialises this node's directory decisions.)
+    positions: DashMap<String, Arc<AsyncMutex<Option<u64>>>>,
+    /// This node's start in the ledger (see [`Ledger::mark`]).
+    mark: i64,
     /// Position applied of the directory, changed only under the directory's write lock,
     /// so directory entries are applied without waiting on any decision.
     directory: AtomicU64,
@@ -45,18 +49,19 @@ pub(super) struct Replica {
 }
 
 impl Replica {
-    pub fn new(node: u32, ledger: Ledger, broker: Option<Broker>) -> Replica {
+    pub fn new(node: u32, ledger: Ledger, broker: Option<Broker>, mark: i64) -> Replica {
         Replica {
             node,
             ledger,
             broker,
             positions: DashMap::new(),
+            mark,
             directory: AtomicU64::new(0),
             remote: DashMap::new(),
         }
     }
 
-    fn position(&self, scope: &str) -> Arc<AsyncMutex<u64>> {
+    fn position(&self, scope: &str) -> Arc<AsyncMutex<Option<u64>>> {
         if let Some(p) = self.positions.get(scope) {
             return p.clone();
         }
@@ -77,12 +82,32 @@ impl Replica {
     }
 }
 
+/// A conversation's position on this node, locked: the last of its entries whose frames
+/// this node delivered. While the conversation is held, its state is at that entry too.
+pub(super) struct Delivered {
+    scope: String,
+    at: OwnedMutexGuard<Option<u64>>,
+}
+
+impl Delivered {
+    fn seq(&self) -> u64 {
+        self.at.unwrap_or(0)
+    }
+
+    fn set(&mut self, seq: u64) {
+        *self.at = Some(seq);
+    }
+}
+
 /// A scope held for one decision: the node-local lock and, in a cluster, the ledger's.
 #[derive(Default)]
 pub(super) struct Claimed {
     scope: String,
-    local: Option<OwnedMutexGuard<u64>>,
+    local: Option<Delivered>,
     claim: Option<Claim>,
+    /// The claimed conversation's slot, kept so the cache cannot forget it between the
+    /// claim reading it in and the decision.
+    _pin: Option<super::cache::Slot>,
 }
 
 impl Claimed {
@@ -100,49 +125,54 @@ impl Claimed {
 }
 
 impl Hub {
-    /// Start a node of a cluster: subscribe, rebuild the state from the ledger, then
-    /// apply bulletins and poll for what they missed.
+    /// Start a node of a cluster: mark the start in the ledger, read the directory and
+    /// the reports, then apply bulletins and poll for what they missed. No conversation
+    /// is read until a request or the timer needs it; the cache holds at most
+    /// `cache_limit` entries of those read, as on a single server.
     pub async fn start_node(
         limits: parley_protocol::Limits,
         ledger: Ledger,
         broker: Option<(Broker, mpsc::Receiver<Incoming>)>,
         max_queue_bytes: usize,
+        cache_limit: usize,
     ) -> Result<Arc<Hub>, StoreError> {
         let node = rand::random::<u32>() >> 1;
         let (broker, incoming) = match broker {
             Some((b, rx)) => (Some(b), Some(rx)),
             None => (None, None),
         };
-        let entries = ledger.load().await?;
-        let replica = Replica::new(node, ledger, broker);
-        let mut last: Vec<(String, u64)> = Vec::new();
+        // Subscribed first (the broker is), marked next: an entry after the mark comes as
+        // a bulletin or is found by the poll.
+        let mark = ledger.mark().await?;
+        let entries = ledger.start_up().await?;
+        let replica = Replica::new(node, ledger, broker, mark);
         let mut changes = Vec::new();
         for entry in entries {
-            match last.last_mut() {
-                Some((scope, seq)) if *scope == entry.scope => *seq = entry.seq,
-                _ => last.push((entry.scope.clone(), entry.seq)),
-            }
-            changes.extend(entry.changes);
-        }
-        for (scope, seq) in last {
-            if scope == DIRECTORY {
-                replica.directory.store(seq, Ordering::Relaxed);
+            if entry.scope == DIRECTORY {
+                replica.directory.store(entry.seq, Ordering::Relaxed);
+                changes.extend(entry.changes);
             } else {
-                replica
-                    .positions
-                    .insert(scope, Arc::new(AsyncMutex::new(seq)));
+                let reports = entry.changes.into_iter();
+                changes.extend(reports.filter(|c| matches!(c, Change::Reported { .. })));
             }
         }
         let backend = super::Backend::Node(replica);
-        let hub = Hub::build(limits, backend, max_queue_bytes, node, usize::MAX);
-        hub.restore(changes);
+        let hub = Hub::build(limits, backend, max_queue_bytes, node, cache_limit);
+        for change in &changes {
+            hub.restore_one(change);
+        }
         let weak = Arc::downgrade(&hub);
         if let Some(rx) = incoming {
             tokio::spawn(receive(weak.clone(), rx));
             tokio::spawn(roster(weak.clone()));
         }
         tokio::spawn(poll(weak));
-        tracing::info!(node, "cluster node started");
+        tracing::info!(
+            node,
+            mark,
+            directory = changes.len(),
+            "cluster node started"
+        );
         Ok(hub)
     }
 
@@ -154,35 +184,112 @@ impl Hub {
     }
 
     /// Take `scope` for a decision; in a cluster, lock it in the ledger and catch this
-    /// node up first, so the rule sees every entry any node committed before.
+    /// node up first, so the rule sees every entry any node committed before. A
+    /// conversation this node does not hold is read whole by the same claim.
     pub(super) async fn claim(&self, scope: &str) -> Result<Claimed, StoreError> {
         let Some(r) = self.replica() else {
             return Ok(Claimed::none());
         };
-        let local = r.position(scope).lock_owned().await;
+        let mut local = self.delivered(scope).await?;
         let directory = r.directory.load(Ordering::Acquire);
-        let after = if scope == DIRECTORY {
-            directory
-        } else {
-            *local
+        let pin = (scope != DIRECTORY).then(|| self.slot_or_insert(scope));
+        let held = match &pin {
+            Some(slot) => slot.lock().await.in_memory(),
+            None => true,
+        };
+        let after = match (scope == DIRECTORY, held) {
+            (true, _) => directory,
+            (false, true) => local.seq(),
+            (false, false) => 0,
         };
         let mut claim = r.ledger.claim(scope, after, directory).await?;
         for entry in std::mem::take(&mut claim.directory_missed) {
             self.apply_directory_entry(entry);
         }
-        let mut local = local;
-        for entry in std::mem::take(&mut claim.missed) {
-            if scope == DIRECTORY {
-                self.apply_directory_entry(entry);
-            } else {
+        let missed = std::mem::take(&mut claim.missed);
+        if scope == DIRECTORY {
+            missed
+                .into_iter()
+                .for_each(|e| self.apply_directory_entry(e));
+        } else if held {
+            for entry in missed {
                 self.apply_entry(&mut local, entry).await;
             }
+        } else {
+            let held = self.lock_as_is(scope).await;
+            let held = self.fill(&mut local, held, missed);
+            self.release(scope, held);
         }
         Ok(Claimed {
             scope: scope.to_owned(),
             local: Some(local),
             claim: Some(claim),
+            _pin: pin,
         })
+    }
+
+    /// Lock the position of conversation `scope` on this node, asking the ledger for it
+    /// the first time (see [`Ledger::mark`]). The directory's is only a lock.
+    async fn delivered(&self, scope: &str) -> Result<Delivered, StoreError> {
+        let r = self.replica().expect("a node");
+        let mut pos = r.position(scope).lock_owned().await;
+        if pos.is_none() && scope != DIRECTORY {
+            *pos = Some(r.ledger.position_at(scope, r.mark).await?);
+        }
+        Ok(Delivered {
+            scope: scope.to_owned(),
+            at: pos,
+        })
+    }
+
+    /// Hold conversation `scope`, reading it from the ledger (its every entry) unless it
+    /// is held already. A caller that has its position locked uses [`Hub::fill`].
+    pub(super) async fn hold_from_ledger(&self, scope: &str) -> Result<Held, StoreError> {
+        let r = self.replica().expect("a node");
+        let mut pos = self.delivered(scope).await?;
+        let held = self.lock_as_is(scope).await;
+        if held.in_memory() {
+            return Ok(held);
+        }
+        let entries = match r.ledger.entries(scope, 0).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.release(scope, held);
+                return Err(e);
+            }
+        };
+        Ok(self.fill(&mut pos, held, entries))
+    }
+
+    /// Take in the whole of conversation `scope` (`entries`, in order) as held: those
+    /// this node delivered already are applied as read back, the rest as they come (see
+    /// [`Hub::apply_entry`]). The next recall window is armed from now on: one that
+    /// closed while the conversation was not held here is not told by this node.
+    fn fill(&self, pos: &mut Delivered, mut held: Held, entries: Vec<Entry>) -> Held {
+        let scope = pos.scope.clone();
+        let (old, new): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.seq <= pos.seq());
+        for entry in old {
+            let ours = entry
+                .changes
+                .iter()
+                .filter(|c| c.conversation() == Some(&*scope));
+            let ours: Vec<Change> = ours.cloned().collect();
+            self.apply(Some(&mut held), &ours, super::Applying::Reload);
+        }
+        let next = held.conv.as_mut().and_then(|conv| {
+            conv.keep_latest_notifications(super::cache::KEPT_NOTIFICATIONS);
+            conv.next_recall_window(&self.ctx(&self.directory.read()))
+        });
+        if let Some(at) = next {
+            let conversation = scope.to_owned();
+            let _ = self.timers.send(RecallTimer { conversation, at });
+        }
+        held.mark_read_back();
+        for entry in new {
+            self.apply_entry_to(pos, &mut held, entry);
+        }
+        held
     }
 
     /// Commit `changes` as the claimed scope's next entry in the ledger; its number comes
@@ -198,6 +305,7 @@ impl Hub {
             scope,
             local,
             claim,
+            ..
         } = claimed;
         let Some(r) = self.replica() else {
             return Ok((changes, None));
@@ -228,7 +336,7 @@ impl Hub {
         };
         debug_assert_eq!(seq, next);
         if scope != DIRECTORY {
-            *local = seq;
+            local.set(seq);
         }
         Ok((changes, Some((scope, seq))))
     }
@@ -272,36 +380,53 @@ impl Hub {
         crate::metrics::cluster("entry_applied");
     }
 
-    /// Apply the next entry of a scope whose position lock is held, through the same
-    /// [`Hub::apply`] as live requests: the changes, then the frames for this node's
-    /// sessions, then the recall timers of messages it stored.
-    async fn apply_entry(&self, pos: &mut u64, entry: Entry) {
-        if entry.seq <= *pos {
+    /// Take in the next entry of a conversation whose position is locked: its changes,
+    /// through the same [`Hub::apply`] as live requests, when the conversation is held
+    /// here (else only its reports: the rest is read with the conversation); then its
+    /// frames for this node's sessions, and the recall timers of the messages it stored
+    /// (of a conversation not held, only for a sender with a session here).
+    async fn apply_entry(&self, pos: &mut Delivered, entry: Entry) {
+        if entry.seq <= pos.seq() {
             return;
         }
-        match self.hold(&entry.scope).await {
-            Ok(mut held) => {
-                self.apply(Some(&mut held), &entry.changes, super::Applying::Live);
-                self.release(&entry.scope, held);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot hold a conversation on a node"),
+        let mut held = self.lock_as_is(&entry.scope).await;
+        let scope = entry.scope.clone();
+        self.apply_entry_to(pos, &mut held, entry);
+        self.release(&scope, held);
+    }
+
+    /// [`Hub::apply_entry`] with the conversation's slot locked by the caller.
+    fn apply_entry_to(&self, pos: &mut Delivered, held: &mut Held, entry: Entry) {
+        if entry.seq <= pos.seq() {
+            return;
+        }
+        let in_memory = held.in_memory();
+        if in_memory {
+            self.apply(Some(held), &entry.changes, super::Applying::Live);
+        } else {
+            let reports = entry
+                .changes
+                .iter()
+                .filter(|c| matches!(c, Change::Reported { .. }));
+            let reports: Vec<Change> = reports.cloned().collect();
+            self.apply(None, &reports, super::Applying::Live);
         }
         for change in &entry.changes {
-            if let Change::MessageStored { message, .. } = change {
-                if message.kind == MessageKind::Message {
-                    if let Some(at) = message.recall_until {
-                        let _ = self.timers.send(RecallTimer {
-                            conversation: message.conversation.clone(),
-                            at,
-                        });
-                    }
-                }
+            let Change::MessageStored { message, .. } = change else {
+                continue;
+            };
+            let told_here = in_memory || self.sessions.count(&message.sender) > 0;
+            if let (MessageKind::Message, Some(at), true) =
+                (message.kind, message.recall_until, told_here)
+            {
+                let conversation = message.conversation.clone();
+                let _ = self.timers.send(RecallTimer { conversation, at });
             }
         }
         for emit in &entry.emits {
             self.sessions.deliver(emit);
         }
-        *pos = entry.seq;
+        pos.set(entry.seq);
         crate::metrics::cluster("entry_applied");
     }
 
@@ -325,11 +450,11 @@ impl Hub {
             }
             return Ok(());
         }
-        let mut pos = r.position(scope).lock_owned().await;
-        if upto.is_some_and(|u| u <= *pos) {
+        let mut pos = self.delivered(scope).await?;
+        if upto.is_some_and(|u| u <= pos.seq()) {
             return Ok(());
         }
-        let entries = r.ledger.entries(scope, *pos).await?;
+        let entries = r.ledger.entries(scope, pos.seq()).await?;
         if !entries.is_empty() {
             crate::metrics::cluster("gap_filled");
         }
@@ -355,11 +480,15 @@ impl Hub {
             }
             return;
         }
-        let mut pos = r.position(&entry.scope).lock_owned().await;
-        if entry.seq <= *pos {
+        let mut pos = match self.delivered(&entry.scope).await {
+            Ok(pos) => pos,
+            // The poll finds it again.
+            Err(e) => return tracing::warn!(error = %e, "cannot read a position; will retry"),
+        };
+        if entry.seq <= pos.seq() {
             return;
         }
-        if entry.seq == *pos + 1 {
+        if entry.seq == pos.seq() + 1 {
             return self.apply_entry(&mut pos, entry).await;
         }
         drop(pos);
@@ -511,7 +640,7 @@ impl Hub {
                 r.directory.load(Ordering::Acquire) < seq
             } else {
                 match r.positions.get(&scope) {
-                    Some(p) => p.try_lock().is_ok_and(|applied| *applied < seq),
+                    Some(p) => p.try_lock().is_ok_and(|at| at.is_none_or(|at| at < seq)),
                     None => true,
                 }
             };

@@ -36,6 +36,11 @@ impl Hub {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.gauge_working_set();
+    }
+
+    /// Set the working-set gauges of `/metrics` to what is held now.
+    pub fn gauge_working_set(&self) {
         let held = self.working_set();
         crate::metrics::working_set(
             held.conversations,

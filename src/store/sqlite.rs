@@ -848,6 +848,7 @@ mod tests {
             message: view(id, body),
             // Quotes, escapes and non-ASCII must survive the JSON rewrite of a purge.
             client_id: format!("r-{id} \"ü😀\\n\u{1}"),
+            offline: None,
         }
     }
 
@@ -1093,13 +1094,18 @@ mod tests {
         let Change::MessageStored {
             mut message,
             client_id,
+            ..
         } = stored("stray", "nowhere to go")
         else {
             unreachable!()
         };
         message.conversation = "no-such-conversation".into();
         let e = store
-            .commit(vec![Change::MessageStored { message, client_id }])
+            .commit(vec![Change::MessageStored {
+                message,
+                client_id,
+                offline: None,
+            }])
             .await
             .unwrap_err();
         assert!(e.to_string().contains("unknown conversation"), "{e}");
@@ -1157,12 +1163,17 @@ mod tests {
         let Change::MessageStored {
             mut message,
             client_id,
+            ..
         } = first
         else {
             unreachable!()
         };
         message.body = None;
-        let purged = Change::MessageStored { message, client_id };
+        let purged = Change::MessageStored {
+            message,
+            client_id,
+            offline: None,
+        };
         assert_eq!(log[0], purged, "everything but the body is kept");
         assert_eq!(body_of(&log[1]), Some(kept));
         assert_eq!(log[2], recalled("m1"));

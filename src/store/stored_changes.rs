@@ -556,6 +556,7 @@ fn conversation(
         out(Change::MessageStored {
             message: m.view,
             client_id,
+            offline: None,
         });
     }
     for e in events {

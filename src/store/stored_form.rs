@@ -251,7 +251,9 @@ pub fn write(
                 }
             }
         }
-        Change::MessageStored { message, client_id } => {
+        Change::MessageStored {
+            message, client_id, ..
+        } => {
             write_message(tx, message, client_id, now, deferred)?;
         }
         Change::ReadUpTo {

@@ -696,6 +696,30 @@ pub async fn connect_at(addr: &str, secret: &str, user: &str) -> Client {
     Client::open(ws).await
 }
 
+/// A plain HTTP/1.1 GET of `path` from the server at `addr`: its status and body.
+pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: parley\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of metric `name` (without labels) in the server's `/metrics`.
+pub async fn metric(addr: impl tokio::net::ToSocketAddrs, name: &str) -> Option<f64> {
+    let (_, text) = http_get(addr, "/metrics").await;
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+}
+
 /// Every message of a conversation as `c` sees it, oldest first, paging back through
 /// `history`.
 pub async fn all_messages(c: &mut Client, conversation: &Value) -> Vec<Value> {

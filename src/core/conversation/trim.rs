@@ -161,6 +161,7 @@ mod tests {
                 delete_until: None,
             },
             client_id: format!("r{seq}"),
+            offline: None,
         }
     }
 

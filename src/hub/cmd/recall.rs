@@ -41,7 +41,12 @@ impl Hub {
         }
         // A conversation not held is asked of the store, not read back: the windows of a
         // busy conversation close every moment, and telling them should not fill the cache.
-        let held = self.lock_as_is(conversation).await;
+        let mut held = self.lock_as_is(conversation).await;
+        if !held.in_memory() && self.replica().is_some() {
+            // A node has no store to ask: it reads the conversation from the ledger.
+            drop(held);
+            held = self.hold(conversation).await?;
+        }
         // Held in part, the windows closing may be of messages no longer held.
         let sent_from = from.saturating_sub(self.limits.recall_window_ms as i64);
         let holds = |c: &Conversation| c.holds_sent_since(sent_from);
