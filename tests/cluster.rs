@@ -617,3 +617,98 @@ async fn conformance_passes_against_each_node_and_across_them() {
         assert_eq!(report.failed(), 0, "{name}: {}", report.summary());
     }
 }
+
+/// A ledger written before nodes read conversations on demand (the first schema only) is
+/// upgraded by the first node to start: the conversation's members and the report filed
+/// in a conversation are found without any replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_of_the_first_schema_is_upgraded_when_a_node_starts() {
+    use parley::core::Change;
+    use parley_protocol::{ConversationKind, ConversationView, ReportTarget, ReportView};
+    let database = services::fresh_database().await;
+    let (db, conn) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(include_str!("../migrations/postgres/0001_init.sql"))
+        .await
+        .unwrap();
+    let users = |names: &[&str]| -> Vec<Change> {
+        let user = |u: &&str| Change::UserCreated {
+            user: u.to_string(),
+        };
+        names.iter().map(user).collect()
+    };
+    let created = Change::ConversationCreated {
+        conversation: ConversationView {
+            id: "d-old".into(),
+            kind: ConversationKind::Direct,
+            participants: vec!["ann".into(), "ben".into()],
+            title: None,
+        },
+        at: 1,
+    };
+    let reported = Change::Reported {
+        report: ReportView {
+            id: "r-old".into(),
+            reporter: "ben".into(),
+            target: ReportTarget::Message {
+                conversation: "d-old".into(),
+                message: "m-old".into(),
+            },
+            reason: "spam".into(),
+            at: 2,
+            snapshot: None,
+        },
+    };
+    let rows: [(&str, i64, Vec<Change>); 3] = [
+        ("directory", 1, users(&["ann", "ben", "root"])),
+        ("d-old", 1, vec![created]),
+        ("d-old", 2, vec![reported]),
+    ];
+    for (scope, seq, changes) in &rows {
+        let text = serde_json::to_string(changes).unwrap();
+        db.execute(
+            "INSERT INTO entries (scope, seq, changes, emits) VALUES ($1, $2, $3, '[]')",
+            &[scope, seq, &text],
+        )
+        .await
+        .unwrap();
+    }
+    db.batch_execute("INSERT INTO scopes (id, seq) VALUES ('directory', 1), ('d-old', 2)")
+        .await
+        .unwrap();
+
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        database,
+    };
+    cluster
+        .add_node(&services::fresh_channel(), &UNLIMITED)
+        .await;
+    let members = db
+        .query(
+            "SELECT user_id FROM members WHERE scope = 'd-old' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let members: Vec<String> = members.iter().map(|r| r.get(0)).collect();
+    assert_eq!(members, ["ann", "ben"], "backfilled from the creation");
+    assert_eq!(cluster.held(0).await, 0.0, "nothing replayed");
+
+    let token = parley::auth::mint(SECRET.as_bytes(), "root", true, Duration::from_secs(600));
+    let url = format!("ws://{}/ws?token={token}", cluster.nodes[0].addr);
+    let ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    let mut root = Client::open(ws).await;
+    let listed = root.ok(json!({"type": "list_reports"})).await;
+    assert_eq!(listed["reports"][0]["id"], "r-old", "{listed}");
+    let mut ben = cluster.connect(0, "ben").await;
+    let history = ben.history(&json!("d-old")).await;
+    assert_eq!(
+        history["messages"],
+        json!([]),
+        "read from the ledger: {history}"
+    );
+    assert_eq!(cluster.held(0).await, 1.0);
+}
