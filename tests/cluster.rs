@@ -77,12 +77,21 @@ impl Cluster {
         });
     }
 
-    /// Conversations node `node` holds in memory now.
-    async fn held(&self, node: usize) -> f64 {
+    /// Conversations node `node` holds in memory, once it shows `want` or the patience
+    /// runs out: a node answers a request before it lets go of the conversation, so the
+    /// gauge may lag the answer by a moment.
+    async fn held(&self, node: usize, want: f64) -> f64 {
         let addr = self.nodes[node].addr.as_str();
-        support::metric(addr, "parley_conversations_held")
-            .await
-            .expect("the gauge is shown")
+        let deadline = tokio::time::Instant::now() + support::PATIENCE;
+        loop {
+            let held = support::metric(addr, "parley_conversations_held")
+                .await
+                .expect("the gauge is shown");
+            if held == want || tokio::time::Instant::now() > deadline {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn url(&self, node: usize, user: &str) -> String {
@@ -394,7 +403,7 @@ async fn a_node_joining_a_ledger_with_history_reads_a_conversation_only_when_ask
 
     cluster.add_node(&channel, &UNLIMITED).await;
     assert_eq!(
-        cluster.held(1).await,
+        cluster.held(1, 0.0).await,
         0.0,
         "a new node reads no conversation at start"
     );
@@ -406,7 +415,11 @@ async fn a_node_joining_a_ledger_with_history_reads_a_conversation_only_when_ask
         got["message"]["id"], live["id"],
         "delivered by the new node"
     );
-    assert_eq!(cluster.held(1).await, 0.0, "delivered without reading it");
+    assert_eq!(
+        cluster.held(1, 0.0).await,
+        0.0,
+        "delivered without reading it"
+    );
 
     let bodies: Vec<String> = support::all_messages(&mut ben, &dm)
         .await
@@ -416,7 +429,7 @@ async fn a_node_joining_a_ledger_with_history_reads_a_conversation_only_when_ask
     let mut expected: Vec<String> = (0..30).map(|k| format!("early {k}")).collect();
     expected.extend(["while you were away".into(), "live".into()]);
     assert_eq!(bodies, expected, "read whole, in order");
-    assert_eq!(cluster.held(1).await, 1.0, "read once asked");
+    assert_eq!(cluster.held(1, 1.0).await, 1.0, "read once asked");
 
     let sync = ben.sync().await;
     assert_eq!(sync["inbox"][0]["unread"], 22, "read up to the tenth of 32");
@@ -450,7 +463,7 @@ async fn a_node_joining_a_ledger_with_history_reads_a_conversation_only_when_ask
     for round in 0..3 {
         let count = support::all_messages(&mut ben, &dm).await.len();
         assert_eq!(count, 33 + round, "round {round}: all of it, read again");
-        assert_eq!(cluster.held(2).await, 0.0, "forgotten once used");
+        assert_eq!(cluster.held(2, 0.0).await, 0.0, "forgotten once used");
         let more = ann.say(&dm, &format!("more {round}")).await;
         let got = ben.expect("message").await;
         assert_eq!(got["message"]["id"], more["id"], "delivered once, in order");
@@ -695,7 +708,7 @@ async fn a_ledger_of_the_first_schema_is_upgraded_when_a_node_starts() {
         .unwrap();
     let members: Vec<String> = members.iter().map(|r| r.get(0)).collect();
     assert_eq!(members, ["ann", "ben"], "backfilled from the creation");
-    assert_eq!(cluster.held(0).await, 0.0, "nothing replayed");
+    assert_eq!(cluster.held(0, 0.0).await, 0.0, "nothing replayed");
 
     let token = parley::auth::mint(SECRET.as_bytes(), "root", true, Duration::from_secs(600));
     let url = format!("ws://{}/ws?token={token}", cluster.nodes[0].addr);
@@ -710,5 +723,5 @@ async fn a_ledger_of_the_first_schema_is_upgraded_when_a_node_starts() {
         json!([]),
         "read from the ledger: {history}"
     );
-    assert_eq!(cluster.held(0).await, 1.0);
+    assert_eq!(cluster.held(0, 1.0).await, 1.0);
 }

@@ -13,7 +13,8 @@ use super::cache::{Cached, Held};
 use super::replica::Claimed;
 use super::sessions::SessionHandle;
 use super::{error_frame, Hub};
-use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Opening, Outcome, Refusal};
+use crate::core::{Actor, Change, Conversation, Ctx, Directory, Emit, Online, Opening};
+use crate::core::{Outcome, Refusal};
 use crate::core::{RecallTimer, Target};
 use crate::store::{Store, StoreError};
 use parley_protocol::AckResult;
@@ -135,6 +136,12 @@ impl Hub {
     /// any node (see [`Change::MessageStored`]): in a cluster, the conversation may be
     /// read on another node later, which must keep the same notifications pending.
     fn record_presence(&self, slot: Option<&Cached>, changes: &mut [Change]) {
+        if !changes
+            .iter()
+            .any(|c| matches!(c, Change::MessageStored { .. }))
+        {
+            return;
+        }
         let created = changes.iter().find_map(|c| match c {
             Change::ConversationCreated { conversation, .. } => {
                 Some(conversation.participants.as_slice())
@@ -145,11 +152,9 @@ impl Hub {
         let Some(participants) = held.or(created) else {
             return;
         };
-        let offline: Vec<_> = participants
-            .iter()
-            .filter(|u| !self.is_online(u))
-            .cloned()
-            .collect();
+        let Online::AllBut(offline) = self.online_among(participants) else {
+            return;
+        };
         for change in changes {
             if let Change::MessageStored { offline: o, .. } = change {
                 *o = Some(offline.clone());

@@ -167,12 +167,7 @@ impl Hub {
             tokio::spawn(roster(weak.clone()));
         }
         tokio::spawn(poll(weak));
-        tracing::info!(
-            node,
-            mark,
-            directory = changes.len(),
-            "cluster node started"
-        );
+        tracing::info!(node, mark, changes = changes.len(), "cluster node started");
         Ok(hub)
     }
 
