@@ -86,12 +86,9 @@ pub fn load_or_create_secret(given: Option<&str>, data: &Path) -> anyhow::Result
     if let Some(s) = given.filter(|s| !s.is_empty()) {
         return Ok(s.as_bytes().to_vec());
     }
-    let path = data.join("secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        let existing = existing.trim();
-        if !existing.is_empty() {
-            return Ok(existing.as_bytes().to_vec());
-        }
+    let path = secret_path(data);
+    if let Ok(Some(existing)) = stored_secret(data) {
+        return Ok(existing.into_bytes());
     }
     std::fs::create_dir_all(data)
         .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
@@ -101,6 +98,31 @@ pub fn load_or_create_secret(given: Option<&str>, data: &Path) -> anyhow::Result
     write_private(&path, &secret)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(secret.into_bytes())
+}
+
+/// The secret file a data directory keeps when no secret is given.
+fn secret_path(data: &Path) -> std::path::PathBuf {
+    data.join("secret")
+}
+
+/// The secret kept in the data directory `data`, if there is one.
+pub fn stored_secret(data: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(secret_path(data)) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make `secret` the one kept in the data directory `data` (a restore does), written beside
+/// the old file and renamed over it, readable by its owner only.
+pub fn replace_secret(data: &Path, secret: &str) -> std::io::Result<()> {
+    let path = secret_path(data);
+    let partial = data.join("secret.partial");
+    let _ = std::fs::remove_file(&partial);
+    write_private(&partial, secret)?;
+    std::fs::rename(&partial, path)
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

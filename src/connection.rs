@@ -1,24 +1,33 @@
 //! One WebSocket connection: authenticate, then a reader that feeds the hub and a writer
-//! that drains the session's bounded queue, several frames per socket write, both in the
-//! connection's one task.
+//! that drains the session's bounded queue, several frames per socket write, and at the end
+//! a closing handshake that lets the Close frame reach the peer (see [`finish`]).
 
 use crate::auth::{self, AuthError, Claims};
 use crate::hub::sessions::SessionHandle;
 use crate::hub::{encode, Hub, Outbox};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use crate::upgrade::Socket;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use parley_protocol::{close, ErrorCode, ServerFrame};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::{self, protocol::CloseFrame, Message, Utf8Bytes};
+
+/// The writing half of a connection's socket.
+type Sink = SplitSink<Socket, Message>;
+/// The reading half of a connection's socket.
+type Stream = SplitStream<Socket>;
 
 /// Frames written per flush when a backlog has built up.
 const MAX_BATCH: usize = 64;
 /// How long a close handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a closed connection keeps reading what the peer still sends, waiting for it
+/// to close its side, before it is dropped anyway.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Serve one upgraded socket until it closes.
 ///
@@ -27,7 +36,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// away) is a boxed step whose state is freed once it is done, and what stays is [`Live`]
 /// and its loops, which borrow its fields instead of holding copies.
 pub fn serve(
-    socket: WebSocket,
+    socket: Socket,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
 ) -> impl std::future::Future<Output = ()> + Send {
@@ -40,8 +49,8 @@ pub fn serve(
 
 /// Open a session for an admitted connection, or say why not and close.
 async fn admit(
-    mut sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
+    mut sink: Sink,
+    stream: Stream,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
 ) -> Option<Live> {
@@ -49,6 +58,7 @@ async fn admit(
         Ok(claims) => claims,
         Err(refusal) => {
             refuse(&mut sink, refusal).await;
+            finish(sink, stream, Ended::Closing).await;
             return None;
         }
     };
@@ -57,6 +67,7 @@ async fn admit(
         let reason = format!("too many sessions (at most {max})");
         tracing::info!(user = %claims.sub, %reason, "connection refused");
         say_goodbye(&mut sink, None, close::POLICY, reason).await;
+        finish(sink, stream, Ended::Closing).await;
         return None;
     };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
@@ -81,11 +92,12 @@ async fn admit(
 
 /// A connection with an open session: what its reading side keeps for as long as it lives.
 struct Live {
-    stream: SplitStream<WebSocket>,
+    stream: Stream,
     session: Arc<SessionHandle>,
     hub: Arc<Hub>,
     liveness: Arc<Liveness>,
-    writer: tokio::task::JoinHandle<()>,
+    /// The writer hands the sink back when it is done, for the closing handshake.
+    writer: tokio::task::JoinHandle<Sink>,
 }
 
 impl Live {
@@ -93,28 +105,78 @@ impl Live {
     // once as the argument and once as the binding, for the connection's whole life.
     #[allow(clippy::manual_async_fn)]
     fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
-        async move { self.serve().await }
+        async move {
+            let ended = self.serve().await;
+            let Live {
+                stream,
+                session,
+                writer,
+                ..
+            } = self;
+            if let Ok(sink) = writer.await {
+                // Boxed: its buffer and timers are needed only while the connection closes.
+                Box::pin(finish(sink, stream, ended)).await;
+            }
+            let reason = session
+                .close_reason()
+                .map(|(c, r)| format!("{c} {r}"))
+                .unwrap_or_default();
+            tracing::info!(user = %session.user, session = session.id, %reason, "session closed");
+        }
     }
 
-    async fn serve(&mut self) {
+    async fn serve(&mut self) -> Ended {
         let Live {
             stream,
             session,
             hub,
             liveness,
-            writer,
+            ..
         } = self;
-        read_loop(stream, hub, session, liveness).await;
+        let ended = read_loop(stream, hub, session, liveness).await;
         hub.close_session(session);
         // The writer flushes what is queued (answers to the last requests) and says goodbye.
         session.close(close::NORMAL, "bye");
-        let _ = writer.await;
-        let reason = session
-            .close_reason()
-            .map(|(c, r)| format!("{c} {r}"))
-            .unwrap_or_default();
-        tracing::info!(user = %session.user, session = session.id, %reason, "session closed");
+        ended
     }
+}
+
+/// How the reading side of a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The server closes the session (or refused it): its Close frame goes out, and the
+    /// peer's answer is waited for.
+    Closing,
+    /// The peer sent its Close frame: the reply tungstenite queued goes out.
+    PeerClosed,
+    /// The peer's stream ended or broke: there is no one left to tell.
+    PeerGone,
+}
+
+/// End a connection whose Close frame (or reply to the peer's) has been written: shut down
+/// the write side, so the peer sees the end right after the Close, and read and discard
+/// whatever it still sends until it closes its side, or [`LINGER`] passes.
+///
+/// Dropping a socket with unread bytes in its receive buffer makes the kernel reset the
+/// connection, and a reset discards the Close frame still on its way to a peer that was
+/// sending: without this a client that is mid-write when the server closes it (a flood, an
+/// overflow, an oversized frame) would see 1006 instead of the code it was given. The bytes
+/// are drained raw, not parsed: after an oversized frame they are not frames any more.
+async fn finish(sink: Sink, stream: Stream, ended: Ended) {
+    if ended == Ended::PeerGone {
+        return;
+    }
+    let Ok(mut socket) = stream.reunite(sink) else {
+        return;
+    };
+    let raw = socket.get_mut();
+    let drain = async {
+        raw.shutdown().await?;
+        let mut discard = vec![0u8; 4096];
+        while raw.read(&mut discard).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// When a session is pinged, and when a silent peer counts as gone. One timer, the
@@ -214,7 +276,7 @@ pub enum Refusal {
     TooFast,
 }
 
-async fn refuse(sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
+async fn refuse(sink: &mut Sink, refusal: Refusal) {
     let (code, close_code, message) = match &refusal {
         Refusal::Unauthorized(e) => (ErrorCode::Unauthorized, close::POLICY, e.to_string()),
         Refusal::TooFast => (
@@ -234,29 +296,27 @@ async fn refuse(sink: &mut SplitSink<WebSocket, Message>, refusal: Refusal) {
 }
 
 /// Send an optional last frame and a close frame, within a bounded time.
-async fn say_goodbye(
-    sink: &mut SplitSink<WebSocket, Message>,
-    last: Option<ServerFrame>,
-    code: u16,
-    reason: String,
-) {
+async fn say_goodbye(sink: &mut Sink, last: Option<ServerFrame>, code: u16, reason: String) {
     let goodbye = async {
         if let Some(frame) = last {
             sink.send(Message::Text(encode(&frame))).await?;
         }
-        let close = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        sink.send(Message::Close(Some(close))).await
+        sink.send(close_frame(code, reason)).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await;
 }
 
+/// A Close frame with `code` and `reason`.
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
 /// The close code for a read error the peer caused, if it deserves one.
-fn close_for(error: &axum::Error) -> Option<(u16, &'static str)> {
-    let inner = error.source_ref()?;
-    match inner.downcast_ref::<tungstenite::Error>()? {
+fn close_for(error: &tungstenite::Error) -> Option<(u16, &'static str)> {
+    match error {
         tungstenite::Error::Capacity(_) => Some((close::TOO_BIG, "frame too large")),
         tungstenite::Error::Utf8(_) => Some((close::INVALID_UTF8, "invalid UTF-8")),
         // A peer that vanished without a closing handshake cannot be told anything.
@@ -268,31 +328,21 @@ fn close_for(error: &axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
-trait SourceRef {
-    fn source_ref(&self) -> Option<&(dyn std::error::Error + 'static)>;
-}
-
-impl SourceRef for axum::Error {
-    fn source_ref(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self)
-    }
-}
-
 // The loops are plain `fn`s returning blocks: an `async fn` keeps each argument twice
 // in its future, once as the argument and once as the binding, and these futures live as
 // long as their connection.
 #[allow(clippy::manual_async_fn)]
 fn read_loop<'a>(
-    stream: &'a mut SplitStream<WebSocket>,
+    stream: &'a mut Stream,
     hub: &'a Hub,
     session: &'a SessionHandle,
     liveness: &'a Liveness,
-) -> impl std::future::Future<Output = ()> + Send + 'a {
+) -> impl std::future::Future<Output = Ended> + Send + 'a {
     async move {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = session.closing() => return,
+                _ = session.closing() => return Ended::Closing,
                 next = stream.next() => next,
             };
             // Any frame, a pong included, proves the peer alive; a half-open connection sends none.
@@ -304,16 +354,19 @@ fn read_loop<'a>(
                     Box::pin(hub.dispatch(session, text.as_str())).await
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    return session.close(close::UNSUPPORTED, "binary frames are not supported");
+                    session.close(close::UNSUPPORTED, "binary frames are not supported");
+                    return Ended::Closing;
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) => return Ended::PeerClosed,
+                None => return Ended::PeerGone,
                 Some(Err(e)) => {
-                    if let Some((code, reason)) = close_for(&e) {
-                        session.close(code, reason);
-                    }
                     tracing::debug!(user = %session.user, error = %e, "read error");
-                    return;
+                    let Some((code, reason)) = close_for(&e) else {
+                        return Ended::PeerGone;
+                    };
+                    session.close(code, reason);
+                    return Ended::Closing;
                 }
             }
         }
@@ -322,13 +375,26 @@ fn read_loop<'a>(
 
 #[allow(clippy::manual_async_fn)]
 fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: Sink,
     mut outbox: Outbox,
     session: Arc<SessionHandle>,
     liveness: Arc<Liveness>,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl std::future::Future<Output = Sink> + Send {
     async move {
-        let (sink, outbox) = (&mut sink, &mut outbox);
+        write_until_closed(&mut sink, &mut outbox, &session, &liveness).await;
+        sink
+    }
+}
+
+/// Write the session's frames and pings until it closes, then its goodbye.
+#[allow(clippy::manual_async_fn)]
+fn write_until_closed<'a>(
+    sink: &'a mut Sink,
+    outbox: &'a mut Outbox,
+    session: &'a SessionHandle,
+    liveness: &'a Liveness,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    async move {
         // With neither pings nor an idle timeout the timer is set this far ahead, which
         // spares the future a flag saying whether it is armed.
         const NEVER: Duration = Duration::from_secs(365 * 86_400);
@@ -336,7 +402,7 @@ fn write_loop(
             l.next_wake(l.next_ping())
                 .unwrap_or_else(|| Instant::now() + NEVER)
         };
-        let timer = tokio::time::sleep_until(wake(&liveness));
+        let timer = tokio::time::sleep_until(wake(liveness));
         tokio::pin!(timer);
         loop {
             // The select only says what woke the writer; the ping is sent after it, so the
@@ -365,7 +431,7 @@ fn write_loop(
                         }
                         Due::Nothing => {}
                     }
-                    timer.as_mut().reset(wake(&liveness));
+                    timer.as_mut().reset(wake(liveness));
                     continue;
                 }
             };
@@ -393,10 +459,10 @@ fn write_loop(
 
 /// Write `first` and whatever else is queued, up to a batch, in one flush: the bytes written.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut Sink,
     outbox: &mut Outbox,
     first: Utf8Bytes,
-) -> Result<usize, axum::Error> {
+) -> Result<usize, tungstenite::Error> {
     let mut written = first.len();
     sink.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
@@ -410,25 +476,21 @@ async fn write_batch(
 
 /// Write what a closing session still has queued (for a normal or going-away close),
 /// then the close frame, within a bounded time.
-async fn drain_and_close(
-    sink: &mut SplitSink<WebSocket, Message>,
-    outbox: &mut Outbox,
-    code: u16,
-    reason: String,
-) {
+///
+/// When the peer closed first, tungstenite has queued its reply, the Close echoing the
+/// peer's code, and refuses anything more: the first write fails and the flush after it
+/// sends the reply (RFC 6455 §5.5.1: a Close is answered with a Close).
+async fn drain_and_close(sink: &mut Sink, outbox: &mut Outbox, code: u16, reason: String) {
     let drain = async {
         if code == close::NORMAL || code == close::GOING_AWAY {
             while let Ok(next) = outbox.try_recv() {
                 sink.feed(Message::Text(next)).await?;
             }
         }
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        sink.send(Message::Close(Some(frame))).await
+        sink.send(close_frame(code, reason)).await
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
 }
 
 /// The token a client presented: `?token=` for browsers, else `Authorization: Bearer`.

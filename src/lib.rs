@@ -2,7 +2,7 @@
 //!
 //! Layers, innermost first: [`core`] holds the rules as plain state and functions;
 //! [`hub`] shares that state between connections, commits through a [`store::Store`] and
-//! fans frames out; [`connection`] runs one socket; [`server`] listens.
+//! fans frames out; [`connection`] runs one socket; [`server`] listens and [`upgrade`] hands it over.
 
 pub mod auth;
 pub mod clock;
@@ -16,4 +16,5 @@ pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod upgrade;
 pub mod web;

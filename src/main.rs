@@ -31,8 +31,11 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a signed token for a user.
     Token(TokenArgs),
-    /// Copy the database consistently to a file, even while the server runs.
+    /// Copy the database (and the token secret) consistently to a file, even while the
+    /// server runs.
     Backup(BackupArgs),
+    /// Put a backup in place as a data directory's database; the server must be stopped.
+    Restore(RestoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -40,9 +43,28 @@ struct BackupArgs {
     /// Data directory of the server.
     #[arg(long, env = "PARLEY_DATA", default_value = "parley-data")]
     data: PathBuf,
-    /// File to write the copy to.
+    /// File to write the copy to: a new path or a regular file (never a link or a device),
+    /// outside any live data directory.
     #[arg(long)]
     to: PathBuf,
+    /// Leave the data directory's token secret out of the copy; a directory restored from it
+    /// then refuses every token issued before, unless its server is given the same
+    /// `--secret`.
+    #[arg(long)]
+    without_secret: bool,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup to restore (a file `parley backup` wrote).
+    #[arg(long)]
+    from: PathBuf,
+    /// Data directory to restore into; no server may be running on it.
+    #[arg(long, env = "PARLEY_DATA", default_value = "parley-data")]
+    data: PathBuf,
+    /// Restore even if the directory holds a database: it is moved aside, not deleted.
+    #[arg(long)]
+    replace: bool,
 }
 
 /// Where state is kept.
@@ -298,12 +320,45 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(*args).await,
-        Command::Backup(args) => {
-            SqliteStore::backup(&args.data, &args.to)?;
-            println!("backed up {} to {}", args.data.display(), args.to.display());
-            Ok(())
-        }
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
     }
+}
+
+fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let copied = parley::store::backup::backup(&args.data, &args.to, !args.without_secret)?;
+    let secret = match (copied.secret, args.without_secret) {
+        (true, _) => "with the token secret",
+        (false, true) => "without the token secret (--without-secret)",
+        (false, false) => {
+            "without a token secret: the directory keeps none (tokens are signed with --secret)"
+        }
+    };
+    println!(
+        "backed up {} to {}, {secret}",
+        args.data.display(),
+        args.to.display()
+    );
+    Ok(())
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let restored = parley::store::backup::restore(&args.from, &args.data, args.replace)?;
+    println!(
+        "restored {} into {}",
+        args.from.display(),
+        args.data.display()
+    );
+    if let Some(aside) = &restored.moved_aside {
+        println!("the database it replaced is at {}", aside.display());
+    }
+    if !restored.secret {
+        println!(
+            "the backup holds no token secret: tokens issued before are refused unless the \
+             server is given the secret that signed them (--secret)"
+        );
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

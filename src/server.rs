@@ -5,9 +5,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::hub::Hub;
 use crate::store::{MemoryStore, Store};
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use crate::upgrade::Upgrade;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
@@ -16,6 +16,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Read buffer per connection: small, since most frames are small and there may be many.
@@ -42,9 +43,12 @@ async fn upgrade(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    let upgrade = match Upgrade::of(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(not) => return not.into_response(),
+    };
     let too_fast = app
         .per_address
         .as_ref()
@@ -52,16 +56,19 @@ async fn upgrade(
     let auth = if too_fast {
         Err(connection::Refusal::TooFast)
     } else {
-        let token = connection::presented_token(q.token, &headers);
+        let token = connection::presented_token(q.token, request.headers());
         connection::authenticate(&app.secret, token.as_deref())
     };
     let max = app.hub.limits().max_frame_bytes as usize;
-    ws.read_buffer_size(READ_BUFFER)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| connection::serve(socket, app.hub, auth))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    upgrade.accept(config, move |socket| {
+        connection::serve(socket, app.hub, auth)
+    })
 }
 
 /// Ready once the state is loaded from storage (which `bind` does) and until shutdown.

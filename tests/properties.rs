@@ -113,7 +113,7 @@ impl Model {
         self.now += 1;
         match *step {
             Step::Send { from } => {
-                let in_group = self.ids % 2 == 0 || from == 2;
+                let in_group = self.ids.is_multiple_of(2) || from == 2;
                 self.ids += 1;
                 let id = format!("m{}", self.ids);
                 let req = id.clone();

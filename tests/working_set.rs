@@ -5,15 +5,16 @@
 
 mod support;
 
-use parley::store::{SqliteOptions, SqliteStore, Store};
+use parley::store::Store;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use support::{Client, FailingStore, TestServer};
 
-fn sqlite(dir: &Path) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(dir, SqliteOptions::default()).unwrap())
+/// The store of `dir`, once a server stopped before has let go of it.
+async fn sqlite(dir: &Path) -> Arc<dyn Store> {
+    support::open_sqlite(dir).await
 }
 
 async fn serve(store: Arc<dyn Store>, cache_entries: usize) -> TestServer {
@@ -35,7 +36,7 @@ async fn seen(c: &mut Client, conversation: &Value) -> Vec<(String, String)> {
 #[tokio::test]
 async fn conversations_beyond_the_cache_are_forgotten_and_read_back_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let server = support::start_over(sqlite(dir.path()), |c| {
+    let server = support::start_over(sqlite(dir.path()).await, |c| {
         c.cache_entries = 30;
         // Alice sends sixty messages here; the throttle has a test of its own below.
         c.limits.recall_throttle_messages = 1000;
@@ -113,7 +114,7 @@ async fn conversations_beyond_the_cache_are_forgotten_and_read_back_unchanged() 
 #[tokio::test]
 async fn a_retried_send_finds_its_message_after_the_conversation_was_forgotten() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(sqlite(dir.path()), 5).await;
+    let server = serve(sqlite(dir.path()).await, 5).await;
     let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
     let send = json!({"type": "send", "to": "bob", "body": "once", "id": "retry-me"});
     let first = alice.ok(send.clone()).await;
@@ -136,7 +137,7 @@ async fn a_retried_send_finds_its_message_after_the_conversation_was_forgotten()
 async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throttles() {
     let dir = tempfile::tempdir().unwrap();
     let (open, busy) = {
-        let server = serve(sqlite(dir.path()), 1000).await;
+        let server = serve(sqlite(dir.path()).await, 1000).await;
         let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
         let (mut carol, _dave) = server.connected_pair("carol", "dave").await;
         let first = alice.dm("bob", "read at once: recall closes then").await;
@@ -159,7 +160,7 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
         (open, busy)
     };
 
-    let server = serve(sqlite(dir.path()), 1000).await;
+    let server = serve(sqlite(dir.path()).await, 1000).await;
     let held = server.running.hub.working_set();
     assert_eq!(
         held.conversations, 0,
@@ -196,14 +197,14 @@ async fn start_up_reads_no_conversation_yet_rearms_open_recall_windows_and_throt
 async fn a_recall_window_the_store_cannot_tell_is_told_once_it_can() {
     let dir = tempfile::tempdir().unwrap();
     let open = {
-        let server = serve(sqlite(dir.path()), 1000).await;
+        let server = serve(sqlite(dir.path()).await, 1000).await;
         let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
         let open = alice.dm("bob", "recall me").await;
         drop(alice);
         server.running.stop().await;
         open
     };
-    let store = FailingStore::new(sqlite(dir.path()));
+    let store = FailingStore::new(sqlite(dir.path()).await);
     let server = serve(store.clone(), 1000).await;
     let mut alice = server.connect("alice").await;
     store.fail(true);
@@ -219,7 +220,7 @@ async fn a_recall_window_the_store_cannot_tell_is_told_once_it_can() {
 #[tokio::test]
 async fn a_conversation_that_cannot_be_read_back_is_answered_unavailable_and_read_later() {
     let dir = tempfile::tempdir().unwrap();
-    let store = FailingStore::new(sqlite(dir.path()));
+    let store = FailingStore::new(sqlite(dir.path()).await);
     let server = serve(store.clone(), 1).await;
     let (mut alice, _bob) = server.connected_pair("alice", "bob").await;
     let mut carol = server.connect("carol").await;
@@ -246,7 +247,7 @@ async fn a_conversation_that_cannot_be_read_back_is_answered_unavailable_and_rea
 async fn a_long_quiet_conversation_is_read_back_in_part_and_whole_when_a_request_goes_further() {
     let dir = tempfile::tempdir().unwrap();
     // Smaller than the conversation: it is forgotten after every request and read back.
-    let server = support::start_over(sqlite(dir.path()), |c| {
+    let server = support::start_over(sqlite(dir.path()).await, |c| {
         c.cache_entries = 100;
         // No recall timers: nothing but the requests below reads the conversation.
         c.limits.recall_window_ms = 0;
@@ -349,7 +350,7 @@ async fn a_long_quiet_conversation_is_read_back_in_part_and_whole_when_a_request
 async fn read_back_a_conversation_keeps_the_latest_fifty_notifications_per_participant() {
     let dir = tempfile::tempdir().unwrap();
     let conv = {
-        let server = serve(sqlite(dir.path()), 1000).await;
+        let server = serve(sqlite(dir.path()).await, 1000).await;
         let (mut alice, bob) = server.connected_pair("alice", "bob").await;
         drop(bob);
         let first = alice.dm("bob", "0").await;
@@ -359,7 +360,7 @@ async fn read_back_a_conversation_keeps_the_latest_fifty_notifications_per_parti
         server.running.stop().await;
         first["conversation"].clone()
     };
-    let server = serve(sqlite(dir.path()), 1000).await;
+    let server = serve(sqlite(dir.path()).await, 1000).await;
     let mut bob = server.connect("bob").await;
     let sync = bob.ok(json!({"type": "sync"})).await;
     assert_eq!(sync["inbox"][0]["conversation"]["id"], conv);
@@ -385,7 +386,7 @@ async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_al
         c.limits.recall_throttle_messages = 10_000;
     };
     // The default cache holds this conversation many times over: it is never forgotten.
-    let server = support::start_over(sqlite(dir.path()), tune).await;
+    let server = support::start_over(sqlite(dir.path()).await, tune).await;
     let hub = server.running.hub.clone();
     let (mut alice, mut bob) = server.connected_pair("alice", "bob").await;
     let send = json!({"type": "send", "to": "bob", "body": "first", "id": "first-request"});
@@ -428,7 +429,7 @@ async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_al
     server.running.stop().await;
 
     // Read back after a restart: what was let go is remembered the same way.
-    let server = support::start_over(sqlite(dir.path()), tune).await;
+    let server = support::start_over(sqlite(dir.path()).await, tune).await;
     server.advance(step * 1001);
     let mut alice = server.connect("alice").await;
     let latest = alice.say(&conv, "after the restart").await;
@@ -448,7 +449,7 @@ async fn a_busy_conversation_holds_only_its_recent_part_and_still_answers_for_al
 #[tokio::test]
 async fn over_its_limit_the_cache_shrinks_a_conversation_in_use_and_its_windows_still_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let server = support::start_over(sqlite(dir.path()), |c| {
+    let server = support::start_over(sqlite(dir.path()).await, |c| {
         // Three hundred messages with their state are over the limit; their newest
         // few are not.
         c.cache_entries = 500;

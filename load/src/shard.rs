@@ -840,7 +840,7 @@ impl Pair {
                         );
                         // Alternate which goes out first; the server sees them on two
                         // connections at once either way.
-                        let sent = if round % 2 == 0 {
+                        let sent = if round.is_multiple_of(2) {
                             let a = sinks[A1].send(Message::text(recall)).await;
                             a.and(sinks[B1].send(Message::text(read)).await)
                         } else {

@@ -503,7 +503,11 @@ fn a_trimmed_conversation_shows_everyone_what_it_showed_and_refers_the_rest_to_t
 
     let ctx = w.ctx(now);
     let retry = |c: &Conversation, n: usize| {
-        let sender = if (n - 1) % 2 == 0 { "ann" } else { "ben" };
+        let sender = if (n - 1).is_multiple_of(2) {
+            "ann"
+        } else {
+            "ben"
+        };
         c.send(
             &ctx,
             &actor(sender, 1),

@@ -1,7 +1,6 @@
 //! Live sessions: who is connected where, and the bounded outbound queue of each.
 
 use crate::core::{Emit, SessionId, Target};
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use parley_protocol::{ServerFrame, UserId};
@@ -9,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Serialise a frame once; the bytes are shared by every recipient.
 pub fn encode(frame: &ServerFrame) -> Utf8Bytes {

@@ -2,6 +2,9 @@
 //! requester is answered. The in-memory store keeps the log for tests and for running
 //! without a disk; durable stores implement the same trait.
 
+pub mod backup;
+pub mod data_dir;
+mod database_mark;
 mod sqlite;
 mod stored_changes;
 mod stored_form;

@@ -18,14 +18,14 @@
 //! snapshots are separate rows and are never purged. Backups taken before a purge still
 //! hold the text.
 
+use super::data_dir::DataDirLock;
 use super::{
-    stored_changes, stored_form, Chain, Closing, Lately, LatelyAsked, OnDemand, Reach, Readback,
-    Store, StoreError,
+    database_mark, stored_changes, stored_form, Chain, Closing, Lately, LatelyAsked, OnDemand,
+    Reach, Readback, Store, StoreError,
 };
 use crate::core::Change;
 use futures::future::BoxFuture;
 use parley_protocol::Millis;
-use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +54,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../migrations/0004_request_on_message.sql"),
     ),
 ];
+
+/// Schema versions this parley reads: its migrations, counted.
+pub(super) fn schema_versions() -> usize {
+    MIGRATIONS.len()
+}
 
 /// Requests the writer takes into one transaction at most, so one huge burst cannot hold
 /// every early requester behind a very long transaction.
@@ -130,6 +135,8 @@ enum Job {
 /// SQLite-backed [`Store`] in a data directory.
 pub struct SqliteStore {
     path: PathBuf,
+    /// Held for the store's life, released after the writer has closed the database.
+    _lock: DataDirLock,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     transactions: Arc<AtomicU64>,
@@ -189,7 +196,7 @@ impl Readers {
 /// [`StoreError::Corrupt`], a read-only database or a refused setting is
 /// [`StoreError::Refused`], and I/O failures, locks and everything else are
 /// [`StoreError::Unavailable`].
-fn err(context: impl std::fmt::Display, e: rusqlite::Error) -> StoreError {
+pub(super) fn err(context: impl std::fmt::Display, e: rusqlite::Error) -> StoreError {
     use rusqlite::ffi::ErrorCode;
     use rusqlite::Error;
     match &e {
@@ -231,13 +238,27 @@ pub(super) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+/// Open the database at `path` for writing (created when missing), once it is known to be
+/// parley's or new, in WAL mode with `durability`.
+fn open_writer(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    database_mark::refuse_if_empty(path)?;
+    let cannot_open = || format!("cannot open database at {}", path.display());
+    let data = path.parent().unwrap_or(Path::new("."));
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    )
+    .map_err(|e| refused_if_unwritable(data, err(cannot_open(), e)))?;
+    database_mark::check(&conn, path)?;
+    set_writer_pragmas(&conn, durability)
+        .map_err(|e| refused_if_unwritable(data, err(cannot_open(), e)))?;
+    Ok(conn)
+}
+
+/// The writer's settings: WAL, `durability`, purged bytes overwritten, its cache.
+fn set_writer_pragmas(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -252,8 +273,7 @@ fn open_writer(path: &Path, durability: Durability) -> rusqlite::Result<Connecti
     // Freed bytes are overwritten with zeros, so a purged body leaves the file itself.
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-    Ok(conn)
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
 }
 
 /// Apply the migrations not applied yet, each in its own transaction with its version.
@@ -271,6 +291,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "",
         ));
     }
+    database_mark::mark(conn).map_err(|e| err("cannot mark the database as parley's", e))?;
     for (n, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction().map_err(|e| err(name, e))?;
         tx.execute_batch(sql).map_err(|e| err(name, e))?;
@@ -451,7 +472,7 @@ fn expire_retained(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 /// A connection that only reads, for loading and backups; the writer keeps its own.
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     // Read-write without create: a missing file is an error, and a WAL database whose
     // shared-memory file is gone (server stopped) can still be opened.
     let conn = Connection::open_with_flags(
@@ -466,16 +487,10 @@ impl SqliteStore {
     /// Open (creating if needed) the database in the data directory `data`, apply the
     /// migrations and start the writer.
     pub fn open(data: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data).map_err(|e| {
-            StoreError::io(
-                format!("cannot create data directory {}", data.display()),
-                &e,
-            )
-        })?;
+        let lock = DataDirLock::acquire(data)?;
         let path = database_path(data);
         let cannot_open = || format!("cannot open database at {}", path.display());
-        let mut conn = open_writer(&path, options.durability)
-            .map_err(|e| refused_if_unwritable(data, err(cannot_open(), e)))?;
+        let mut conn = open_writer(&path, options.durability)?;
         migrate(&mut conn).map_err(|e| e.within(cannot_open()))?;
         // A real write proves now, not at the first request, that the directory is
         // writable and not full.
@@ -507,6 +522,7 @@ impl SqliteStore {
         });
         Ok(SqliteStore {
             path,
+            _lock: lock,
             jobs: Some(tx),
             writer: Some(handle),
             transactions,
@@ -518,11 +534,10 @@ impl SqliteStore {
     /// transaction, through the same stored form as a live commit, without waiting for the
     /// disk: for seeding a large history to measure against, never while a server runs.
     pub fn seed(data: &Path, changes: &[Change]) -> Result<(), StoreError> {
-        std::fs::create_dir_all(data)
-            .map_err(|e| StoreError::io(format!("cannot create {}", data.display()), &e))?;
+        let _lock = DataDirLock::acquire(data)?;
         let path = database_path(data);
         let cannot_open = || format!("cannot open database at {}", path.display());
-        let mut conn = open_writer(&path, Durability::Os).map_err(|e| err(cannot_open(), e))?;
+        let mut conn = open_writer(&path, Durability::Os)?;
         conn.pragma_update(None, "synchronous", "OFF")
             .map_err(|e| err(cannot_open(), e))?;
         migrate(&mut conn).map_err(|e| e.within(cannot_open()))?;
@@ -571,63 +586,6 @@ impl SqliteStore {
             Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
             Err(e) => Err(err("retained", e)),
         }
-    }
-
-    /// Copy the database of the data directory `data` consistently to the file `to`, with
-    /// SQLite's online backup; the server may be running and keeps committing meanwhile.
-    ///
-    /// The copy is written beside `to` and renamed into place, so a failed backup never
-    /// leaves a partial file under that name. To restore, stop the server, put the copy at
-    /// `DATA/parley.db` and delete any `parley.db-wal` and `parley.db-shm` beside it.
-    pub fn backup(data: &Path, to: &Path) -> Result<(), StoreError> {
-        let path = database_path(data);
-        if !path.is_file() {
-            return Err(StoreError::refused(
-                format!("no database at {}", path.display()),
-                "",
-            ));
-        }
-        let source = open_reader(&path)
-            .map_err(|e| err(format!("cannot open database at {}", path.display()), e))?;
-        let mut partial = to.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = PathBuf::from(partial);
-        let _ = std::fs::remove_file(&partial);
-        let context = || format!("cannot back up to {}", to.display());
-        let cannot = |e: rusqlite::Error| err(context(), e);
-        let cannot_io = |e: std::io::Error| StoreError::io(context(), &e);
-        let result = (|| {
-            let mut dest = Connection::open(&partial).map_err(cannot)?;
-            {
-                let backup = Backup::new(&source, &mut dest).map_err(cannot)?;
-                // One step copies every page inside one read transaction: in WAL mode that
-                // does not block the writer, and a change committed meanwhile cannot make
-                // the copy start over, as it would between smaller steps.
-                let mut attempts = 0;
-                loop {
-                    match backup.step(-1).map_err(cannot)? {
-                        StepResult::Done => break,
-                        StepResult::Busy | StepResult::Locked if attempts < 100 => {
-                            attempts += 1;
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        other => {
-                            let gave_up = format!("gave up: {other:?}");
-                            return Err(StoreError::unavailable(context(), gave_up));
-                        }
-                    }
-                }
-            }
-            dest.close().map_err(|(_, e)| cannot(e))?;
-            std::fs::File::open(&partial)
-                .and_then(|f| f.sync_all())
-                .map_err(cannot_io)?;
-            std::fs::rename(&partial, to).map_err(cannot_io)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
     }
 
     /// Hand `changes` to the writer now, not when the future is first polled, so commit
@@ -1338,7 +1296,7 @@ mod tests {
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
         assert!(
             e.to_string()
-                .starts_with("storage corrupt: cannot open database at"),
+                .contains("is not a parley database: file is not a database"),
             "{e}"
         );
         assert!(e.to_string().contains("not a database"), "{e}");
@@ -1365,9 +1323,11 @@ mod tests {
                 }
             })
         };
-        let copy = dir.path().join("backup.db");
+        // Not into the live directory, which a backup refuses.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let copy = elsewhere.path().join("backup.db");
         let (data, to) = (dir.path().to_owned(), copy.clone());
-        tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &to))
+        tokio::task::spawn_blocking(move || super::super::backup::backup(&data, &to, false))
             .await
             .unwrap()
             .unwrap();
@@ -1384,13 +1344,14 @@ mod tests {
             all[..copied.len()],
             "a prefix of the log, in order"
         );
-        assert!(!dir.path().join("backup.db.partial").exists());
+        assert!(!elsewhere.path().join("backup.db.partial").exists());
     }
 
     #[test]
     fn backup_without_a_database_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = SqliteStore::backup(dir.path(), &dir.path().join("copy.db")).unwrap_err();
+        let to = dir.path().join("copy.db");
+        let e = super::super::backup::backup(dir.path(), &to, false).unwrap_err();
         assert!(matches!(e, StoreError::Refused { .. }), "{e:?}");
         assert!(e.to_string().contains("no database at"), "{e}");
     }

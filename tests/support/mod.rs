@@ -645,6 +645,27 @@ pub async fn refused(mut ws: Ws) -> (Vec<Value>, u16, String) {
     }
 }
 
+/// Open the SQLite store of `dir` once no earlier store holds it: a stopped test server lets
+/// go of its store only when its last session and timer task have ended, as a restarted
+/// process would wait for the old one to exit.
+pub async fn open_sqlite(dir: &std::path::Path) -> Arc<parley::store::SqliteStore> {
+    use parley::store::{SqliteOptions, SqliteStore};
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match SqliteStore::open(dir, SqliteOptions::default()) {
+            Ok(store) => return Arc::new(store),
+            Err(e @ StoreError::Refused { .. }) if e.to_string().contains("is in use") => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the earlier store never let go: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    }
+}
+
 /// Start the `parley` binary as a child process on a free loopback port with `data` as its
 /// data directory; returns the child and the address it printed.
 pub async fn spawn_binary(
@@ -652,10 +673,22 @@ pub async fn spawn_binary(
     secret: &str,
     extra: &[&str],
 ) -> (tokio::process::Child, String) {
+    let mut args = vec!["--secret", secret];
+    args.extend_from_slice(extra);
+    spawn_serving(data, &args).await
+}
+
+/// Start `parley serve` with `args` on a free loopback port with `data` as its data
+/// directory (and, without `--secret`, the secret it keeps there); returns the child and
+/// the address it printed.
+pub async fn spawn_serving(
+    data: &std::path::Path,
+    args: &[&str],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--secret", secret])
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .arg("--data")
         .arg(data)
         .stdout(std::process::Stdio::piped())
