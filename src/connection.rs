@@ -71,6 +71,10 @@ async fn admit(
         return None;
     };
     tracing::info!(user = %claims.sub, session = session.id, "session opened");
+    if hub.shutting_down() {
+        // Upgraded just as shutdown began, after every open session was told to close.
+        session.close(close::GOING_AWAY, "server shutting down");
+    }
     let limits = hub.limits();
     let liveness = Liveness::new(
         Duration::from_millis(limits.ping_interval_ms),

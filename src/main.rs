@@ -454,15 +454,28 @@ fn local_store(
     })
 }
 
+/// Resolves on Ctrl-C or SIGTERM. SIGHUP, which would end the process by default, is
+/// answered with a log line: nothing is reloaded at run time yet (settings are read at
+/// start), and a terminal closing or a service manager's reload must not stop the server.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("can listen for SIGTERM");
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+        let mut hup = signal(SignalKind::hangup()).expect("can listen for SIGHUP");
+        let hangups = async {
+            loop {
+                hup.recv().await;
+                tracing::info!(
+                    "SIGHUP received: nothing to reload, settings are read at start; still serving"
+                );
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = hangups => {}
         }
     }
     #[cfg(not(unix))]

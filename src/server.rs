@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
 use serde::Deserialize;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -49,6 +49,10 @@ async fn upgrade(
         Ok(upgrade) => upgrade,
         Err(not) => return not.into_response(),
     };
+    if app.hub.shutting_down() {
+        let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        return (status, "shutting down; connect to another server\n").into_response();
+    }
     let too_fast = app
         .per_address
         .as_ref()
@@ -178,26 +182,6 @@ impl Server {
             .route("/metrics", get(metrics))
             .with_state(app)
             .merge(web);
-        let hub = self.hub.clone();
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let grace = self.grace;
-        tokio::spawn(async move {
-            shutdown.await;
-            hub.begin_shutdown();
-            hub.sessions()
-                .close_all(parley_protocol::close::GOING_AWAY, "server shutting down");
-            let drained = async {
-                while hub.sessions().live() > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-            };
-            if tokio::time::timeout(grace, drained).await.is_err() {
-                let left = hub.sessions().live();
-                tracing::warn!(left, "sessions still open after the shutdown grace");
-            }
-            stop.cancel();
-        });
         let router = router.into_make_service_with_connect_info::<SocketAddr>();
         // Frames are small and already batched by the writer: Nagle would only hold a
         // lone frame back until the peer's delayed ACK, tens of milliseconds.
@@ -206,9 +190,44 @@ impl Server {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stopped.cancelled().await })
-            .await
+        let accepting = CancellationToken::new();
+        // Upgraded connections are not axum's to wait for: once the listener is closed this
+        // ends as soon as the plain HTTP requests in flight are answered.
+        let serving = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(accepting.clone().cancelled_owned())
+                .into_future(),
+        );
+        shutdown.await;
+        // Refused from here on: new connections (the listener is closed at once, so a client
+        // reconnects to another server, not this one) and upgrades already in flight.
+        self.hub.begin_shutdown();
+        accepting.cancel();
+        tracing::info!("shutting down: no new connections; closing sessions");
+        close_sessions(&self.hub, self.grace).await;
+        match tokio::time::timeout(self.grace, serving).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => {
+                tracing::warn!("HTTP requests still in flight after the shutdown grace");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Close every session with 1001 and wait, at most `grace`, for them to finish.
+async fn close_sessions(hub: &Hub, grace: std::time::Duration) {
+    hub.sessions()
+        .close_all(parley_protocol::close::GOING_AWAY, "server shutting down");
+    let drained = async {
+        while hub.sessions().live() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        let left = hub.sessions().live();
+        tracing::warn!(left, "sessions still open after the shutdown grace");
     }
 }
 
