@@ -100,6 +100,27 @@ pub fn load_or_create_secret(given: Option<&str>, data: &Path) -> anyhow::Result
     Ok(secret.into_bytes())
 }
 
+/// Longest user id a token is minted for, in characters.
+pub const MAX_USER_CHARS: usize = 256;
+
+/// Whether `user` can be a user id: not empty, at most [`MAX_USER_CHARS`] characters, no
+/// control characters and no surrounding spaces (which would make two ids look alike).
+pub fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() {
+        return Err("a user id is not empty".into());
+    }
+    if user.chars().count() > MAX_USER_CHARS {
+        return Err(format!("a user id has at most {MAX_USER_CHARS} characters"));
+    }
+    if user.chars().any(char::is_control) {
+        return Err("a user id has no control characters".into());
+    }
+    if user.trim() != user {
+        return Err("a user id does not begin or end with spaces".into());
+    }
+    Ok(())
+}
+
 /// The secret file a data directory keeps when no secret is given.
 fn secret_path(data: &Path) -> std::path::PathBuf {
     data.join("secret")

@@ -206,7 +206,7 @@ struct TokenArgs {
     /// Grant operator rights (listing reports).
     #[arg(long)]
     admin: bool,
-    /// How long the token is valid.
+    /// How long the token is valid (at most 30 days).
     #[arg(long, value_parser = duration, default_value = "24h")]
     ttl: Duration,
 }
@@ -313,16 +313,42 @@ async fn run() -> anyhow::Result<()> {
     let json = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
     init_logs(json);
     match cli.command {
-        Command::Token(args) => {
-            let secret =
-                auth::load_or_create_secret(args.secret.secret.as_deref(), &args.secret.data)?;
-            println!("{}", auth::mint(&secret, &args.user, args.admin, args.ttl));
-            Ok(())
-        }
+        Command::Token(args) => token(args),
         Command::Serve(args) => serve(*args).await,
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
     }
+}
+
+/// Longest `--ttl` a minted token may have: tokens cannot be revoked one by one yet, so a
+/// leaked one is valid until it expires.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
+
+/// Mint a token, only with the secret the server signs with: never one made up here, which
+/// the server would refuse.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    auth::check_user(&args.user)
+        .map_err(|e| anyhow::anyhow!("cannot mint for {:?}: {e}", args.user))?;
+    if args.ttl.is_zero() || args.ttl > MAX_TOKEN_TTL {
+        anyhow::bail!(
+            "--ttl must be more than 0 and at most {}",
+            humantime::format_duration(MAX_TOKEN_TTL)
+        );
+    }
+    let secret = match args.secret.secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(given) => given.as_bytes().to_vec(),
+        None => auth::stored_secret(&args.secret.data)?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no secret to sign with: {} has none (a server keeps one there once it has \
+                     started on that directory) and no --secret or PARLEY_SECRET was given",
+                    args.secret.data.join("secret").display()
+                )
+            })?
+            .into_bytes(),
+    };
+    println!("{}", auth::mint(&secret, &args.user, args.admin, args.ttl));
+    Ok(())
 }
 
 fn backup(args: BackupArgs) -> anyhow::Result<()> {

@@ -288,3 +288,47 @@ async fn a_backup_that_is_not_a_parley_database_is_not_restored() {
     );
     assert!(!into.join("parley.db").exists());
 }
+
+#[tokio::test]
+async fn parley_token_signs_only_with_the_servers_secret_and_refuses_bad_users_and_ttls() {
+    let data = tempfile::tempdir().unwrap();
+    let token = |args: &[&str]| {
+        let mut all: Vec<std::ffi::OsString> = vec!["token".into()];
+        all.extend(args.iter().map(std::ffi::OsString::from));
+        all.extend(["--data".into(), data.path().as_os_str().to_owned()]);
+        async move {
+            let refs: Vec<&std::ffi::OsStr> = all.iter().map(|a| a.as_os_str()).collect();
+            parley(&refs).await
+        }
+    };
+    // A directory no server ran in has no secret: nothing is minted, nothing is made up.
+    let out = token(&["alice"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no secret to sign with"),
+        "{}",
+        text(&out)
+    );
+    assert!(!data.path().join("secret").exists());
+
+    for bad in ["", " alice", "al\u{7}ice"] {
+        let out = token(&[bad, "--secret", "s"]).await;
+        assert!(!out.status.success(), "{bad:?} minted");
+        assert!(text(&out).contains("cannot mint"), "{}", text(&out));
+    }
+    let out = token(&["alice", "--secret", "s", "--ttl", "400d"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--ttl"), "{}", text(&out));
+
+    // Once a server has made its secret, the token minted from the directory is its own.
+    let (_server, addr) = support::spawn_serving(data.path(), &[]).await;
+    let out = token(&["alice"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let minted = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let ws = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={minted}"))
+        .await
+        .unwrap()
+        .0;
+    let mut alice = support::Client::open(ws).await;
+    alice.ok(json!({"type": "sync"})).await;
+}
