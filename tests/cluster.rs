@@ -725,3 +725,55 @@ async fn a_ledger_of_the_first_schema_is_upgraded_when_a_node_starts() {
     );
     assert_eq!(cluster.held(0, 1.0).await, 1.0);
 }
+
+/// A node that cannot mark its start (a writer's transaction on the ledger stalled, holding
+/// its lock) refuses to start after the lock timeout, saying why, instead of waiting for
+/// ever or serving without knowing which entries it owes its sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_mark_its_start_refuses_to_start_saying_why() {
+    let mut cluster = Cluster::start(1, &UNLIMITED).await;
+    let first = cluster.nodes.remove(0);
+    let (db, conn) = tokio_postgres::connect(&cluster.database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // What a writer in the middle of an append holds.
+    db.batch_execute("BEGIN; LOCK TABLE entries IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let redis = services::services().redis_url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", SECRET])
+        .args(["--store", "postgres", "--database-url", &cluster.database])
+        .args([
+            "--broker-url",
+            &redis,
+            "--broker-channel",
+            &services::fresh_channel(),
+        ])
+        .arg("--data")
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the node gives up by itself")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a node started: {stdout}");
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    assert!(stderr.contains("cannot mark the start"), "{stderr}");
+    assert!(stderr.contains("lock timeout"), "{stderr}");
+    assert!(started.elapsed() >= Duration::from_secs(9), "gave up early");
+    // Once the lock is released a node starts and serves as usual.
+    db.batch_execute("ROLLBACK").await.unwrap();
+    drop(first);
+    cluster
+        .add_node(&services::fresh_channel(), &UNLIMITED)
+        .await;
+    let (status, _) = support::http_get(&cluster.nodes[0].addr, "/readyz").await;
+    assert_eq!(status, 200);
+}

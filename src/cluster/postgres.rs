@@ -18,6 +18,13 @@ use tokio_postgres::{NoTls, Row, Statement};
 /// Serialises schema set-up when several nodes start at once.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 
+/// How long a node's start waits for a lock on the ledger (the schema's, the mark's) before
+/// it gives up with an error naming what it waited for.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long opening a connection to PostgreSQL may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Locks an existing scope without writing a new row version, unlike an upsert.
 const LOCK_SCOPE: &str = "SELECT seq FROM scopes WHERE id = $1 FOR UPDATE";
 /// Creates a scope on first use and takes its row lock.
@@ -63,7 +70,11 @@ fn err(context: &str, e: tokio_postgres::Error) -> StoreError {
         return StoreError::unavailable(context, &e);
     };
     let code = state.code();
-    let detail = format!("{e} (SQLSTATE {code})");
+    // `Display` of a database error says only "db error": the server's message says what.
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {code})", db.message()),
+        None => format!("{e} (SQLSTATE {code})"),
+    };
     match code {
         "53100" => StoreError::full(context, detail),
         "XX001" | "XX002" => StoreError::corrupt(context, detail),
@@ -73,6 +84,27 @@ fn err(context: &str, e: tokio_postgres::Error) -> StoreError {
         }
         _ => StoreError::unavailable(context, detail),
     }
+}
+
+/// The schema version the migrations below bring a ledger to.
+const SCHEMA_VERSION: i32 = 2;
+
+/// The schema version of the ledger `client` is connected to (0: none, or the first).
+async fn schema_version(client: &Object) -> Result<i32, StoreError> {
+    let context = "cannot read the schema version";
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await
+        .map_err(|e| err(context, e))?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await
+        .map_err(|e| err(context, e))?;
+    Ok(row.get(0))
 }
 
 /// A stored entry that does not decode.
@@ -151,6 +183,7 @@ impl Ledger {
             None => "-c plan_cache_mode=force_generic_plan".to_owned(),
         };
         config.options(options);
+        config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -164,21 +197,46 @@ impl Ledger {
             .map_err(|e| StoreError::refused("database pool", e))?;
         let ledger = Ledger { pool };
         let client = ledger.client().await?;
+        // A ledger already at this schema is not touched: even DDL that finds everything in
+        // place takes locks, and would wait behind any writer's transaction.
+        if schema_version(&client).await? >= SCHEMA_VERSION {
+            return Ok(ledger);
+        }
         let schema = [
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_on_demand.sql"),
         ]
         .concat();
+        // Bounded like the mark: a transaction that holds the ledger's tables (or another
+        // node's migration) stalled for ever makes the start fail saying so, not hang.
+        client
+            .batch_execute(&format!("SET lock_timeout = '{}s'", LOCK_TIMEOUT.as_secs()))
+            .await
+            .map_err(|e| err("cannot set the lock timeout", e))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(|e| err("schema lock", e))?;
+            .map_err(|e| {
+                err(
+                    "cannot create the schema (another node's migration did not end)",
+                    e,
+                )
+            })?;
         let made = client.batch_execute(&schema).await;
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(|e| err("schema lock", e))?;
-        made.map_err(|e| err("cannot create the schema", e))?;
+        made.map_err(|e| {
+            err(
+                "cannot create the schema (a transaction holds the ledger's tables)",
+                e,
+            )
+        })?;
+        client
+            .batch_execute("RESET lock_timeout")
+            .await
+            .map_err(|e| err("cannot reset the lock timeout", e))?;
         Ok(ledger)
     }
 
@@ -218,7 +276,11 @@ impl Ledger {
             .transaction()
             .await
             .map_err(|e| err("cannot mark the start", e))?;
-        tx.batch_execute("SET LOCAL lock_timeout = '10s'; LOCK TABLE entries IN SHARE MODE")
+        let lock = format!(
+            "SET LOCAL lock_timeout = '{}s'; LOCK TABLE entries IN SHARE MODE",
+            LOCK_TIMEOUT.as_secs()
+        );
+        tx.batch_execute(&lock)
             .await
             .map_err(|e| err("cannot mark the start (writes in progress did not end)", e))?;
         let row = tx
