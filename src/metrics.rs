@@ -6,10 +6,91 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::RwLock;
 use std::sync::OnceLock;
 
-/// Latency buckets in seconds: fan-out is sub-millisecond when healthy.
-const BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+/// Latency buckets in seconds: fan-out is sub-millisecond when healthy, and a request that
+/// waits on a stalled store takes seconds, which the top buckets still tell apart.
+const BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
+
+/// Every family parley exports, with its type and help text.
+const FAMILIES: [(Kind, &str, &str); 17] = [
+    (Kind::Counter, "parley_connections_total", "WebSocket connections accepted, before authentication"),
+    (Kind::Gauge, "parley_sessions", "Live sessions on this server"),
+    (Kind::Gauge, "parley_conversations_held", "Conversations held in memory"),
+    (Kind::Gauge, "parley_cache_entries_held", "Messages, state changes and notifications of the conversations held (what --cache-entries bounds)"),
+    (Kind::Gauge, "parley_send_logs_held", "Users with a send inside the recall throttle window"),
+    (Kind::Gauge, "parley_rate_buckets_held", "Users whose request rate bucket has not refilled"),
+    (Kind::Counter, "parley_cache_reads_total", "Conversations read back from the store, by part read (recent or whole)"),
+    (Kind::Counter, "parley_cache_evictions_total", "Passes that forgot conversations to stay within --cache-entries"),
+    (Kind::Counter, "parley_frames_in_total", "Client requests received, by type"),
+    (Kind::Counter, "parley_frames_out_total", "Server frames queued to sessions, by type (one per recipient session)"),
+    (Kind::Histogram, "parley_fanout_seconds", "Time to serialise one frame once and queue it to every recipient session"),
+    (Kind::Histogram, "parley_request_seconds", "Time from a request's parse to its answer queued, by type"),
+    (Kind::Counter, "parley_queue_overflows_total", "Sessions closed because their outbound queue overflowed (slow consumers)"),
+    (Kind::Counter, "parley_errors_total", "Requests refused, by error code"),
+    (Kind::Counter, "parley_recalls_total", "Recall requests, by outcome (ok or the error code)"),
+    (Kind::Counter, "parley_cluster_events_total", "Events between cluster nodes, by event"),
+    (Kind::Gauge, "parley_build_info", "Always 1; the version of this parley is its label"),
+];
+
+/// A metric family's type.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Describe every family and register it with zero (labelled ones under a label value
+/// every server sees), so a scrape of a fresh server lists every family with its help text
+/// rather than nothing until traffic comes.
+fn register_families() {
+    for (kind, name, help) in FAMILIES {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    for name in FAMILIES
+        .iter()
+        .filter(|f| matches!(f.0, Kind::Counter))
+        .map(|f| f.1)
+    {
+        let label = match name {
+            "parley_cache_reads_total" => Some(("part", "recent")),
+            "parley_frames_in_total" => Some(("type", "send")),
+            "parley_frames_out_total" => Some(("type", "message")),
+            "parley_errors_total" => Some(("code", "unavailable")),
+            "parley_recalls_total" => Some(("outcome", "ok")),
+            "parley_cluster_events_total" => Some(("event", "entry_applied")),
+            _ => None,
+        };
+        match label {
+            Some((key, value)) => metrics::counter!(name, key => value).absolute(0),
+            None => metrics::counter!(name).absolute(0),
+        }
+    }
+    sessions_live(0);
+    working_set(0, 0, 0, 0);
+    let _ = metrics::histogram!("parley_fanout_seconds");
+    let _ = metrics::histogram!("parley_request_seconds", "type" => "send");
+    metrics::gauge!("parley_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    process().describe();
+}
+
+/// The collector of the process's own figures (CPU, resident memory, open files, start
+/// time), in the names Prometheus' client libraries use.
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
+
+/// Read the process's figures now, for a scrape.
+pub fn refresh_process() {
+    process().collect();
+}
 
 /// How often recorded histogram samples are folded into their buckets.
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -26,6 +107,7 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed by an embedding program; then ours
         // simply renders nothing.
         let _ = metrics::set_global_recorder(recorder);
+        register_families();
         // Histogram samples pile up until they are folded into their buckets, which only
         // a scrape or an upkeep does: without this, a server nobody scrapes keeps every
         // latency it ever recorded.

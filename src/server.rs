@@ -90,6 +90,7 @@ async fn ready(State(app): State<App>) -> (axum::http::StatusCode, &'static str)
 /// The metrics in Prometheus' text format, the working set's gauges as of now.
 async fn metrics(State(app): State<App>) -> String {
     app.hub.gauge_working_set();
+    crate::metrics::refresh_process();
     crate::metrics::handle().render()
 }
 

@@ -37,3 +37,78 @@ async fn health_readiness_and_metrics() {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
 }
+
+/// `promtool check metrics` on `text`: its complaints, or `None` when promtool is not
+/// installed (the test command installs it; a bare `cargo test` may not have it).
+fn promtool_complaints(text: &str) -> Option<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(if out.status.success() {
+        said
+    } else {
+        format!("failed: {said}")
+    })
+}
+
+#[tokio::test]
+async fn every_family_is_there_with_help_from_the_start_and_promtool_finds_nothing() {
+    let server = support::start().await;
+    let addr = server.running.addr;
+    let (_, fresh) = get(addr, "/metrics").await;
+    for family in [
+        "parley_connections_total",
+        "parley_sessions",
+        "parley_conversations_held",
+        "parley_cache_entries_held",
+        "parley_cache_reads_total",
+        "parley_frames_in_total",
+        "parley_frames_out_total",
+        "parley_fanout_seconds",
+        "parley_request_seconds",
+        "parley_queue_overflows_total",
+        "parley_errors_total",
+        "parley_recalls_total",
+        "parley_cluster_events_total",
+        "parley_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            fresh.contains(&format!("# HELP {family} ")),
+            "no help for {family}:\n{fresh}"
+        );
+    }
+    assert!(fresh.contains(r#"le="10""#), "latency buckets reach 10 s");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(fresh.contains(&format!("parley_build_info{{version=\"{version}\"}} 1")));
+
+    let (mut a, _b) = server.connected_pair("carol", "dave").await;
+    a.dm("dave", "some traffic").await;
+    let (_, loaded) = get(addr, "/metrics").await;
+    for (when, text) in [("fresh", &fresh), ("after traffic", &loaded)] {
+        match promtool_complaints(text) {
+            Some(said) => assert!(said.trim().is_empty(), "promtool, {when}: {said}"),
+            None => eprintln!("skipped promtool check ({when}): promtool is not installed"),
+        }
+    }
+}
