@@ -39,10 +39,11 @@ pub fn serve(
     socket: Socket,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
+    peer: Peer,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (sink, stream) = socket.split();
     crate::metrics::connection_opened();
-    Box::pin(admit(sink, stream, hub, admission))
+    Box::pin(admit(sink, stream, hub, admission, peer))
         .then(|live| futures::future::OptionFuture::from(live.map(Live::run)))
         .map(drop)
 }
@@ -53,11 +54,12 @@ async fn admit(
     stream: Stream,
     hub: Arc<Hub>,
     admission: Result<Claims, Refusal>,
+    peer: Peer,
 ) -> Option<Live> {
     let claims = match admission {
         Ok(claims) => claims,
         Err(refusal) => {
-            refuse(&mut sink, refusal).await;
+            refuse(&mut sink, refusal, &peer).await;
             finish(sink, stream, Ended::Closing).await;
             return None;
         }
@@ -65,12 +67,19 @@ async fn admit(
     let Some((session, outbox)) = hub.open_session(&claims.sub, claims.admin).await else {
         let max = hub.limits().max_sessions_per_user;
         let reason = format!("too many sessions (at most {max})");
-        tracing::info!(user = %claims.sub, %reason, "connection refused");
+        tracing::info!(user = %claims.sub, peer = %peer.addr, %reason, "connection refused");
         say_goodbye(&mut sink, None, close::POLICY, reason).await;
         finish(sink, stream, Ended::Closing).await;
         return None;
     };
-    tracing::info!(user = %claims.sub, session = session.id, "session opened");
+    tracing::info!(
+        user = %claims.sub,
+        session = session.id,
+        peer = %peer.addr,
+        user_agent = peer.user_agent.as_deref().unwrap_or("-"),
+        origin = peer.origin.as_deref().unwrap_or("-"),
+        "session opened"
+    );
     if hub.shutting_down() {
         // Upgraded just as shutdown began, after every open session was told to close.
         session.close(close::GOING_AWAY, "server shutting down");
@@ -91,7 +100,19 @@ async fn admit(
         hub,
         liveness,
         writer,
+        peer: peer.addr,
     })
+}
+
+/// Who is at the other end of a connection, as its upgrade request said, for the log.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: std::net::SocketAddr,
+    /// Its `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// Its `Origin` header (browsers send one).
+    pub origin: Option<String>,
 }
 
 /// A connection with an open session: what its reading side keeps for as long as it lives.
@@ -102,6 +123,8 @@ struct Live {
     liveness: Arc<Liveness>,
     /// The writer hands the sink back when it is done, for the closing handshake.
     writer: tokio::task::JoinHandle<Sink>,
+    /// The client's address, for the close line.
+    peer: std::net::SocketAddr,
 }
 
 impl Live {
@@ -115,6 +138,8 @@ impl Live {
                 stream,
                 session,
                 writer,
+                liveness,
+                peer,
                 ..
             } = self;
             if let Ok(sink) = writer.await {
@@ -125,7 +150,15 @@ impl Live {
                 .close_reason()
                 .map(|(c, r)| format!("{c} {r}"))
                 .unwrap_or_default();
-            tracing::info!(user = %session.user, session = session.id, %reason, "session closed");
+            let duration = format!("{:.3}s", liveness.started.elapsed().as_secs_f64());
+            tracing::info!(
+                user = %session.user,
+                session = session.id,
+                %peer,
+                %duration,
+                %reason,
+                "session closed"
+            );
         }
     }
 
@@ -280,7 +313,7 @@ pub enum Refusal {
     TooFast,
 }
 
-async fn refuse(sink: &mut Sink, refusal: Refusal) {
+async fn refuse(sink: &mut Sink, refusal: Refusal, peer: &Peer) {
     let (code, close_code, message) = match &refusal {
         Refusal::Unauthorized(e) => (ErrorCode::Unauthorized, close::POLICY, e.to_string()),
         Refusal::TooFast => (
@@ -289,7 +322,7 @@ async fn refuse(sink: &mut Sink, refusal: Refusal) {
             "too many new connections from your address; try again later".to_owned(),
         ),
     };
-    tracing::info!(reason = %message, "connection refused");
+    tracing::info!(peer = %peer.addr, reason = %message, "connection refused");
     let reason = format!("{code}: {message}");
     let frame = ServerFrame::Error {
         id: None,

@@ -70,8 +70,17 @@ async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
+    let header = |name| {
+        let value = request.headers().get(name)?;
+        Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+    };
+    let from = connection::Peer {
+        addr: peer,
+        user_agent: header(axum::http::header::USER_AGENT),
+        origin: header(axum::http::header::ORIGIN),
+    };
     upgrade.accept(config, move |socket| {
-        connection::serve(socket, app.hub, auth)
+        connection::serve(socket, app.hub, auth, from)
     })
 }
 
