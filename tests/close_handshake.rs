@@ -63,6 +63,7 @@ where
         codes.extend(futures::future::join_all(round).await);
     }
     let seen = codes.iter().filter(|&&c| c == want).count();
+    eprintln!("{seen} of {TRIALS} trials saw {want}");
     (seen, codes.into_iter().filter(|&c| c != want).collect())
 }
 
