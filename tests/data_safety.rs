@@ -203,6 +203,10 @@ async fn a_restored_directory_has_the_history_and_accepts_the_old_tokens() {
         "{}",
         text(&out)
     );
+    // It holds the secret that signs any token: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "backup mode {mode:o}");
 
     let restore = |into: &Path, replace: bool| {
         let (from, into) = (file.clone(), into.to_owned());

@@ -106,7 +106,11 @@ pub fn restore(from: &Path, data: &Path, replace: bool) -> Result<Restored, Stor
     refuse_unless_plain_file(&target).map_err(|e| e.within(context()))?;
     let partial = beside(&target, ".restoring");
     let _ = std::fs::remove_file(&partial);
-    std::fs::copy(from, &partial).map_err(|e| StoreError::io(context(), &e))?;
+    if let Err(e) = std::fs::copy(from, &partial) {
+        // A full disk, say: nothing half-copied is left behind.
+        remove_database_files(&partial);
+        return Err(StoreError::io(context(), &e));
+    }
     let secret = match take_secret_after_checking(&partial) {
         Ok(secret) => secret,
         Err(e) => {
@@ -120,7 +124,17 @@ pub fn restore(from: &Path, data: &Path, replace: bool) -> Result<Restored, Stor
         None
     };
     remove_database_files(&target);
-    std::fs::rename(&partial, &target).map_err(|e| StoreError::io(context(), &e))?;
+    if let Err(e) = std::fs::rename(&partial, &target) {
+        remove_database_files(&partial);
+        let mut detail = e.to_string();
+        if let Some(aside) = &moved_aside {
+            detail.push_str(&format!(
+                "; the database that was there is at {}",
+                aside.display()
+            ));
+        }
+        return Err(StoreError::unavailable(context(), detail));
+    }
     sync_dir(data);
     if let Some(secret) = &secret {
         crate::auth::replace_secret(data, secret).map_err(|e| StoreError::io(context(), &e))?;
@@ -207,6 +221,9 @@ fn write_into_place(
 ) -> Result<(), StoreError> {
     remove_database_files(partial);
     let result = (|| {
+        // Readable by its owner only: a backup holds every message and the token secret,
+        // which signs tokens for anyone, admins included.
+        create_private(partial).map_err(|e| StoreError::io("create the copy", &e))?;
         let mut dest = Connection::open(partial).map_err(|e| err("create the copy", e))?;
         fill(&mut dest)?;
         dest.close().map_err(|(_, e)| err("close the copy", e))?;
@@ -224,6 +241,18 @@ fn write_into_place(
         sync_dir(dir);
     }
     result
+}
+
+/// Create an empty file at `path` that only its owner can read and write.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }
 
 /// Copy every page of `source` into `dest`.
