@@ -34,6 +34,9 @@ pub enum AuthError {
     /// The signature does not match or the token is malformed.
     #[error("invalid token")]
     Invalid,
+    /// A one-time ticket presented a second time.
+    #[error("ticket already used")]
+    Used,
 }
 
 fn unix_now() -> u64 {

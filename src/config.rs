@@ -48,6 +48,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// New connections per second one address may open (0: unlimited); bursts of ten times that.
     pub connections_per_ip_per_second: u32,
+    /// Caps at TCP accept: request-head deadline, unfinished handshakes, open connections.
+    pub edge: crate::admission::EdgeLimits,
+    /// Web pages allowed to open sessions (by their `Origin`).
+    pub allowed_origins: crate::origin::AllowedOrigins,
+    /// Peers (reverse proxies) whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 impl Config {
@@ -62,6 +68,9 @@ impl Config {
             cache_entries: DEFAULT_CACHE_ENTRIES,
             shutdown_grace: Duration::from_secs(5),
             connections_per_ip_per_second: 50,
+            edge: crate::admission::EdgeLimits::default(),
+            allowed_origins: crate::origin::AllowedOrigins::default(),
+            trusted_proxies: crate::forwarded::TrustedProxies::default(),
         }
     }
 }

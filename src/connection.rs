@@ -78,6 +78,7 @@ async fn admit(
         peer = %peer.addr,
         user_agent = peer.user_agent.as_deref().unwrap_or("-"),
         origin = peer.origin.as_deref().unwrap_or("-"),
+        via = %peer.via.map_or_else(|| "-".to_owned(), |v| v.to_string()),
         "session opened"
     );
     if hub.shutting_down() {
@@ -113,6 +114,9 @@ pub struct Peer {
     pub user_agent: Option<String>,
     /// Its `Origin` header (browsers send one).
     pub origin: Option<String>,
+    /// The trusted proxy it came through, whose forwarding header named `addr` (whose
+    /// port is then 0: proxies do not forward it).
+    pub via: Option<std::net::SocketAddr>,
 }
 
 /// A connection with an open session: what its reading side keeps for as long as it lives.

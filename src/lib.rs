@@ -2,19 +2,25 @@
 //!
 //! Layers, innermost first: [`core`] holds the rules as plain state and functions;
 //! [`hub`] shares that state between connections, commits through a [`store::Store`] and
-//! fans frames out; [`connection`] runs one socket; [`server`] listens and [`upgrade`] hands it over.
+//! fans frames out; [`connection`] runs one socket; [`server`] routes, [`accept`] admits
+//! each TCP connection (against the caps of [`admission`]) and [`upgrade`] hands it over.
 
+pub mod accept;
+pub mod admission;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod core;
+pub mod forwarded;
 pub mod frame;
 pub mod heap;
 pub mod hub;
 pub mod metrics;
+pub mod origin;
 pub mod server;
 pub mod store;
+pub mod ticket;
 pub mod upgrade;
 pub mod web;

@@ -195,6 +195,29 @@ struct ServeArgs {
     /// How long shutdown waits for sessions to close.
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", value_parser = duration, default_value = "5s")]
     shutdown_grace: Duration,
+    /// Time a connection has to send its whole request head (an idle keep-alive one, to
+    /// start its next request) before it is closed.
+    #[arg(long, env = "PARLEY_HEADER_TIMEOUT", value_parser = duration, default_value = "10s")]
+    header_timeout: Duration,
+    /// Connections still sending their request head, overall; past it the one that has
+    /// waited longest is closed to make room.
+    #[arg(long, env = "PARLEY_MAX_HANDSHAKES", default_value_t = 1024)]
+    max_handshakes: usize,
+    /// Connections still sending their request head from one address; past it 429.
+    #[arg(long, env = "PARLEY_MAX_HANDSHAKES_PER_IP", default_value_t = 64)]
+    max_handshakes_per_ip: usize,
+    /// Open connections, sessions included (0: the open-file limit less 272); past it only
+    /// `/healthz` is answered.
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+    /// Web pages (origins, comma-separated, or `*`) allowed to open sessions; empty: pages
+    /// from the host the client connects to. Clients that send no Origin are not checked.
+    #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", default_value = "", value_parser = parley::origin::AllowedOrigins::parse)]
+    allowed_origins: parley::origin::AllowedOrigins,
+    /// Reverse proxies (addresses and CIDR ranges, comma-separated) whose `Forwarded` or
+    /// `X-Forwarded-For` header names the client, for the per-address limits and the logs.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", default_value = "", value_parser = parley::forwarded::TrustedProxies::parse)]
+    trusted_proxies: parley::forwarded::TrustedProxies,
 }
 
 #[derive(clap::Args)]
@@ -391,6 +414,12 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // The soft open-file limit is often 1,024, a few hundred clients; the hard one is what
+    // the operator allows. Connections are capped below it (`--max-connections`).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => tracing::debug!(files, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let secret = auth::load_or_create_secret(args.secret.secret.as_deref(), &args.secret.data)?;
     let mut limits = default_limits();
     limits.recall_window_ms = ms(args.recall_window);
@@ -415,6 +444,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_entries: args.cache_entries,
         shutdown_grace: args.shutdown_grace,
         connections_per_ip_per_second: args.connections_per_ip_per_second,
+        edge: parley::admission::EdgeLimits {
+            header_timeout: args.header_timeout,
+            max_handshakes: args.max_handshakes.max(1),
+            max_handshakes_per_ip: args.max_handshakes_per_ip.max(1),
+            max_connections: args.max_connections,
+        },
+        allowed_origins: args.allowed_origins,
+        trusted_proxies: args.trusted_proxies,
     };
     let hub = match args.store {
         StoreKind::Postgres => {

@@ -2,17 +2,21 @@
 //! and graceful shutdown.
 
 use crate::config::Config;
+use crate::accept::SessionSlot;
+use crate::admission::{Admission, EdgeLimits};
 use crate::connection;
+use crate::origin::AllowedOrigins;
+use crate::forwarded::TrustedProxies;
+use crate::ticket::Tickets;
 use crate::hub::Hub;
 use crate::store::{MemoryStore, Store};
 use crate::upgrade::Upgrade;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -32,11 +36,38 @@ struct App {
     hub: Arc<Hub>,
     secret: Arc<[u8]>,
     per_address: Option<Arc<governor::DefaultKeyedRateLimiter<IpAddr>>>,
+    origins: Arc<AllowedOrigins>,
+    tickets: Arc<Tickets>,
+    proxies: Arc<TrustedProxies>,
+}
+
+impl App {
+    /// The client behind a connection from `peer`, and the trusted proxy it came through.
+    fn client_of(
+        &self,
+        peer: SocketAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> (SocketAddr, Option<SocketAddr>) {
+        let client = self.proxies.client(peer.ip(), headers);
+        if client == peer.ip() {
+            (peer, None)
+        } else {
+            (SocketAddr::new(client, 0), Some(peer))
+        }
+    }
+
+    /// Whether the client at `client` opens connections faster than its address may.
+    fn too_fast(&self, client: SocketAddr) -> bool {
+        self.per_address
+            .as_ref()
+            .is_some_and(|limiter| limiter.check_key(&client.ip()).is_err())
+    }
 }
 
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    ticket: Option<String>,
 }
 
 async fn upgrade(
@@ -49,16 +80,21 @@ async fn upgrade(
         Ok(upgrade) => upgrade,
         Err(not) => return not.into_response(),
     };
+    if let Some(refused) = foreign_origin(&app.origins, &request, peer) {
+        return refused;
+    }
     if app.hub.shutting_down() {
         let status = axum::http::StatusCode::SERVICE_UNAVAILABLE;
         return (status, "shutting down; connect to another server\n").into_response();
     }
-    let too_fast = app
-        .per_address
-        .as_ref()
-        .is_some_and(|limiter| limiter.check_key(&peer.ip()).is_err());
+    let (client, via) = app.client_of(peer, request.headers());
+    let too_fast = app.too_fast(client);
     let auth = if too_fast {
         Err(connection::Refusal::TooFast)
+    } else if let Some(ticket) = q.ticket {
+        app.tickets
+            .redeem(&ticket)
+            .map_err(connection::Refusal::Unauthorized)
     } else {
         let token = connection::presented_token(q.token, request.headers());
         connection::authenticate(&app.secret, token.as_deref())
@@ -75,13 +111,65 @@ async fn upgrade(
         Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
     };
     let from = connection::Peer {
-        addr: peer,
+        addr: client,
         user_agent: header(axum::http::header::USER_AGENT),
         origin: header(axum::http::header::ORIGIN),
+        via,
     };
-    upgrade.accept(config, move |socket| {
-        connection::serve(socket, app.hub, auth, from)
+    // The session keeps its connection counted against the cap once the HTTP side ends.
+    let slot = request
+        .extensions()
+        .get::<SessionSlot>()
+        .map(|SessionSlot(admission)| admission.hold());
+    upgrade.accept(config, move |socket| async move {
+        let _slot = slot;
+        connection::serve(socket, app.hub, auth, from).await
     })
+}
+
+/// Trade the bearer token in `Authorization` for a one-time ticket for `/ws?ticket=`, so a
+/// page need not put its token in a URL.
+async fn ws_ticket(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use axum::http::{header, StatusCode};
+    let too_fast = app.too_fast(app.client_of(peer, &headers).0);
+    let token = connection::presented_token(None, &headers);
+    let (status, body) = match crate::auth::verify(&app.secret, token.as_deref()) {
+        _ if too_fast => (
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"code": "rate_limited", "message": "too many new connections from your address; try again later"}),
+        ),
+        Ok(claims) => {
+            let (ticket, expires_in_s) = app.tickets.issue(&claims);
+            let body = serde_json::json!({"ticket": ticket, "expires_in_s": expires_in_s});
+            (StatusCode::OK, body)
+        }
+        Err(e) => (
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"code": "unauthorized", "message": e.to_string()}),
+        ),
+    };
+    let headers = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::WWW_AUTHENTICATE, "Bearer"),
+    ];
+    (status, headers, axum::Json(body)).into_response()
+}
+
+/// A 403 for a browser page from an origin not allowed to connect.
+fn foreign_origin(origins: &AllowedOrigins, request: &Request, peer: SocketAddr) -> Option<Response> {
+    let text = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let origin = text(axum::http::header::ORIGIN);
+    if origins.allows(origin, text(axum::http::header::HOST)) {
+        return None;
+    }
+    let origin = origin.unwrap_or_default();
+    tracing::info!(peer = %peer, origin, "connection refused: origin not allowed");
+    let body = format!("origin {origin} may not connect here (see --allowed-origins)\n");
+    Some((axum::http::StatusCode::FORBIDDEN, body).into_response())
 }
 
 /// Ready once the state is loaded from storage (which `bind` does) and until shutdown.
@@ -110,6 +198,9 @@ pub struct Server {
     secret: Arc<[u8]>,
     per_address: u32,
     grace: std::time::Duration,
+    edge: EdgeLimits,
+    origins: Arc<AllowedOrigins>,
+    proxies: Arc<TrustedProxies>,
     demo: bool,
 }
 
@@ -144,6 +235,9 @@ impl Server {
             secret: config.secret.clone().into(),
             per_address: config.connections_per_ip_per_second,
             grace: config.shutdown_grace,
+            edge: config.edge,
+            origins: Arc::new(config.allowed_origins.clone()),
+            proxies: Arc::new(config.trusted_proxies.clone()),
             demo: false,
         })
     }
@@ -180,34 +274,35 @@ impl Server {
         if let Some(limiter) = &per_address {
             tokio::spawn(forget_refilled_addresses(Arc::downgrade(limiter)));
         }
+        let tickets = Arc::new(Tickets::new(&self.secret));
         let app = App {
             hub: self.hub.clone(),
             secret: self.secret,
             per_address,
+            origins: self.origins,
+            tickets,
+            proxies: self.proxies.clone(),
         };
         let router = Router::new()
             .route("/ws", get(upgrade))
+            .route("/ws-ticket", post(ws_ticket))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
             .with_state(app)
             .merge(web);
-        let router = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Frames are small and already batched by the writer: Nagle would only hold a
-        // lone frame back until the peer's delayed ACK, tens of milliseconds.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
+        let admission = Admission::new(self.edge);
+        tracing::debug!(cap = admission.connection_cap(), "open connections capped");
         let accepting = CancellationToken::new();
-        // Upgraded connections are not axum's to wait for: once the listener is closed this
-        // ends as soon as the plain HTTP requests in flight are answered.
-        let serving = tokio::spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(accepting.clone().cancelled_owned())
-                .into_future(),
-        );
+        // Upgraded connections are not the accept loop's to wait for: once the listener is
+        // closed this ends as soon as the plain HTTP requests in flight are answered.
+        let serving = tokio::spawn(crate::accept::serve(
+            self.listener,
+            router,
+            admission,
+            self.proxies,
+            accepting.clone(),
+        ));
         shutdown.await;
         // Refused from here on: new connections (the listener is closed at once, so a client
         // reconnects to another server, not this one) and upgrades already in flight.
@@ -216,7 +311,7 @@ impl Server {
         tracing::info!("shutting down: no new connections; closing sessions");
         close_sessions(&self.hub, self.grace).await;
         match tokio::time::timeout(self.grace, serving).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(std::io::Error::other(e)),
             Err(_) => {
                 tracing::warn!("HTTP requests still in flight after the shutdown grace");

@@ -1149,13 +1149,36 @@ function signOut(message) {
   location.replace(location.pathname);
 }
 
+/**
+ * The socket URL with a one-time ticket, so the token never appears in a URL (where proxy
+ * and access logs would keep it). Falls back to the token itself only when no ticket can
+ * be had (a server without `/ws-ticket`, or one that refuses the token: its answer on the
+ * socket then says why).
+ */
+async function socketUrl(token) {
+  const base = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+  try {
+    const r = await fetch('/ws-ticket', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      cache: 'no-store',
+    });
+    if (r.ok) {
+      const { ticket } = await r.json();
+      return `${base}?ticket=${encodeURIComponent(ticket)}`;
+    }
+  } catch (e) {
+    console.warn('parley: no ticket, connecting with the token', e);
+  }
+  return `${base}?token=${encodeURIComponent(token)}`;
+}
+
 function start(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
   $('signin').hidden = true;
   $('app').hidden = false;
   for (const id of ['open-settings', 'sign-out']) $(id).hidden = false;
-  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const client = new ParleyClient(() => `${scheme}://${location.host}/ws?token=${encodeURIComponent(token)}`);
+  const client = new ParleyClient(() => socketUrl(token));
   state.client = client;
   client.on('status', renderStatus);
   client.on('hello', (hello) => {

@@ -191,11 +191,19 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     assert.equal((await fetch(`${base}demo/token?user=not%20a%20handle`)).status, 400);
 
     const page = await newPerson();
+    const sockets = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
     await page.getByTestId('demo-form').waitFor();
     await page.getByTestId('handle-input').fill('newcomer');
     await shot(page, 'sign-in');
     await signIn('newcomer', page);
     await page.getByTestId('status').and(page.locator('[data-status="open"]')).waitFor();
+    // The token stays out of the socket's URL (and so out of proxy logs): a one-time ticket.
+    assert.ok(sockets.length > 0, 'the page opened a socket');
+    for (const url of sockets) {
+      assert.match(url, /\/ws\?ticket=/);
+      assert.doesNotMatch(url, /token=/);
+    }
     await page.context().close();
   });
 
