@@ -2,19 +2,20 @@
 //!
 //! A connection that sends half a request head and stops costs the server a file
 //! descriptor for as long as it is let be; enough of them lock every client out. So the
-//! connections still sending their head are capped per address and overall, and when the
-//! overall cap is full the one that has waited longest makes room: a real client finishes
-//! its head in milliseconds and is never the oldest for long, a staller always is. All open
+//! connections still sending their head a second after they opened are capped per address
+//! and overall, and when the overall cap is full the one that has waited longest makes
+//! room: a real client finishes its head in milliseconds and is never the oldest for long,
+//! a staller always is. All open
 //! connections are capped below the file limit, and a few slots past that cap are kept
 //! back to answer `/healthz` and `/readyz`, so an orchestrator never mistakes a full server
 //! for a dead one.
 
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Connections answered at capacity at once (health probes); past them a connection is
@@ -102,24 +103,65 @@ impl Refused {
     }
 }
 
+/// How long a connection may take over its request head before it counts against the
+/// caps. A burst of real clients (a reconnect storm, a NAT, a load test) has many heads in
+/// flight for a few milliseconds each; a staller's head is still unfinished a second later.
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
+
+struct Pending {
+    addr: IpAddr,
+    opened: Instant,
+    evicted: CancellationToken,
+}
+
 #[derive(Default)]
 struct Unfinished {
     /// By age: the first is the one that has waited longest.
-    by_age: BTreeMap<u64, (IpAddr, CancellationToken)>,
-    by_address: HashMap<IpAddr, usize>,
+    by_age: BTreeMap<u64, Pending>,
+    /// Per address, its unfinished connections by age: (id, when opened).
+    by_address: HashMap<IpAddr, VecDeque<(u64, Instant)>>,
     next: u64,
 }
 
 impl Unfinished {
-    fn forget(&mut self, id: u64) -> Option<(IpAddr, CancellationToken)> {
-        let (addr, token) = self.by_age.remove(&id)?;
-        if let Some(n) = self.by_address.get_mut(&addr) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_address.remove(&addr);
+    fn forget(&mut self, id: u64) -> Option<Pending> {
+        let pending = self.by_age.remove(&id)?;
+        if let Some(mine) = self.by_address.get_mut(&pending.addr) {
+            // Heads mostly finish in the order they started: the id is near the front.
+            if let Some(at) = mine.iter().position(|(other, _)| *other == id) {
+                mine.remove(at);
+            }
+            if mine.is_empty() {
+                self.by_address.remove(&pending.addr);
             }
         }
-        Some((addr, token))
+        Some(pending)
+    }
+
+    /// Whether `addr` already has `cap` unfinished connections older than the grace.
+    fn address_full(&self, addr: IpAddr, cap: usize, stale: Instant) -> bool {
+        let Some(mine) = self.by_address.get(&addr) else {
+            return false;
+        };
+        cap == 0
+            || mine
+                .get(cap - 1)
+                .is_some_and(|(_, opened)| *opened <= stale)
+    }
+
+    /// Close stale connections, oldest first, until fewer than `cap` are unfinished.
+    fn make_room(&mut self, cap: usize, stale: Instant) {
+        while self.by_age.len() >= cap {
+            let Some((&oldest, pending)) = self.by_age.first_key_value() else {
+                return;
+            };
+            if pending.opened > stale {
+                return;
+            }
+            if let Some(pending) = self.forget(oldest) {
+                pending.evicted.cancel();
+            }
+        }
     }
 }
 
@@ -166,29 +208,36 @@ impl Admission {
 
     /// Admit a connection from `addr`, against its address's own cap if `per_address`.
     pub fn admit(self: &Arc<Self>, addr: IpAddr, per_address: bool) -> Admitted {
+        self.admit_at(addr, per_address, Instant::now())
+    }
+
+    fn admit_at(self: &Arc<Self>, addr: IpAddr, per_address: bool, now: Instant) -> Admitted {
         if self.open.load(Ordering::Relaxed) >= self.cap {
             return match self.reserve() {
                 Some(reserved) => Admitted::AtCapacity(reserved),
                 None => Admitted::Refused(Refused::Full),
             };
         }
+        let stale = now.checked_sub(STALE_AFTER).unwrap_or(now);
         let mut unfinished = self.unfinished.lock();
-        let from_addr = unfinished.by_address.get(&addr).copied().unwrap_or(0);
-        if per_address && from_addr >= self.limits.max_handshakes_per_ip {
+        if per_address && unfinished.address_full(addr, self.limits.max_handshakes_per_ip, stale) {
             return Admitted::Refused(Refused::AddressBusy);
         }
-        if unfinished.by_age.len() >= self.limits.max_handshakes {
-            if let Some((&oldest, _)) = unfinished.by_age.first_key_value() {
-                if let Some((_, token)) = unfinished.forget(oldest) {
-                    token.cancel();
-                }
-            }
-        }
+        unfinished.make_room(self.limits.max_handshakes, stale);
         let id = unfinished.next;
         unfinished.next += 1;
         let evicted = CancellationToken::new();
-        unfinished.by_age.insert(id, (addr, evicted.clone()));
-        *unfinished.by_address.entry(addr).or_default() += 1;
+        let pending = Pending {
+            addr,
+            opened: now,
+            evicted: evicted.clone(),
+        };
+        unfinished.by_age.insert(id, pending);
+        unfinished
+            .by_address
+            .entry(addr)
+            .or_default()
+            .push_back((id, now));
         drop(unfinished);
         Admitted::Serve(Handshake {
             id,
@@ -275,6 +324,20 @@ mod tests {
         }
     }
 
+    /// Moments each far enough after the last that every connection before is stale.
+    struct Later(std::cell::Cell<Instant>);
+
+    impl Later {
+        fn new() -> Later {
+            Later(std::cell::Cell::new(Instant::now()))
+        }
+
+        fn next(&self) -> Instant {
+            self.0.set(self.0.get() + 2 * STALE_AFTER);
+            self.0.get()
+        }
+    }
+
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
     }
@@ -288,63 +351,99 @@ mod tests {
 
     #[test]
     fn an_address_over_its_unfinished_cap_is_refused_until_one_finishes() {
+        let at = Later::new();
         let admission = Admission::new(limits(100, 2, 100));
-        let first = served(admission.admit(ip(1), true));
-        let _second = served(admission.admit(ip(1), true));
+        let first = served(admission.admit_at(ip(1), true, at.next()));
+        let _second = served(admission.admit_at(ip(1), true, at.next()));
         assert!(matches!(
-            admission.admit(ip(1), true),
+            admission.admit_at(ip(1), true, at.next()),
             Admitted::Refused(Refused::AddressBusy)
         ));
-        let _other = served(admission.admit(ip(2), true));
+        let _other = served(admission.admit_at(ip(2), true, at.next()));
         first.head_read();
-        let _third = served(admission.admit(ip(1), true));
+        let _third = served(admission.admit_at(ip(1), true, at.next()));
         assert_eq!(admission.unfinished(), 3);
         assert_eq!(admission.open(), 4);
     }
 
     #[test]
     fn a_full_handshake_cap_evicts_the_oldest_unfinished_connection() {
+        let at = Later::new();
         let admission = Admission::new(limits(2, 10, 100));
-        let oldest = served(admission.admit(ip(1), true));
-        let finished = served(admission.admit(ip(2), true));
+        let oldest = served(admission.admit_at(ip(1), true, at.next()));
+        let finished = served(admission.admit_at(ip(2), true, at.next()));
         finished.head_read();
-        let middle = served(admission.admit(ip(3), true));
+        let middle = served(admission.admit_at(ip(3), true, at.next()));
         assert!(!oldest.evicted.is_cancelled());
-        let _newest = served(admission.admit(ip(4), true));
+        let _newest = served(admission.admit_at(ip(4), true, at.next()));
         assert!(oldest.evicted.is_cancelled(), "the oldest makes room");
         assert!(!middle.evicted.is_cancelled());
-        assert!(!finished.evicted.is_cancelled(), "a finished head is never evicted");
+        assert!(
+            !finished.evicted.is_cancelled(),
+            "a finished head is never evicted"
+        );
         assert_eq!(admission.unfinished(), 2);
     }
 
     #[test]
     fn at_the_connection_cap_only_the_reserve_is_answered_and_slots_come_back() {
+        let at = Later::new();
         let admission = Admission::new(limits(100, 100, 2));
-        let a = served(admission.admit(ip(1), true));
-        let _b = served(admission.admit(ip(2), true));
+        let a = served(admission.admit_at(ip(1), true, at.next()));
+        let _b = served(admission.admit_at(ip(2), true, at.next()));
         let reserved: Vec<_> = (0..AT_CAPACITY_RESERVE)
-            .map(|_| match admission.admit(ip(3), true) {
+            .map(|_| match admission.admit_at(ip(3), true, at.next()) {
                 Admitted::AtCapacity(r) => r,
                 _ => panic!("expected the reserve"),
             })
             .collect();
         assert!(matches!(
-            admission.admit(ip(3), true),
+            admission.admit_at(ip(3), true, at.next()),
             Admitted::Refused(Refused::Full)
         ));
         drop(reserved);
-        assert!(matches!(admission.admit(ip(3), true), Admitted::AtCapacity(_)));
+        assert!(matches!(
+            admission.admit_at(ip(3), true, at.next()),
+            Admitted::AtCapacity(_)
+        ));
         let session = a.admission().hold();
         drop(a);
         assert_eq!(admission.open(), 2, "the session keeps the slot");
         drop(session);
-        served(admission.admit(ip(4), true));
+        served(admission.admit_at(ip(4), true, at.next()));
+    }
+
+    #[test]
+    fn a_burst_of_fresh_heads_is_never_refused_or_evicted() {
+        let at = Later::new();
+        let admission = Admission::new(limits(4, 2, 100));
+        let now = at.next();
+        let burst: Vec<_> = (0..20)
+            .map(|_| served(admission.admit_at(ip(1), true, now)))
+            .collect();
+        assert!(burst.iter().all(|h| !h.evicted.is_cancelled()));
+        let later = now + 2 * STALE_AFTER;
+        assert!(
+            matches!(
+                admission.admit_at(ip(1), true, later),
+                Admitted::Refused(Refused::AddressBusy)
+            ),
+            "a second on, they count"
+        );
+        served(admission.admit_at(ip(2), true, later));
+        assert_eq!(
+            burst.iter().filter(|h| h.evicted.is_cancelled()).count(),
+            17
+        );
     }
 
     #[test]
     fn nothing_is_kept_for_an_address_once_its_connections_are_gone() {
+        let at = Later::new();
         let admission = Admission::new(limits(10, 10, 10));
-        let all: Vec<_> = (1..=5).map(|i| served(admission.admit(ip(i), true))).collect();
+        let all: Vec<_> = (1..=5)
+            .map(|i| served(admission.admit_at(ip(i), true, at.next())))
+            .collect();
         drop(all);
         let unfinished = admission.unfinished.lock();
         assert!(unfinished.by_age.is_empty() && unfinished.by_address.is_empty());

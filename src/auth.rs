@@ -39,6 +39,18 @@ pub enum AuthError {
     Used,
 }
 
+impl AuthError {
+    /// A stable short name of the reason, for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Expired => "expired",
+            AuthError::Invalid => "invalid",
+            AuthError::Used => "ticket_used",
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

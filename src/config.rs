@@ -54,6 +54,8 @@ pub struct Config {
     pub allowed_origins: crate::origin::AllowedOrigins,
     /// Peers (reverse proxies) whose `Forwarded` / `X-Forwarded-For` name the client.
     pub trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Where `/metrics` is served instead of the main port (`None`: on the main port).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -71,8 +73,30 @@ impl Config {
             edge: crate::admission::EdgeLimits::default(),
             allowed_origins: crate::origin::AllowedOrigins::default(),
             trusted_proxies: crate::forwarded::TrustedProxies::default(),
+            metrics_listen: None,
         }
     }
+}
+
+/// A database or broker URL with its password replaced by `REDACTED`, for printing and
+/// logs: `postgres://parley:REDACTED@db/parley`, and `password=REDACTED` in a key=value
+/// connection string.
+pub fn redacted(url: &str) -> String {
+    if let Ok(mut parsed) = url::Url::parse(url) {
+        if parsed.password().is_some() && parsed.set_password(Some("REDACTED")).is_ok() {
+            return parsed.to_string();
+        }
+        if parsed.has_host() {
+            return url.to_owned();
+        }
+    }
+    url.split(' ')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Turn a TOML settings file into extra command-line arguments. `known(key)` answers
@@ -104,6 +128,26 @@ pub fn file_arguments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_redacted_and_nothing_else_changes() {
+        assert_eq!(
+            redacted("postgres://parley:s3cret@db.internal:5432/parley?sslmode=require"),
+            "postgres://parley:REDACTED@db.internal:5432/parley?sslmode=require"
+        );
+        assert_eq!(
+            redacted("redis://:hunter2@cache/0"),
+            "redis://:REDACTED@cache/0"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
+        assert_eq!(
+            redacted("host=db user=parley password=s3cret dbname=parley"),
+            "host=db user=parley password=REDACTED dbname=parley"
+        );
+    }
 
     #[test]
     fn file_settings_fill_in_only_what_was_not_given() {

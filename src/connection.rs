@@ -326,6 +326,10 @@ async fn refuse(sink: &mut Sink, refusal: Refusal, peer: &Peer) {
             "too many new connections from your address; try again later".to_owned(),
         ),
     };
+    crate::metrics::login_refused(match &refusal {
+        Refusal::Unauthorized(e) => e.reason(),
+        Refusal::TooFast => "too_fast",
+    });
     tracing::info!(peer = %peer.addr, reason = %message, "connection refused");
     let reason = format!("{code}: {message}");
     let frame = ServerFrame::Error {

@@ -25,7 +25,9 @@ impl TrustedProxies {
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
                 .map_err(|_| {
-                    format!("trusted proxy {item:?} is not an address or CIDR range (say 10.0.0.0/8)")
+                    format!(
+                        "trusted proxy {item:?} is not an address or CIDR range (say 10.0.0.0/8)"
+                    )
                 })?;
             nets.push(net);
         }
@@ -81,7 +83,10 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     };
     let forwarded = values("forwarded");
     if !forwarded.is_empty() {
-        return forwarded.iter().map(|element| forwarded_element(element)).collect();
+        return forwarded
+            .iter()
+            .map(|element| forwarded_element(element))
+            .collect();
     }
     values("x-forwarded-for")
         .iter()
@@ -133,7 +138,10 @@ mod tests {
     fn headers_from_an_untrusted_peer_are_ignored() {
         let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(proxies.client(ip("203.0.113.7"), &spoofed), ip("203.0.113.7"));
+        assert_eq!(
+            proxies.client(ip("203.0.113.7"), &spoofed),
+            ip("203.0.113.7")
+        );
         let none = TrustedProxies::default();
         assert_eq!(none.client(ip("10.0.0.1"), &spoofed), ip("10.0.0.1"));
     }
@@ -143,34 +151,52 @@ mod tests {
         let proxies = TrustedProxies::parse("10.0.0.0/8, 192.168.1.1").unwrap();
         let chain = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.2, 192.168.1.1")]);
         assert_eq!(proxies.client(ip("10.0.0.1"), &chain), ip("198.51.100.2"));
-        let split = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "198.51.100.9")]);
+        let split = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.9"),
+        ]);
         assert_eq!(proxies.client(ip("10.0.0.1"), &split), ip("198.51.100.9"));
         let all_trusted = headers(&[("x-forwarded-for", "10.1.1.1")]);
         assert_eq!(proxies.client(ip("10.0.0.1"), &all_trusted), ip("10.1.1.1"));
         let unknown = headers(&[("x-forwarded-for", "198.51.100.2, unknown")]);
         assert_eq!(proxies.client(ip("10.0.0.1"), &unknown), ip("10.0.0.1"));
-        assert_eq!(proxies.client(ip("10.0.0.1"), &HeaderMap::new()), ip("10.0.0.1"));
+        assert_eq!(
+            proxies.client(ip("10.0.0.1"), &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn forwarded_wins_over_x_forwarded_for_and_its_forms_are_read() {
         let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
         let both = headers(&[
-            ("forwarded", "for=\"[2001:db8::7]:4711\";proto=https, for=127.0.0.1"),
+            (
+                "forwarded",
+                "for=\"[2001:db8::7]:4711\";proto=https, for=127.0.0.1",
+            ),
             ("x-forwarded-for", "198.51.100.2"),
         ]);
         assert_eq!(proxies.client(ip("127.0.0.1"), &both), ip("2001:db8::7"));
         let with_port = headers(&[("forwarded", "proto=http;For=192.0.2.60:8080")]);
-        assert_eq!(proxies.client(ip("127.0.0.1"), &with_port), ip("192.0.2.60"));
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &with_port),
+            ip("192.0.2.60")
+        );
         let hidden = headers(&[("forwarded", "for=_hidden")]);
         assert_eq!(proxies.client(ip("127.0.0.1"), &hidden), ip("127.0.0.1"));
-        assert!(proxies.trusts(ip("::ffff:127.0.0.1")), "IPv4-mapped matches");
+        assert!(
+            proxies.trusts(ip("::ffff:127.0.0.1")),
+            "IPv4-mapped matches"
+        );
     }
 
     #[test]
     fn a_malformed_entry_names_itself() {
         let e = TrustedProxies::parse("10.0.0.0/8, proxy.internal").unwrap_err();
         assert!(e.contains("\"proxy.internal\""), "{e}");
-        assert_eq!(TrustedProxies::parse("").unwrap(), TrustedProxies::default());
+        assert_eq!(
+            TrustedProxies::parse("").unwrap(),
+            TrustedProxies::default()
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod heap;
 pub mod hub;
 pub mod metrics;
 pub mod origin;
+pub mod probe;
 pub mod server;
 pub mod store;
 pub mod ticket;

@@ -2,7 +2,7 @@
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use parley::cluster::{Broker, Ledger};
+use parley::cluster::{Broker, Ledger, LedgerOptions};
 use parley::config::{self, default_limits, Config};
 use parley::hub::Hub;
 use parley::store::{Durability, MemoryStore, SqliteOptions, SqliteStore, Store};
@@ -36,6 +36,22 @@ enum Command {
     Backup(BackupArgs),
     /// Put a backup in place as a data directory's database; the server must be stopped.
     Restore(RestoreArgs),
+    /// Ask a running server whether it is ready (`GET /readyz`): exit 0 if it answers 200,
+    /// else 1 with the reason, for container and service-manager health checks.
+    Probe(ProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// The server's listening address (a wildcard address is asked on loopback).
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The path to ask (`/healthz` asks only whether the process answers).
+    #[arg(long, default_value = "/readyz")]
+    path: String,
+    /// How long to wait for the answer.
+    #[arg(long, value_parser = duration, default_value = "3s")]
+    timeout: Duration,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +133,16 @@ struct ServeArgs {
     /// Connections to PostgreSQL each node keeps.
     #[arg(long, env = "PARLEY_DATABASE_POOL", default_value_t = 16)]
     database_pool: usize,
+    /// How long opening a connection to PostgreSQL may take.
+    #[arg(long, env = "PARLEY_DATABASE_CONNECT_TIMEOUT", value_parser = duration, default_value = "10s")]
+    database_connect_timeout: Duration,
+    /// How long each piece of a request's work in PostgreSQL (a claim, a commit, a read)
+    /// may take; past it the request is answered `unavailable` and `/readyz` turns 503.
+    #[arg(long, env = "PARLEY_DATABASE_TIMEOUT", value_parser = duration, default_value = "5s")]
+    database_timeout: Duration,
+    /// How long a request waits for a free PostgreSQL connection when all are busy.
+    #[arg(long, env = "PARLEY_DATABASE_POOL_WAIT", value_parser = duration, default_value = "5s")]
+    database_pool_wait: Duration,
     /// Redis URL of the broker that carries frames between nodes (e.g.
     /// `redis://127.0.0.1:6379`); without it a PostgreSQL node runs alone.
     #[arg(long, env = "PARLEY_BROKER_URL", hide_env_values = true)]
@@ -218,6 +244,9 @@ struct ServeArgs {
     /// `X-Forwarded-For` header names the client, for the per-address limits and the logs.
     #[arg(long, env = "PARLEY_TRUSTED_PROXIES", default_value = "", value_parser = parley::forwarded::TrustedProxies::parse)]
     trusted_proxies: parley::forwarded::TrustedProxies,
+    /// Serve `/metrics` on this address (say a private interface) instead of the main port.
+    #[arg(long, env = "PARLEY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -254,13 +283,48 @@ fn parse_cli() -> anyhow::Result<(Cli, ArgMatches)> {
                     Some(!matches!(source, None | Some(ValueSource::DefaultValue)))
                 })
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                Cli::command().get_matches_from(args.into_iter().chain(extra))
+                Cli::command()
+                    .try_get_matches_from(args.into_iter().chain(extra))
+                    .map_err(|e| file_setting_error(e, path, &text))?
             }
             None => matches,
         },
         _ => matches,
     };
     Ok((Cli::from_arg_matches(&matches)?, matches))
+}
+
+/// A refused value read from the settings file, said as the file's key (`max_body_chars`),
+/// not as the flag it became; other errors as clap words them.
+fn file_setting_error(e: clap::Error, path: &std::path::Path, text: &str) -> anyhow::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => flag.clone(),
+        _ => e.exit(),
+    };
+    let name = flag.trim_start_matches("--");
+    let name = name.split([' ', '=']).next().unwrap_or(name);
+    let key = name.replace('-', "_");
+    let in_file = text
+        .parse::<toml::Table>()
+        .is_ok_and(|table| table.contains_key(&key));
+    if !in_file {
+        e.exit();
+    }
+    let rendered = e.to_string();
+    let reason = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .replace(&format!(" for '{flag}'"), "");
+    let expected = Cli::command()
+        .find_subcommand("serve")
+        .and_then(|serve| serve.get_arguments().find(|a| a.get_id() == key.as_str()))
+        .and_then(|arg| arg.get_help().map(|help| help.to_string()))
+        .map(|help| format!(" (the setting: {help})"))
+        .unwrap_or_default();
+    anyhow::anyhow!("{}: setting `{key}`: {reason}{expected}", path.display())
 }
 
 /// The effective `serve` settings as TOML, the secret left out.
@@ -281,6 +345,10 @@ fn effective_settings(serve: &ArgMatches) -> String {
         }
         let value: Vec<_> = values.map(|v| v.to_string_lossy().into_owned()).collect();
         let value = value.join(",");
+        let value = match id {
+            "database_url" | "broker_url" => parley::config::redacted(&value),
+            _ => value,
+        };
         // Switches print as booleans, so the output reads back as a settings file.
         let value = match (value.parse::<i64>(), value.parse::<bool>()) {
             (Ok(n), _) => toml::Value::Integer(n),
@@ -343,7 +411,16 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => serve(*args).await,
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
+        Command::Probe(args) => probe(args).await,
     }
+}
+
+/// Print what the server answered; fail (exit 1) unless it is ready.
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let target = parley::probe::local_target(args.listen);
+    let body = parley::probe::probe(target, &args.path, args.timeout).await?;
+    println!("{body}");
+    Ok(())
 }
 
 /// Longest `--ttl` a minted token may have: tokens cannot be revoked one by one yet, so a
@@ -452,6 +529,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         allowed_origins: args.allowed_origins,
         trusted_proxies: args.trusted_proxies,
+        metrics_listen: args.metrics_listen,
     };
     let hub = match args.store {
         StoreKind::Postgres => {
@@ -459,7 +537,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .database_url
                 .as_deref()
                 .ok_or_else(|| anyhow::anyhow!("--store postgres needs --database-url"))?;
-            let ledger = Ledger::connect(url, args.database_pool).await?;
+            let options = LedgerOptions {
+                pool_size: args.database_pool,
+                connect_timeout: args.database_connect_timeout,
+                request_timeout: args.database_timeout,
+                pool_wait: args.database_pool_wait,
+            };
+            let ledger = Ledger::connect(url, options).await?;
             let broker = match &args.broker_url {
                 Some(url) => Some(Broker::connect(url, &args.broker_channel).await?),
                 None => None,
@@ -492,6 +576,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = server.local_addr();
     // Tools that start parley on port 0 read this line to find it.
     println!("listening on {addr}");
+    if let Some(metrics) = server.metrics_addr() {
+        println!("metrics on {metrics}");
+    }
     std::io::stdout().flush()?;
     tracing::info!(%addr, "parley serving WebSocket at ws://{addr}/ws");
     server.run(shutdown_signal()).await?;

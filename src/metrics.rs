@@ -14,7 +14,7 @@ const BUCKETS: [f64; 16] = [
 ];
 
 /// Every family parley exports, with its type and help text.
-const FAMILIES: [(Kind, &str, &str); 17] = [
+const FAMILIES: [(Kind, &str, &str); 22] = [
     (Kind::Counter, "parley_connections_total", "WebSocket connections accepted, before authentication"),
     (Kind::Gauge, "parley_sessions", "Live sessions on this server"),
     (Kind::Gauge, "parley_conversations_held", "Conversations held in memory"),
@@ -32,6 +32,11 @@ const FAMILIES: [(Kind, &str, &str); 17] = [
     (Kind::Counter, "parley_recalls_total", "Recall requests, by outcome (ok or the error code)"),
     (Kind::Counter, "parley_cluster_events_total", "Events between cluster nodes, by event"),
     (Kind::Gauge, "parley_build_info", "Always 1; the version of this parley is its label"),
+    (Kind::Counter, "parley_logins_refused_total", "Connections refused before a session, by reason (missing, expired, invalid, ticket_used, too_fast, origin)"),
+    (Kind::Histogram, "parley_store_commit_seconds", "Time to make one decision durable (the local store's commit, or a cluster node's ledger commit)"),
+    (Kind::Counter, "parley_store_errors_total", "Requests whose storage work (a claim, a read, a commit) failed, by kind (full, unavailable, corrupt, refused)"),
+    (Kind::Gauge, "parley_store_reachable", "1 while the store answered the last readiness check, else 0"),
+    (Kind::Gauge, "parley_broker_reachable", "On a cluster node with a broker: 1 while the broker is subscribed and answers, else 0"),
 ];
 
 /// A metric family's type.
@@ -65,6 +70,8 @@ fn register_families() {
             "parley_errors_total" => Some(("code", "unavailable")),
             "parley_recalls_total" => Some(("outcome", "ok")),
             "parley_cluster_events_total" => Some(("event", "entry_applied")),
+            "parley_logins_refused_total" => Some(("reason", "invalid")),
+            "parley_store_errors_total" => Some(("kind", "unavailable")),
             _ => None,
         };
         match label {
@@ -76,6 +83,8 @@ fn register_families() {
     working_set(0, 0, 0, 0);
     let _ = metrics::histogram!("parley_fanout_seconds");
     let _ = metrics::histogram!("parley_request_seconds", "type" => "send");
+    let _ = metrics::histogram!("parley_store_commit_seconds");
+    metrics::gauge!("parley_store_reachable").set(1.0);
     metrics::gauge!("parley_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     process().describe();
 }
@@ -162,6 +171,7 @@ static FRAMES_IN: ByLabel<Counter> = ByLabel::new();
 static FRAMES_OUT: ByLabel<Counter> = ByLabel::new();
 static FANOUT: ByLabel<Histogram> = ByLabel::new();
 static REQUEST: ByLabel<Histogram> = ByLabel::new();
+static COMMIT: ByLabel<Histogram> = ByLabel::new();
 
 /// A new WebSocket connection was accepted (before authentication).
 pub fn connection_opened() {
@@ -230,6 +240,36 @@ pub fn queue_overflow() {
 /// A request was refused with `code`.
 pub fn error(code: &'static str) {
     metrics::counter!("parley_errors_total", "code" => code).increment(1);
+}
+
+/// A connection was refused before its session began, for `reason`.
+pub fn login_refused(reason: &'static str) {
+    metrics::counter!("parley_logins_refused_total", "reason" => reason).increment(1);
+}
+
+/// A decision was made durable in `took`.
+pub fn store_commit(took: std::time::Duration) {
+    // On every send: the handle, not the macro's key lookup (see [`ByLabel`]).
+    COMMIT.with(
+        "",
+        || metrics::histogram!("parley_store_commit_seconds"),
+        |h| h.record(took.as_secs_f64()),
+    );
+}
+
+/// A request's storage work failed with a store error of `kind` (see `StoreError::code`).
+pub fn store_error(kind: &'static str) {
+    metrics::counter!("parley_store_errors_total", "kind" => kind).increment(1);
+}
+
+/// Whether the store answered the latest readiness check.
+pub fn store_reachable(yes: bool) {
+    metrics::gauge!("parley_store_reachable").set(if yes { 1.0 } else { 0.0 });
+}
+
+/// Whether the cluster's broker is subscribed and answers (set only on nodes with one).
+pub fn broker_connected(yes: bool) {
+    metrics::gauge!("parley_broker_reachable").set(if yes { 1.0 } else { 0.0 });
 }
 
 /// A recall ended with `outcome` (`ok` or an error code).

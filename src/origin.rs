@@ -94,7 +94,10 @@ mod tests {
     #[test]
     fn by_default_only_pages_from_the_addressed_host_connect() {
         let same = AllowedOrigins::default();
-        assert!(same.allows(None, Some("chat.example")), "no Origin: not a browser");
+        assert!(
+            same.allows(None, Some("chat.example")),
+            "no Origin: not a browser"
+        );
         assert!(same.allows(Some("https://chat.example"), Some("chat.example")));
         assert!(same.allows(Some("https://Chat.Example"), Some("chat.example:443")));
         assert!(same.allows(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
@@ -106,13 +109,19 @@ mod tests {
 
     #[test]
     fn a_list_allows_exactly_its_origins_and_star_allows_any() {
-        let list = AllowedOrigins::parse("https://chat.example.com, http://localhost:3000").unwrap();
+        let list =
+            AllowedOrigins::parse("https://chat.example.com, http://localhost:3000").unwrap();
         assert!(list.allows(Some("https://CHAT.example.com:443"), Some("api.internal")));
         assert!(list.allows(Some("http://localhost:3000"), None));
         assert!(!list.allows(Some("http://localhost:3001"), None));
         assert!(!list.allows(Some("https://evil.example"), Some("https://evil.example")));
-        assert!(AllowedOrigins::parse("*").unwrap().allows(Some("https://x.y"), None));
-        assert_eq!(AllowedOrigins::parse(" ").unwrap(), AllowedOrigins::SameHost);
+        assert!(AllowedOrigins::parse("*")
+            .unwrap()
+            .allows(Some("https://x.y"), None));
+        assert_eq!(
+            AllowedOrigins::parse(" ").unwrap(),
+            AllowedOrigins::SameHost
+        );
     }
 
     #[test]

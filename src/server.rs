@@ -1,15 +1,15 @@
 //! The listener: HTTP routes on one port, WebSocket upgrades handed to connection tasks,
 //! and graceful shutdown.
 
-use crate::config::Config;
 use crate::accept::SessionSlot;
 use crate::admission::{Admission, EdgeLimits};
+use crate::config::Config;
 use crate::connection;
-use crate::origin::AllowedOrigins;
 use crate::forwarded::TrustedProxies;
-use crate::ticket::Tickets;
 use crate::hub::Hub;
+use crate::origin::AllowedOrigins;
 use crate::store::{MemoryStore, Store};
+use crate::ticket::Tickets;
 use crate::upgrade::Upgrade;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -147,10 +147,11 @@ async fn ws_ticket(
             let body = serde_json::json!({"ticket": ticket, "expires_in_s": expires_in_s});
             (StatusCode::OK, body)
         }
-        Err(e) => (
-            StatusCode::UNAUTHORIZED,
-            serde_json::json!({"code": "unauthorized", "message": e.to_string()}),
-        ),
+        Err(e) => {
+            crate::metrics::login_refused(e.reason());
+            let body = serde_json::json!({"code": "unauthorized", "message": e.to_string()});
+            (StatusCode::UNAUTHORIZED, body)
+        }
     };
     let headers = [
         (header::CACHE_CONTROL, "no-store"),
@@ -160,27 +161,32 @@ async fn ws_ticket(
 }
 
 /// A 403 for a browser page from an origin not allowed to connect.
-fn foreign_origin(origins: &AllowedOrigins, request: &Request, peer: SocketAddr) -> Option<Response> {
+fn foreign_origin(
+    origins: &AllowedOrigins,
+    request: &Request,
+    peer: SocketAddr,
+) -> Option<Response> {
     let text = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
     let origin = text(axum::http::header::ORIGIN);
     if origins.allows(origin, text(axum::http::header::HOST)) {
         return None;
     }
     let origin = origin.unwrap_or_default();
+    crate::metrics::login_refused("origin");
     tracing::info!(peer = %peer, origin, "connection refused: origin not allowed");
     let body = format!("origin {origin} may not connect here (see --allowed-origins)\n");
     Some((axum::http::StatusCode::FORBIDDEN, body).into_response())
 }
 
-/// Ready once the state is loaded from storage (which `bind` does) and until shutdown.
-async fn ready(State(app): State<App>) -> (axum::http::StatusCode, &'static str) {
-    if app.hub.shutting_down() {
-        (
+/// Ready once the state is loaded from storage (which `bind` does), while the storage a
+/// cluster node shares answers, and until shutdown; the body says why when not.
+async fn ready(State(app): State<App>) -> (axum::http::StatusCode, String) {
+    match app.hub.unready().await {
+        None => (axum::http::StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down\n",
-        )
-    } else {
-        (axum::http::StatusCode::OK, "ready\n")
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -202,6 +208,8 @@ pub struct Server {
     origins: Arc<AllowedOrigins>,
     proxies: Arc<TrustedProxies>,
     demo: bool,
+    /// A separate listener for `/metrics`, off the public port.
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -229,6 +237,10 @@ impl Server {
     pub async fn bind_with_hub(config: &Config, hub: Arc<Hub>) -> std::io::Result<Server> {
         crate::metrics::handle();
         let listener = listen(config.listen)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Server {
             listener,
             hub,
@@ -239,6 +251,7 @@ impl Server {
             origins: Arc::new(config.allowed_origins.clone()),
             proxies: Arc::new(config.trusted_proxies.clone()),
             demo: false,
+            metrics,
         })
     }
 
@@ -255,6 +268,11 @@ impl Server {
         self.listener
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where `/metrics` is served when not on the main port.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The hub, for tests that look inside.
@@ -283,14 +301,27 @@ impl Server {
             tickets,
             proxies: self.proxies.clone(),
         };
-        let router = Router::new()
+        let mut router = Router::new()
             .route("/ws", get(upgrade))
             .route("/ws-ticket", post(ws_ticket))
             .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(metrics))
-            .with_state(app)
-            .merge(web);
+            .route("/readyz", get(ready));
+        // Scraped where the operator says: on its own listener it is not on the public port.
+        let metrics_server = match self.metrics {
+            Some(listener) => {
+                let scrape = Router::new()
+                    .route("/metrics", get(metrics))
+                    .with_state(app.clone());
+                Some(tokio::spawn(
+                    async move { axum::serve(listener, scrape).await },
+                ))
+            }
+            None => {
+                router = router.route("/metrics", get(metrics));
+                None
+            }
+        };
+        let router = router.with_state(app).merge(web);
         let admission = Admission::new(self.edge);
         tracing::debug!(cap = admission.connection_cap(), "open connections capped");
         let accepting = CancellationToken::new();
@@ -310,6 +341,9 @@ impl Server {
         accepting.cancel();
         tracing::info!("shutting down: no new connections; closing sessions");
         close_sessions(&self.hub, self.grace).await;
+        if let Some(scrape) = metrics_server {
+            scrape.abort();
+        }
         match tokio::time::timeout(self.grace, serving).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(std::io::Error::other(e)),
@@ -358,6 +392,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its hub.
     pub hub: Arc<Hub>,
+    /// Where `/metrics` is served when `Config::metrics_listen` moved it off `addr`.
+    pub metrics_addr: Option<SocketAddr>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -402,6 +438,7 @@ pub async fn spawn(config: &Config) -> std::io::Result<Running> {
 pub async fn spawn_with_store(config: &Config, store: Arc<dyn Store>) -> std::io::Result<Running> {
     let server = Server::bind_with_store(config, store).await?;
     let addr = server.local_addr();
+    let metrics_addr = server.metrics_addr();
     let hub = server.hub();
     let stop = CancellationToken::new();
     let signal = stop.clone();
@@ -409,6 +446,7 @@ pub async fn spawn_with_store(config: &Config, store: Arc<dyn Store>) -> std::io
     Ok(Running {
         addr,
         hub,
+        metrics_addr,
         stop,
         task,
     })

@@ -10,7 +10,9 @@
 //! are remembered per server: in a cluster a ticket is single-use on each node.
 
 use crate::auth::{AuthError, Claims};
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -86,12 +88,13 @@ impl Tickets {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let ticket = decode::<TicketClaims>(ticket, &DecodingKey::from_secret(&self.key), &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid,
-            })?
-            .claims;
+        let ticket =
+            decode::<TicketClaims>(ticket, &DecodingKey::from_secret(&self.key), &validation)
+                .map_err(|e| match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid,
+                })?
+                .claims;
         let now = unix_now();
         let mut redeemed = self.redeemed.lock();
         if redeemed.ids.len() >= redeemed.sweep_at {
@@ -138,10 +141,16 @@ mod tests {
     fn tickets_and_tokens_never_pass_for_each_other() {
         let tickets = Tickets::new(b"secret");
         let (ticket, _) = tickets.issue(&claims(unix_now() + 3600));
-        assert_eq!(crate::auth::verify(b"secret", Some(&ticket)), Err(AuthError::Invalid));
+        assert_eq!(
+            crate::auth::verify(b"secret", Some(&ticket)),
+            Err(AuthError::Invalid)
+        );
         let token = crate::auth::mint(b"secret", "ann", false, Duration::from_secs(60));
         assert_eq!(tickets.redeem(&token), Err(AuthError::Invalid));
-        assert_eq!(Tickets::new(b"other").redeem(&ticket), Err(AuthError::Invalid));
+        assert_eq!(
+            Tickets::new(b"other").redeem(&ticket),
+            Err(AuthError::Invalid)
+        );
     }
 
     #[test]
@@ -155,13 +164,22 @@ mod tests {
             let (t, _) = tickets.issue(&claims(unix_now() + 3600));
             tickets.redeem(&t).unwrap();
         }
-        tickets.redeemed.lock().ids.values_mut().for_each(|exp| *exp = 0);
+        tickets
+            .redeemed
+            .lock()
+            .ids
+            .values_mut()
+            .for_each(|exp| *exp = 0);
         let before = tickets.redeemed.lock().ids.len();
         for _ in 0..before {
             let (t, _) = tickets.issue(&claims(unix_now() + 3600));
             tickets.redeem(&t).unwrap();
         }
         let kept = tickets.redeemed.lock().ids.len();
-        assert!(kept <= before, "expired ids were swept: {kept} kept of {}", 2 * before);
+        assert!(
+            kept <= before,
+            "expired ids were swept: {kept} kept of {}",
+            2 * before
+        );
     }
 }

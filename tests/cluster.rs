@@ -777,3 +777,89 @@ async fn a_node_that_cannot_mark_its_start_refuses_to_start_saying_why() {
     let (status, _) = support::http_get(&cluster.nodes[0].addr, "/readyz").await;
     assert_eq!(status, 200);
 }
+
+/// `/readyz` of the node at `addr` until its status is `want` (or the patience runs out).
+async fn readiness_until(addr: &str, want: u16) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    loop {
+        let (status, body) = support::http_get(addr, "/readyz").await;
+        if status == want || tokio::time::Instant::now() > deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_makes_sends_fail_retryably_and_readiness_say_why() {
+    use support::relay::Relay;
+    let s = services::services();
+    let database = services::fresh_database().await;
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", s.postgres_port).parse().unwrap();
+    let db_relay = Relay::to(upstream).await;
+    let redis: std::net::SocketAddr = s.redis_url.trim_start_matches("redis://").parse().unwrap();
+    let broker_relay = Relay::to(redis).await;
+    let url = database.replace(
+        &format!("127.0.0.1:{}", s.postgres_port),
+        &db_relay.addr.to_string(),
+    );
+    let broker = format!("redis://{}", broker_relay.addr);
+    let channel = services::fresh_channel();
+    let mut args = vec!["--store", "postgres", "--database-url", &url];
+    args.extend(["--broker-url", &broker, "--broker-channel", &channel]);
+    args.extend(["--database-timeout", "1s", "--database-pool-wait", "1s"]);
+    args.extend(UNLIMITED);
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, addr) = support::spawn_binary(dir.path(), SECRET, &args).await;
+    assert_eq!(support::http_get(&addr, "/readyz").await.0, 200);
+    let mut alice = support::connect_at(&addr, SECRET, "alice").await;
+    let mut bob = support::connect_at(&addr, SECRET, "bob").await;
+    support::connect_users(&mut alice, &mut bob).await;
+    let first = alice.dm("bob", "before the stall").await;
+
+    // The database stops answering: the send gets the retryable code within the deadline
+    // (with room for the claim's and the commit's), not after the stall ends.
+    db_relay.pause(true);
+    let send = json!({"type": "send", "id": "stalled-1", "conversation": first["conversation"], "body": "during the stall"});
+    let asked = std::time::Instant::now();
+    let answer = alice.request(send.clone()).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    let (status, body) = readiness_until(&addr, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("database did not answer"), "{body}");
+    let errors = support::metric(&addr, "parley_store_errors_total{kind=\"unavailable\"}").await;
+    assert!(
+        errors.unwrap_or(0.0) >= 1.0,
+        "store errors counted: {errors:?}"
+    );
+
+    // Once it answers again the node is ready, and the retry is stored exactly once.
+    db_relay.pause(false);
+    let (status, body) = readiness_until(&addr, 200).await;
+    assert_eq!(status, 200, "{body}");
+    let retried = alice.request(send).await;
+    assert_eq!(retried["type"], "ack", "{retried}");
+    let bodies: Vec<Value> = support::all_messages(&mut bob, &first["conversation"])
+        .await
+        .into_iter()
+        .map(|m| m["body"].clone())
+        .collect();
+    assert_eq!(
+        bodies,
+        [json!("before the stall"), json!("during the stall")]
+    );
+
+    // A broker that stops answering turns readiness 503 too, saying so.
+    broker_relay.pause(true);
+    let (status, body) = readiness_until(&addr, 503).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("broker"), "{body}");
+    broker_relay.pause(false);
+    assert_eq!(readiness_until(&addr, 200).await.0, 200);
+}

@@ -113,3 +113,54 @@ async fn every_family_is_there_with_help_from_the_start_and_promtool_finds_nothi
         }
     }
 }
+
+#[tokio::test]
+async fn metrics_can_move_off_the_public_port() {
+    let server =
+        support::start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let public = server.running.addr;
+    let private = server.running.metrics_addr.expect("a metrics listener");
+    assert_ne!(public, private);
+    assert_eq!(get(public, "/metrics").await.0, 404);
+    let (status, text) = get(private, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains("# HELP parley_sessions "), "{text}");
+    // The public port still serves everything else.
+    assert_eq!(get(public, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(get(public, "/readyz").await, (200, "ready\n".into()));
+}
+
+#[tokio::test]
+async fn refused_logins_count_by_reason_and_commits_are_timed() {
+    let server = support::start().await;
+    let addr = server.running.addr;
+    let before = |text: &str, name: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .find_map(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, start) = get(addr, "/metrics").await;
+    let invalid = r#"parley_logins_refused_total{reason="invalid"}"#;
+    let missing = r#"parley_logins_refused_total{reason="missing"}"#;
+    let commits = "parley_store_commit_seconds_count";
+    let (invalid0, missing0, commits0) = (
+        before(&start, invalid),
+        before(&start, missing),
+        before(&start, commits),
+    );
+    let (frames, code, _) = support::refused(server.raw(Some("not-a-token")).await).await;
+    assert_eq!(code, 1008, "{frames:?}");
+    let (_, code, _) = support::refused(server.raw(None).await).await;
+    assert_eq!(code, 1008);
+    let (mut a, _b) = server.connected_pair("frank", "grace").await;
+    a.dm("grace", "timed").await;
+    let (_, after) = get(addr, "/metrics").await;
+    // Other tests of this binary share the recorder: at least ours, perhaps more.
+    assert!(before(&after, invalid) >= invalid0 + 1.0, "{after}");
+    assert!(before(&after, missing) >= missing0 + 1.0, "{after}");
+    assert!(
+        before(&after, commits) >= commits0 + 3.0,
+        "connect, accept and send: {after}"
+    );
+}

@@ -13,18 +13,29 @@ async fn upgrade_with_origin(
     server: &support::TestServer,
     origin: Option<&str>,
 ) -> Result<support::Ws, WsError> {
-    let mut request = server.running.url(&server.token("ann")).into_client_request().unwrap();
+    let mut request = server
+        .running
+        .url(&server.token("ann"))
+        .into_client_request()
+        .unwrap();
     if let Some(origin) = origin {
-        request.headers_mut().insert("origin", origin.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
     }
-    tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(ws, _)| ws)
 }
 
 fn status_and_body(refused: Result<support::Ws, WsError>) -> (u16, String) {
     match refused {
         Err(WsError::Http(response)) => {
             let body = response.body().clone().unwrap_or_default();
-            (response.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
+            (
+                response.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            )
         }
         Ok(_) => panic!("the upgrade went ahead"),
         Err(other) => panic!("unexpected failure {other:?}"),
@@ -35,12 +46,20 @@ fn status_and_body(refused: Result<support::Ws, WsError>) -> (u16, String) {
 async fn a_page_from_another_origin_is_refused_before_the_upgrade() {
     let server = support::start().await;
     let own = format!("http://{}", server.running.addr);
-    let (status, body) = status_and_body(upgrade_with_origin(&server, Some("https://evil.example")).await);
+    let (status, body) =
+        status_and_body(upgrade_with_origin(&server, Some("https://evil.example")).await);
     assert_eq!(status, 403);
-    assert!(body.contains("origin https://evil.example may not connect"), "{body}");
-    let ws = upgrade_with_origin(&server, Some(&own)).await.expect("own origin");
+    assert!(
+        body.contains("origin https://evil.example may not connect"),
+        "{body}"
+    );
+    let ws = upgrade_with_origin(&server, Some(&own))
+        .await
+        .expect("own origin");
     support::Client::open(ws).await.close().await;
-    let ws = upgrade_with_origin(&server, None).await.expect("no Origin: not a browser");
+    let ws = upgrade_with_origin(&server, None)
+        .await
+        .expect("no Origin: not a browser");
     support::Client::open(ws).await.close().await;
 }
 
@@ -52,15 +71,23 @@ async fn allowed_origins_are_exactly_those_listed() {
     })
     .await;
     let ws = upgrade_with_origin(&server, Some("https://chat.example.com")).await;
-    support::Client::open(ws.expect("a listed origin")).await.close().await;
+    support::Client::open(ws.expect("a listed origin"))
+        .await
+        .close()
+        .await;
     let own = format!("http://{}", server.running.addr);
     let (status, _) = status_and_body(upgrade_with_origin(&server, Some(&own)).await);
-    assert_eq!(status, 403, "with a list, the server's own host is not implied");
+    assert_eq!(
+        status, 403,
+        "with a list, the server's own host is not implied"
+    );
 }
 
 /// `POST /ws-ticket` with `authorization` (if any): status and JSON body.
 async fn ask_ticket(server: &support::TestServer, authorization: Option<&str>) -> (u16, Value) {
-    let mut tcp = tokio::net::TcpStream::connect(server.running.addr).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(server.running.addr)
+        .await
+        .unwrap();
     let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!(
         "POST /ws-ticket HTTP/1.1\r\nHost: parley\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
@@ -69,14 +96,22 @@ async fn ask_ticket(server: &support::TestServer, authorization: Option<&str>) -
     let mut response = String::new();
     tcp.read_to_string(&mut response).await.unwrap();
     let status = response[9..12].parse().unwrap();
-    assert!(response.to_ascii_lowercase().contains("cache-control: no-store"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{response}"
+    );
     let body = response.split_once("\r\n\r\n").unwrap().1;
     (status, serde_json::from_str(body).unwrap())
 }
 
 async fn open_with_ticket(server: &support::TestServer, ticket: &str) -> support::Ws {
     let url = format!("ws://{}/ws?ticket={ticket}", server.running.addr);
-    tokio_tungstenite::connect_async(url).await.expect("upgrade").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade")
+        .0
 }
 
 #[tokio::test]
@@ -95,7 +130,8 @@ async fn a_ticket_opens_one_session_for_its_user_and_is_refused_the_second_time(
     assert_eq!(frames[0]["code"], "unauthorized");
     assert_eq!(frames[0]["message"], "ticket already used");
     // The first session is unaffected by the refused replay.
-    ann.ok(serde_json::json!({"type": "lookup", "id": "l", "user": "ann"})).await;
+    ann.ok(serde_json::json!({"type": "lookup", "id": "l", "user": "ann"}))
+        .await;
     ann.close().await;
 }
 
@@ -103,9 +139,15 @@ async fn a_ticket_opens_one_session_for_its_user_and_is_refused_the_second_time(
 async fn a_ticket_needs_a_valid_token_and_never_passes_for_one() {
     let server = support::start().await;
     let (status, answer) = ask_ticket(&server, None).await;
-    assert_eq!((status, answer["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
     let (status, answer) = ask_ticket(&server, Some("Bearer not-a-token")).await;
-    assert_eq!((status, answer["message"].as_str()), (401, Some("invalid token")));
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("invalid token"))
+    );
 
     let bearer = format!("Bearer {}", server.token("ann"));
     let ticket = ask_ticket(&server, Some(&bearer)).await.1["ticket"]
@@ -113,7 +155,10 @@ async fn a_ticket_needs_a_valid_token_and_never_passes_for_one() {
         .unwrap()
         .to_owned();
     let (frames, code, _) = support::refused(server.raw(Some(&ticket)).await).await;
-    assert_eq!((frames[0]["message"].as_str(), code), (Some("invalid token"), 1008));
+    assert_eq!(
+        (frames[0]["message"].as_str(), code),
+        (Some("invalid token"), 1008)
+    );
     let token = server.token("ann");
     let (frames, _, _) = support::refused(open_with_ticket(&server, &token).await).await;
     assert_eq!(frames[0]["message"], "invalid token");

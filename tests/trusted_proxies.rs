@@ -6,13 +6,25 @@ mod support;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Open a session for `user` whose handshake says it was forwarded for `client`.
-async fn forwarded(server: &support::TestServer, user: &str, header: &str, client: &str) -> support::Ws {
-    let mut request = server.running.url(&server.token(user)).into_client_request().unwrap();
+async fn forwarded(
+    server: &support::TestServer,
+    user: &str,
+    header: &str,
+    client: &str,
+) -> support::Ws {
+    let mut request = server
+        .running
+        .url(&server.token(user))
+        .into_client_request()
+        .unwrap();
     request.headers_mut().insert(
         axum::http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
         client.parse().unwrap(),
     );
-    tokio_tungstenite::connect_async(request).await.expect("upgrade").0
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade")
+        .0
 }
 
 /// `None` if the socket opened a session, else the error code and close code it got.
@@ -20,7 +32,9 @@ async fn refusal(mut ws: support::Ws) -> Option<(String, u16)> {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     loop {
-        let msg = tokio::time::timeout(support::PATIENCE, ws.next()).await.expect("a frame");
+        let msg = tokio::time::timeout(support::PATIENCE, ws.next())
+            .await
+            .expect("a frame");
         match msg {
             Some(Ok(Message::Text(text))) => {
                 let frame: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
@@ -63,8 +77,13 @@ async fn clients_named_by_a_trusted_proxy_are_limited_each_on_its_own() {
     }
     let refused: Vec<_> = codes.iter().flatten().collect();
     assert_eq!(codes.iter().take(10).flatten().count(), 0, "{codes:?}");
-    assert!(!refused.is_empty(), "the eleventh and twelfth from one client are refused");
-    assert!(refused.iter().all(|(code, close)| code == "rate_limited" && *close == 1013));
+    assert!(
+        !refused.is_empty(),
+        "the eleventh and twelfth from one client are refused"
+    );
+    assert!(refused
+        .iter()
+        .all(|(code, close)| code == "rate_limited" && *close == 1013));
 }
 
 #[tokio::test]
@@ -76,5 +95,8 @@ async fn forwarding_headers_from_an_untrusted_peer_change_nothing() {
         let ws = forwarded(&server, &format!("s{i}"), "x-forwarded-for", &client).await;
         refused += usize::from(refusal(ws).await.is_some());
     }
-    assert!(refused >= 2, "spoofed addresses share the real one's burst of ten: {refused} refused");
+    assert!(
+        refused >= 2,
+        "spoofed addresses share the real one's burst of ten: {refused} refused"
+    );
 }

@@ -23,9 +23,17 @@ pub enum Incoming {
 }
 
 /// A Redis pub/sub channel shared by every node of one cluster.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Broker {
     outbound: mpsc::Sender<Vec<u8>>,
+    /// A handle on the publishing connection, for asking whether the broker answers.
+    probe: redis::aio::MultiplexedConnection,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
 }
 
 impl Broker {
@@ -41,6 +49,8 @@ impl Broker {
             .await
             .map_err(|e| StoreError::unavailable("cannot reach the broker", e))?;
         let (outbound, queue) = mpsc::channel(OUTBOUND);
+        let probe = publisher.clone();
+        crate::metrics::broker_connected(true);
         tokio::spawn(publish(
             client.clone(),
             publisher,
@@ -49,7 +59,24 @@ impl Broker {
         ));
         let (tx, incoming) = mpsc::channel(OUTBOUND);
         tokio::spawn(subscribe(client, channel.to_owned(), tx));
-        Ok((Broker { outbound }, incoming))
+        Ok((Broker { outbound, probe }, incoming))
+    }
+
+    /// Whether the broker answers a `PING` within `deadline` (for readiness). A paused
+    /// broker keeps its connections open, so only asking tells.
+    pub async fn ping(&self, deadline: Duration) -> Result<(), StoreError> {
+        let mut conn = self.probe.clone();
+        let ping = redis::cmd("PING");
+        let answer = match tokio::time::timeout(deadline, ping.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::unavailable("cannot reach the broker", e)),
+            Err(_) => Err(StoreError::unavailable(
+                "cannot reach the broker",
+                format!("no answer within {}", humantime::format_duration(deadline)),
+            )),
+        };
+        crate::metrics::broker_connected(answer.is_ok());
+        answer
     }
 
     /// Publish a bulletin without waiting.
@@ -94,6 +121,7 @@ async fn subscribe(client: redis::Client, channel: String, tx: mpsc::Sender<Inco
         .await;
         match subscribed {
             Ok(pubsub) => {
+                crate::metrics::broker_connected(true);
                 if tx.send(Incoming::Subscribed).await.is_err() {
                     return;
                 }
@@ -112,9 +140,13 @@ async fn subscribe(client: redis::Client, channel: String, tx: mpsc::Sender<Inco
                         Err(e) => tracing::warn!(error = %e, "unreadable bulletin"),
                     }
                 }
+                crate::metrics::broker_connected(false);
                 tracing::warn!("broker subscription ended; resubscribing");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the broker; retrying"),
+            Err(e) => {
+                crate::metrics::broker_connected(false);
+                tracing::warn!(error = %e, "cannot subscribe to the broker; retrying")
+            }
         }
         if tx.is_closed() {
             return;

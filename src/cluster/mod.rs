@@ -17,7 +17,7 @@ use parley_protocol::UserId;
 use serde::{Deserialize, Serialize};
 
 pub use broker::Broker;
-pub use postgres::{Claim, Ledger};
+pub use postgres::{Claim, Ledger, LedgerOptions};
 
 /// The scope of directory decisions: users, settings, connections, blocks, user reports.
 pub const DIRECTORY: &str = "directory";

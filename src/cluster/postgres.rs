@@ -11,7 +11,9 @@ use crate::core::{Change, Emit};
 use crate::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures::future::join3;
+use std::future::Future;
 use std::str::FromStr;
+use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row, Statement};
 
@@ -22,8 +24,31 @@ const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
 /// it gives up with an error naming what it waited for.
 const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How long opening a connection to PostgreSQL may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The deadlines of a node's work with PostgreSQL. A database that stops answering (a
+/// paused or partitioned server) leaves a TCP connection open that would wait for ever;
+/// past these, the request in hand gets a retryable error and a log line instead.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerOptions {
+    /// Connections to PostgreSQL the node keeps.
+    pub pool_size: usize,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// How long one piece of a request's work (a claim, a commit, a read) may take.
+    pub request_timeout: Duration,
+    /// How long a request waits for a free connection when every one is busy.
+    pub pool_wait: Duration,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        LedgerOptions {
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            pool_wait: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Locks an existing scope without writing a new row version, unlike an upsert.
 const LOCK_SCOPE: &str = "SELECT seq FROM scopes WHERE id = $1 FOR UPDATE";
@@ -116,6 +141,36 @@ fn corrupt(context: &str, e: serde_json::Error) -> StoreError {
 #[derive(Clone)]
 pub struct Ledger {
     pool: Pool,
+    /// See [`LedgerOptions::request_timeout`].
+    deadline: Duration,
+}
+
+/// `work` (what a node is doing, `context`) given at most `deadline`.
+async fn bounded<T>(
+    deadline: Duration,
+    context: &str,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(deadline, work).await {
+        Ok(done) => done,
+        Err(_) => Err(StoreError::unavailable(
+            context,
+            format!(
+                "the database did not answer within {}",
+                humantime::format_duration(deadline)
+            ),
+        )),
+    }
+}
+
+/// Give back a connection that may be inside a transaction: rolled back, then returned to
+/// the pool; a connection whose rollback is not answered in time is closed instead, so the
+/// pool never hands out one in an unknown state.
+async fn roll_back(client: Object, deadline: Duration) {
+    let rolled = tokio::time::timeout(deadline, client.batch_execute("ROLLBACK")).await;
+    if !matches!(rolled, Ok(Ok(()))) {
+        drop(Object::take(client));
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -170,20 +225,20 @@ async fn query(
 }
 
 impl Ledger {
-    /// Connect with up to `pool_size` connections and create the schema if it is missing.
-    pub async fn connect(url: &str, pool_size: usize) -> Result<Ledger, StoreError> {
+    /// Connect as `options` say and create the schema if it is missing.
+    pub async fn connect(url: &str, options: LedgerOptions) -> Result<Ledger, StoreError> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::refused("database URL", e))?;
         // Every prepared statement here is a key lookup whose best plan does not depend on
         // the values; left to choose, PostgreSQL plans the catch-up read afresh on every
         // claim (its generic estimate of `seq > $2` is a third of the scope), which costs
         // more than running it.
-        let options = match config.get_options() {
+        let plan = match config.get_options() {
             Some(given) => format!("{given} -c plan_cache_mode=force_generic_plan"),
             None => "-c plan_cache_mode=force_generic_plan".to_owned(),
         };
-        config.options(options);
-        config.connect_timeout(CONNECT_TIMEOUT);
+        config.options(plan);
+        config.connect_timeout(options.connect_timeout);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -192,10 +247,17 @@ impl Ledger {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
+            .max_size(options.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(options.pool_wait))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.request_timeout))
             .build()
             .map_err(|e| StoreError::refused("database pool", e))?;
-        let ledger = Ledger { pool };
+        let ledger = Ledger {
+            pool,
+            deadline: options.request_timeout,
+        };
         let client = ledger.client().await?;
         // A ledger already at this schema is not touched: even DDL that finds everything in
         // place takes locks, and would wait behind any writer's transaction.
@@ -246,8 +308,30 @@ impl Ledger {
             | deadpool_postgres::PoolError::PostCreateHook(
                 deadpool_postgres::HookError::Backend(e),
             ) => err("cannot reach the database", e),
+            deadpool_postgres::PoolError::Timeout(_) => StoreError::unavailable(
+                "cannot reach the database",
+                "no connection free or made in time",
+            ),
             other => StoreError::unavailable("cannot reach the database", other),
         })
+    }
+
+    /// How long one piece of a request's work may take (see [`LedgerOptions`]).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Whether the database answers now, within the request deadline (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        bounded(self.deadline, "cannot reach the database", async {
+            let client = self.client().await?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| err("cannot reach the database", e))?;
+            Ok(())
+        })
+        .await
     }
 
     /// What a node reads at start: every directory entry, and the entries of other
@@ -300,110 +384,143 @@ impl Ledger {
     /// The position of `scope` as of `mark` (see [`Ledger::mark`]): this node delivers
     /// only the entries after it.
     pub async fn position_at(&self, scope: &str, mark: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            BEFORE_MARK,
-            &[&scope, &mark],
-            "cannot read a position",
-        )
-        .await?;
-        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+        bounded(self.deadline, "cannot read a position", async {
+            let client = self.client().await?;
+            let rows = query(
+                &client,
+                BEFORE_MARK,
+                &[&scope, &mark],
+                "cannot read a position",
+            )
+            .await?;
+            Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+        })
+        .await
     }
 
     /// The conversations `user` takes part in.
     pub async fn conversations_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            "SELECT scope FROM members WHERE user_id = $1 ORDER BY scope",
-            &[&user],
-            "cannot read a user's conversations",
-        )
-        .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        bounded(self.deadline, "cannot read a user's conversations", async {
+            let client = self.client().await?;
+            let rows = query(
+                &client,
+                "SELECT scope FROM members WHERE user_id = $1 ORDER BY scope",
+                &[&user],
+                "cannot read a user's conversations",
+            )
+            .await?;
+            Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        })
+        .await
     }
 
     /// Entries of `scope` after position `after`, in order.
     pub async fn entries(&self, scope: &str, after: u64) -> Result<Vec<Entry>, StoreError> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            ENTRIES_AFTER,
-            &[&scope, &(after as i64)],
-            "cannot read entries",
-        )
-        .await?;
-        rows_to_entries(rows)
+        bounded(self.deadline, "cannot read entries", async {
+            let client = self.client().await?;
+            let rows = query(
+                &client,
+                ENTRIES_AFTER,
+                &[&scope, &(after as i64)],
+                "cannot read entries",
+            )
+            .await?;
+            rows_to_entries(rows)
+        })
+        .await
     }
 
     /// The committed position of each scope given (scopes never written are left out).
     pub async fn positions(&self, scopes: &[String]) -> Result<Vec<(String, u64)>, StoreError> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            "SELECT id, seq FROM scopes WHERE id = ANY($1) AND seq > 0",
-            &[&scopes],
-            "cannot read positions",
-        )
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
-            .collect())
+        bounded(self.deadline, "cannot read positions", async {
+            let client = self.client().await?;
+            let rows = query(
+                &client,
+                "SELECT id, seq FROM scopes WHERE id = ANY($1) AND seq > 0",
+                &[&scopes],
+                "cannot read positions",
+            )
+            .await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                .collect())
+        })
+        .await
     }
 
     /// Scopes written in the last `seconds`, with their positions.
     pub async fn recently_touched(&self, seconds: f64) -> Result<Vec<(String, u64)>, StoreError> {
-        if !seconds.is_finite() || seconds < 0.0 {
-            return Err(StoreError::refused(
-                format!("not a window in seconds: {seconds}"),
-                "",
-            ));
-        }
-        let client = self.client().await?;
-        // A simple query is planned with `now()` known, so the index on `touched` is used
-        // however many scopes there are; a generic plan could not know the cut-off.
-        let messages = client
-            .simple_query(&format!(
-                "SELECT id, seq FROM scopes \
-                 WHERE touched > now() - make_interval(secs => {seconds}) AND seq > 0"
-            ))
-            .await
-            .map_err(|e| err("cannot read positions", e))?;
-        messages
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            })
-            .map(
-                |row| match (row.get(0), row.get(1).and_then(|s| s.parse().ok())) {
-                    (Some(id), Some(seq)) => Ok((id.to_owned(), seq)),
-                    _ => Err(StoreError::corrupt("corrupt scope position", "")),
-                },
-            )
-            .collect()
+        bounded(self.deadline, "cannot read recent writes", async {
+            if !seconds.is_finite() || seconds < 0.0 {
+                return Err(StoreError::refused(
+                    format!("not a window in seconds: {seconds}"),
+                    "",
+                ));
+            }
+            let client = self.client().await?;
+            // A simple query is planned with `now()` known, so the index on `touched` is used
+            // however many scopes there are; a generic plan could not know the cut-off.
+            let messages = client
+                .simple_query(&format!(
+                    "SELECT id, seq FROM scopes \
+                     WHERE touched > now() - make_interval(secs => {seconds}) AND seq > 0"
+                ))
+                .await
+                .map_err(|e| err("cannot read positions", e))?;
+            messages
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+                    _ => None,
+                })
+                .map(
+                    |row| match (row.get(0), row.get(1).and_then(|s| s.parse().ok())) {
+                        (Some(id), Some(seq)) => Ok((id.to_owned(), seq)),
+                        _ => Err(StoreError::corrupt("corrupt scope position", "")),
+                    },
+                )
+                .collect()
+        })
+        .await
     }
 
     /// Messages `user` sent after `since` (Unix ms), on any node.
     pub async fn sent_since(&self, user: &str, since: i64) -> Result<u32, StoreError> {
-        let client = self.client().await?;
-        let rows = query(
-            &client,
-            "SELECT count(*) FROM entries WHERE sender = $1 AND at > $2",
-            &[&user, &since],
-            "cannot count sends",
-        )
-        .await?;
-        let count = rows.first().map_or(0, |r| r.get::<_, i64>(0));
-        Ok(count as u32)
+        bounded(self.deadline, "cannot count sends", async {
+            let client = self.client().await?;
+            let rows = query(
+                &client,
+                "SELECT count(*) FROM entries WHERE sender = $1 AND at > $2",
+                &[&user, &since],
+                "cannot count sends",
+            )
+            .await?;
+            let count = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+            Ok(count as u32)
+        })
+        .await
     }
 
     /// Lock `scope` for a decision across every node, and read what this node has not
     /// applied yet: the scope's entries after `after` and the directory's after
     /// `directory_after`. The lock is held until the claim is committed or released.
     pub async fn claim(
+        &self,
+        scope: &str,
+        after: u64,
+        directory_after: u64,
+    ) -> Result<Claim, StoreError> {
+        // A claim cut short by the deadline is dropped with its connection: its `Drop`
+        // rolls the transaction back (or closes the connection).
+        let deadline = self.deadline;
+        bounded(deadline, "cannot lock scope", async {
+            self.claim_within(scope, after, directory_after).await
+        })
+        .await
+    }
+
+    async fn claim_within(
         &self,
         scope: &str,
         after: u64,
@@ -421,6 +538,7 @@ impl Ledger {
         let begin = prepared(&client, BEGIN, "cannot begin").await?;
         let mut claim = Claim {
             client: Some(client),
+            deadline: self.deadline,
             scope: scope.to_owned(),
             seq: 0,
             missed: Vec::new(),
@@ -469,7 +587,9 @@ impl Ledger {
 
 /// A scope locked across nodes for one decision.
 pub struct Claim {
+    /// Inside its transaction until committed; a claim dropped with it rolls it back.
     client: Option<Object>,
+    deadline: Duration,
     scope: String,
     /// The scope's position when it was locked: the entry committed next is `seq + 1`.
     pub seq: u64,
@@ -481,11 +601,24 @@ pub struct Claim {
 
 impl Claim {
     /// Append the decision as the scope's next entry, purge what it removes, commit and
-    /// release the lock; returns the entry as numbered by the database.
+    /// release the lock; returns the entry as numbered by the database. A commit the
+    /// database does not answer in time is an error although it may have been stored:
+    /// the next claim of the scope reads it back like any missed entry, and a retry of
+    /// the request finds its id there.
     pub async fn commit(mut self, changes: &[Change], emits: &[Emit]) -> Result<u64, StoreError> {
-        let client = self.client.take().expect("a claim commits once");
-        let append = prepared(&client, APPEND, "cannot write entry").await?;
-        let commit = prepared(&client, COMMIT, "cannot commit").await?;
+        let deadline = self.deadline;
+        let seq = bounded(deadline, "cannot commit", self.write(changes, emits)).await?;
+        // Committed: the connection goes back to the pool as it is.
+        drop(self.client.take());
+        Ok(seq)
+    }
+
+    /// The commit's statements; on an error the claim still holds its connection, and
+    /// its `Drop` rolls back.
+    async fn write(&self, changes: &[Change], emits: &[Emit]) -> Result<u64, StoreError> {
+        let client = self.client.as_ref().expect("a claim commits once");
+        let append = prepared(client, APPEND, "cannot write entry").await?;
+        let commit = prepared(client, COMMIT, "cannot commit").await?;
         let text = serde_json::to_string(changes).expect("changes serialise");
         let frames = serde_json::to_string(emits).expect("frames serialise");
         let (message, sender, at) = match stored_message(changes) {
@@ -522,7 +655,7 @@ impl Claim {
             .get(0);
         if !members.is_empty() {
             query(
-                &client,
+                client,
                 ADD_MEMBERS,
                 &[&members, &self.scope],
                 "cannot write members",
@@ -530,7 +663,7 @@ impl Claim {
             .await?;
         }
         for (message, recalled) in purges {
-            purge(&client, message, recalled).await?;
+            purge(client, message, recalled).await?;
         }
         client
             .execute(&commit, &[])
@@ -542,7 +675,7 @@ impl Claim {
     /// Give the lock back without writing anything.
     pub async fn release(mut self) {
         if let Some(client) = self.client.take() {
-            let _ = client.batch_execute("ROLLBACK").await;
+            roll_back(client, self.deadline).await;
         }
     }
 }
@@ -553,9 +686,7 @@ impl Drop for Claim {
         // connection to the pool inside an open transaction.
         if let Some(client) = self.client.take() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                });
+                rt.spawn(roll_back(client, self.deadline));
             }
         }
     }

@@ -294,6 +294,30 @@ impl Hub {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Why this server should not be sent new clients now, if it should not: shutting
+    /// down, or (a cluster node) its database or broker not answering. Asks them afresh,
+    /// each within the database's request deadline.
+    pub async fn unready(&self) -> Option<String> {
+        if self.shutting_down() {
+            return Some("shutting down".to_owned());
+        }
+        let r = self.replica()?;
+        let deadline = r.ledger.deadline();
+        let broker = async {
+            match &r.broker {
+                Some(b) => b.ping(deadline).await,
+                None => Ok(()),
+            }
+        };
+        let (store, broker) = futures::join!(r.ledger.ping(), broker);
+        crate::metrics::store_reachable(store.is_ok());
+        let why: Vec<String> = [store, broker]
+            .into_iter()
+            .filter_map(|answer| answer.err().map(|e| e.to_string()))
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)

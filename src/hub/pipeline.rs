@@ -43,15 +43,17 @@ impl Stripes {
     }
 }
 
-/// What a requester is told when storage fails: retryable, and nothing changed.
-const UNAVAILABLE: &str = "the server could not store this request; nothing changed. \
-                           Retry later with the same id";
+/// What a requester is told when storage fails: retryable, and stored once however often
+/// retried (a commit the database did not answer in time may have landed).
+const UNAVAILABLE: &str = "the server could not store this request. \
+                           Retry later with the same id: it is stored once";
 
 impl Hub {
     /// Answer `id` with `unavailable` after a storage failure.
     pub(super) fn refuse_unavailable(&self, session: &SessionHandle, id: String, e: &StoreError) {
         tracing::error!(error = %e, user = %session.user, request = %id, "storage failed; nothing changed");
         crate::metrics::error(ErrorCode::Unavailable.as_str());
+        crate::metrics::store_error(e.code());
         session.send(&error_frame(Some(id), ErrorCode::Unavailable, UNAVAILABLE));
     }
 
@@ -415,15 +417,18 @@ impl Hub {
         changes: Vec<Change>,
         emits: &[Emit],
     ) -> Result<(Vec<Change>, Option<(String, u64)>), StoreError> {
-        match &self.backend {
-            super::Backend::Local(store) => {
-                if changes.is_empty() {
-                    return Ok((changes, None));
-                }
-                Ok((store.commit(changes).await?, None))
-            }
-            super::Backend::Node(_) => self.commit_to_ledger(claimed, changes, emits).await,
+        if changes.is_empty() && matches!(self.backend, super::Backend::Local(_)) {
+            return Ok((changes, None));
         }
+        let started = std::time::Instant::now();
+        let committed = match &self.backend {
+            super::Backend::Local(store) => store.commit(changes).await.map(|c| (c, None)),
+            super::Backend::Node(_) => self.commit_to_ledger(claimed, changes, emits).await,
+        };
+        if committed.is_ok() {
+            crate::metrics::store_commit(started.elapsed());
+        }
+        committed
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test support: a real parley server on a loopback port and real WebSocket clients.
 #![allow(dead_code)]
 
+pub mod relay;
 pub mod services;
 
 use futures::future::BoxFuture;
