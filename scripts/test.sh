@@ -24,12 +24,14 @@ step "lint"
 cargo clippy --workspace --all-targets -- -D warnings
 step "build"
 cargo build --workspace --bins
-step "PostgreSQL and Redis for the cluster tests, promtool for the metrics check"
+step "PostgreSQL and Redis for the cluster tests, promtool for the metrics check, nginx for the proxy example"
 # The tests start their own throwaway servers on loopback; only the programs are needed.
 # shellcheck source=scripts/install-missing.sh
 source scripts/install-missing.sh
 postgres_found=$(ls -d /usr/lib/postgresql/*/bin/postgres 2>/dev/null | head -n 1 || true)
-install_missing "${postgres_found:-/usr/lib/postgresql/none}=postgresql" redis-server=redis-server promtool=prometheus
+nginx_found=$(ls /usr/sbin/nginx /usr/bin/nginx 2>/dev/null | head -n 1 || true)
+install_missing "${postgres_found:-/usr/lib/postgresql/none}=postgresql" redis-server=redis-server promtool=prometheus \
+    "${nginx_found:-/usr/sbin/nginx}=nginx-light"
 step "unit and end-to-end tests"
 cargo test --workspace
 step "conformance suite against a spawned server"

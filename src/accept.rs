@@ -7,6 +7,7 @@
 
 use crate::admission::{Admission, Admitted, Handshake, Refused, Reserved};
 use crate::forwarded::TrustedProxies;
+use crate::tls::Tls;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,13 +29,14 @@ const AT_CAPACITY_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Accept and serve connections until `stop`; then finish the plain HTTP requests in
-/// flight (upgraded sessions are the hub's to close) and return.
+/// Accept and serve connections (over TLS when `tls` is given) until `stop`; then finish
+/// the plain HTTP requests in flight (upgraded sessions are the hub's to close) and return.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     admission: Arc<Admission>,
     proxies: Arc<TrustedProxies>,
+    tls: Option<Tls>,
     stop: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -60,11 +63,20 @@ pub async fn serve(
             Admitted::Serve(handshake) => {
                 let router = router.clone();
                 let stop = stop.clone();
-                tracker.spawn(serve_connection(tcp, peer, router, handshake, stop));
+                let tls = tls.clone();
+                tracker.spawn(serve_admitted(tcp, peer, router, handshake, tls, stop));
             }
-            Admitted::AtCapacity(reserved) => {
-                tracker.spawn(answer_at_capacity(tcp, reserved));
-            }
+            Admitted::AtCapacity(reserved) => match tls.clone() {
+                None => drop(tracker.spawn(answer_at_capacity(tcp, reserved))),
+                Some(tls) => drop(tracker.spawn(async move {
+                    let secured = tls.acceptor().accept(tcp);
+                    if let Ok(Ok(io)) =
+                        tokio::time::timeout(AT_CAPACITY_HEADER_TIMEOUT, secured).await
+                    {
+                        answer_at_capacity(io, reserved).await;
+                    }
+                })),
+            },
             Admitted::Refused(why) => {
                 refusals.log(|suppressed| {
                     tracing::info!(peer = %peer, reason = ?why, suppressed, "connection refused at accept")
@@ -78,9 +90,38 @@ pub async fn serve(
     tracker.wait().await;
 }
 
+/// Serve one admitted connection, after its TLS handshake when there is TLS. The TLS
+/// handshake is part of the request head: bounded by the same deadline, and evicted
+/// like an unfinished head.
+async fn serve_admitted(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    handshake: Handshake,
+    tls: Option<Tls>,
+    stop: CancellationToken,
+) {
+    let Some(tls) = tls else {
+        return serve_connection(tcp, peer, router, handshake, stop).await;
+    };
+    let deadline = handshake.admission().limits().header_timeout;
+    let secured = tokio::select! {
+        secured = tokio::time::timeout(deadline, tls.acceptor().accept(tcp)) => secured,
+        _ = handshake.evicted() => return,
+        _ = stop.cancelled() => return,
+    };
+    match secured {
+        Ok(Ok(io)) => serve_connection(io, peer, router, handshake, stop).await,
+        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => {
+            tracing::debug!(peer = %peer, "TLS handshake not finished within the header timeout")
+        }
+    }
+}
+
 /// Serve one admitted connection: its requests, and its upgrade to a session.
 async fn serve_connection(
-    tcp: TcpStream,
+    io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     router: Router,
     handshake: Handshake,
@@ -100,7 +141,7 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
@@ -125,7 +166,7 @@ async fn serve_connection(
 pub struct SessionSlot(pub Arc<Admission>);
 
 /// Answer one request at capacity: `/healthz` is alive, everything else is refused.
-async fn answer_at_capacity(tcp: TcpStream, reserved: Reserved) {
+async fn answer_at_capacity(io: impl AsyncRead + AsyncWrite + Unpin, reserved: Reserved) {
     let service = hyper::service::service_fn(|request: hyper::Request<Incoming>| async move {
         let (status, body) = match request.uri().path() {
             "/healthz" => (hyper::StatusCode::OK, "ok (at capacity)\n"),
@@ -140,7 +181,7 @@ async fn answer_at_capacity(tcp: TcpStream, reserved: Reserved) {
         .timer(TokioTimer::new())
         .header_read_timeout(AT_CAPACITY_HEADER_TIMEOUT)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .await;
     drop(reserved);
 }

@@ -56,6 +56,8 @@ pub struct Config {
     pub trusted_proxies: crate::forwarded::TrustedProxies,
     /// Where `/metrics` is served instead of the main port (`None`: on the main port).
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS for the main port (`wss://`, `https://`); `None`: plain TCP.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             allowed_origins: crate::origin::AllowedOrigins::default(),
             trusted_proxies: crate::forwarded::TrustedProxies::default(),
             metrics_listen: None,
+            tls: None,
         }
     }
 }

@@ -23,5 +23,6 @@ pub mod probe;
 pub mod server;
 pub mod store;
 pub mod ticket;
+pub mod tls;
 pub mod upgrade;
 pub mod web;

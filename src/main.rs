@@ -52,6 +52,9 @@ struct ProbeArgs {
     /// How long to wait for the answer.
     #[arg(long, value_parser = duration, default_value = "3s")]
     timeout: Duration,
+    /// The server's `--tls-cert`: ask over TLS, accepting only that certificate.
+    #[arg(long, env = "PARLEY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -244,6 +247,13 @@ struct ServeArgs {
     /// `X-Forwarded-For` header names the client, for the per-address limits and the logs.
     #[arg(long, env = "PARLEY_TRUSTED_PROXIES", default_value = "", value_parser = parley::forwarded::TrustedProxies::parse)]
     trusted_proxies: parley::forwarded::TrustedProxies,
+    /// PEM certificate chain (leaf first): serve `wss://` and `https://` on the main port.
+    /// Read again on SIGHUP.
+    #[arg(long, env = "PARLEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PARLEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve `/metrics` on this address (say a private interface) instead of the main port.
     #[arg(long, env = "PARLEY_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
@@ -418,7 +428,11 @@ async fn run() -> anyhow::Result<()> {
 /// Print what the server answered; fail (exit 1) unless it is ready.
 async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
     let target = parley::probe::local_target(args.listen);
-    let body = parley::probe::probe(target, &args.path, args.timeout).await?;
+    let tls = match &args.tls_cert {
+        Some(cert) => Some(parley::tls::pinned_connector(cert)?),
+        None => None,
+    };
+    let body = parley::probe::probe(target, &args.path, args.timeout, tls.as_ref()).await?;
     println!("{body}");
     Ok(())
 }
@@ -530,6 +544,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allowed_origins: args.allowed_origins,
         trusted_proxies: args.trusted_proxies,
         metrics_listen: args.metrics_listen,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(parley::tls::Tls::from_files(cert, key)?),
+            _ => None,
+        },
     };
     let hub = match args.store {
         StoreKind::Postgres => {
@@ -580,8 +598,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("metrics on {metrics}");
     }
     std::io::stdout().flush()?;
-    tracing::info!(%addr, "parley serving WebSocket at ws://{addr}/ws");
-    server.run(shutdown_signal()).await?;
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    tracing::info!(%addr, "parley serving WebSocket at {scheme}://{addr}/ws");
+    server.run(shutdown_signal(config.tls.clone())).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -607,10 +626,10 @@ fn local_store(
     })
 }
 
-/// Resolves on Ctrl-C or SIGTERM. SIGHUP, which would end the process by default, is
-/// answered with a log line: nothing is reloaded at run time yet (settings are read at
-/// start), and a terminal closing or a service manager's reload must not stop the server.
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM. SIGHUP, which would end the process by default, reads
+/// the TLS certificate and key again (other settings are read at start only); a terminal
+/// closing or a service manager's reload must not stop the server.
+async fn shutdown_signal(tls: Option<parley::tls::Tls>) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -620,9 +639,19 @@ async fn shutdown_signal() {
         let hangups = async {
             loop {
                 hup.recv().await;
-                tracing::info!(
-                    "SIGHUP received: nothing to reload, settings are read at start; still serving"
-                );
+                match tls.as_ref().map(|tls| (tls, tls.reload())) {
+                    None => tracing::info!(
+                        "SIGHUP received: nothing to reload, settings are read at start; still serving"
+                    ),
+                    Some((tls, Ok(()))) => tracing::info!(
+                        cert = %tls.cert_path().display(),
+                        "SIGHUP received: TLS certificate read again; new connections use it"
+                    ),
+                    Some((_, Err(e))) => tracing::warn!(
+                        error = %e,
+                        "SIGHUP received: TLS certificate not reloaded, the one in use stays"
+                    ),
+                }
             }
         };
         tokio::select! {

@@ -1,5 +1,6 @@
 //! `parley probe`: ask a running server whether it is ready, for health checks in images
 //! that carry no shell, curl or wget (the release image holds only the `parley` binary).
+//! A server on TLS is asked over TLS, trusting only the certificate in its own file.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,10 +34,16 @@ pub fn local_target(listen: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// `GET path` from the server at `addr` within `timeout`; the body when it answers 200.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, ProbeError> {
+/// `GET path` from the server at `addr` within `timeout` (over TLS with `tls`, which
+/// accepts only the server's own certificate); the body when it answers 200.
+pub async fn probe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<String, ProbeError> {
     let no_answer = |why: String| ProbeError::NoAnswer { addr, why };
-    let asked = tokio::time::timeout(timeout, ask(addr, path)).await;
+    let asked = tokio::time::timeout(timeout, ask(addr, path, tls)).await;
     let answer = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(e)) => return Err(no_answer(e.to_string())),
@@ -61,11 +68,35 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<St
 }
 
 /// One HTTP/1.1 request with `Connection: close`, read to the end.
-async fn ask(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+async fn ask(
+    addr: SocketAddr,
+    path: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> std::io::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    match tls {
+        None => exchange(tcp, addr, path).await,
+        Some(connector) => {
+            // The name is not checked (the certificate is pinned), only sent.
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            exchange(connector.connect(name, tcp).await?, addr, path).await
+        }
+    }
+}
+
+async fn exchange(
+    mut io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<String> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await?;
+    io.write_all(request.as_bytes()).await?;
     let mut answer = Vec::new();
-    tcp.take(64 * 1024).read_to_end(&mut answer).await?;
+    // A TLS peer may close without close_notify once it has answered: what arrived counts.
+    match io.take(64 * 1024).read_to_end(&mut answer).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {}
+        Err(e) => return Err(e),
+    }
     Ok(String::from_utf8_lossy(&answer).into_owned())
 }

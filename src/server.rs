@@ -210,6 +210,7 @@ pub struct Server {
     demo: bool,
     /// A separate listener for `/metrics`, off the public port.
     metrics: Option<TcpListener>,
+    tls: Option<crate::tls::Tls>,
 }
 
 impl Server {
@@ -252,6 +253,7 @@ impl Server {
             proxies: Arc::new(config.trusted_proxies.clone()),
             demo: false,
             metrics,
+            tls: config.tls.clone(),
         })
     }
 
@@ -332,6 +334,7 @@ impl Server {
             router,
             admission,
             self.proxies,
+            self.tls,
             accepting.clone(),
         ));
         shutdown.await;

@@ -164,3 +164,60 @@ async fn refused_logins_count_by_reason_and_commits_are_timed() {
         "connect, accept and send: {after}"
     );
 }
+
+/// The metric names an expression mentions (`parley_…`, `process_…`), a histogram's
+/// `_bucket`, `_count` and `_sum` series named by their family.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for (at, _) in expr.match_indices(['p']) {
+        let rest = &expr[at..];
+        if !(rest.starts_with("parley_") || rest.starts_with("process_")) {
+            continue;
+        }
+        if at > 0 && expr.as_bytes()[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..end];
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.push(family.to_owned());
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_families_parley_exports() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    let server = support::start().await;
+    let (_, fresh) = get(server.running.addr, "/metrics").await;
+    let exported: Vec<&str> = fresh
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP ")?.split_whitespace().next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("an expression");
+            for name in metric_names(expr) {
+                // Families set only on a cluster node with a broker are described, not shown.
+                if name == "parley_broker_reachable" {
+                    continue;
+                }
+                assert!(
+                    exported.contains(&name.as_str()),
+                    "{:?} queries {name}, not exported",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "the dashboard queries {queried} series");
+}

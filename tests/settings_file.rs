@@ -19,14 +19,9 @@ fn settings(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-#[test]
-fn an_unknown_key_names_the_file_and_the_key() {
-    let (_dir, path) = settings("listen = \"127.0.0.1:0\"\nmax_body_char = 100\n");
-    let out = parley(
+/// `parley serve --config PATH --print-config`.
+fn print_config(path: &std::path::Path) -> Output {
+    parley(
         &[
             "serve",
             "--config",
@@ -34,7 +29,17 @@ fn an_unknown_key_names_the_file_and_the_key() {
             "--print-config",
         ],
         &[],
-    );
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_key_names_the_file_and_the_key() {
+    let (_dir, path) = settings("listen = \"127.0.0.1:0\"\nmax_body_char = 100\n");
+    let out = print_config(&path);
     assert!(!out.status.success());
     let said = stderr(&out);
     assert!(said.contains(path.to_str().unwrap()), "{said}");
@@ -44,15 +49,7 @@ fn an_unknown_key_names_the_file_and_the_key() {
 #[test]
 fn a_bad_value_names_the_file_the_key_and_what_the_setting_is() {
     let (_dir, path) = settings("max_body_chars = \"lots\"\n");
-    let out = parley(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let out = print_config(&path);
     assert!(!out.status.success());
     let said = stderr(&out);
     assert!(
@@ -67,15 +64,7 @@ fn a_bad_value_names_the_file_the_key_and_what_the_setting_is() {
     );
 
     let (_dir, path) = settings("recall_window = \"soon\"\n");
-    let out = parley(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let out = print_config(&path);
     assert!(
         stderr(&out).contains("setting `recall_window`"),
         "{}",
@@ -103,15 +92,7 @@ fn print_config_hides_the_passwords_in_urls() {
          database_url = \"postgres://parley:s3cret@db.internal/parley\"\n\
          broker_url = \"redis://:hunter2@cache.internal/0\"\n",
     );
-    let out = parley(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--print-config",
-        ],
-        &[],
-    );
+    let out = print_config(&path);
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(

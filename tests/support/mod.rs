@@ -3,6 +3,7 @@
 
 pub mod relay;
 pub mod services;
+pub mod tls;
 
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
