@@ -150,6 +150,10 @@ struct ServeArgs {
     /// `redis://127.0.0.1:6379`); without it a PostgreSQL node runs alone.
     #[arg(long, env = "PARLEY_BROKER_URL", hide_env_values = true)]
     broker_url: Option<String>,
+    /// PEM file of the roots that sign the broker's certificate, for a `rediss://` URL
+    /// (default: the system's roots).
+    #[arg(long, env = "PARLEY_BROKER_CA")]
+    broker_ca: Option<PathBuf>,
     /// Broker channel; every node of one cluster uses the same.
     #[arg(long, env = "PARLEY_BROKER_CHANNEL", default_value = "parley")]
     broker_channel: String,
@@ -395,6 +399,7 @@ fn init_logs(json: bool) {
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
+    parley::tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -563,7 +568,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
             let ledger = Ledger::connect(url, options).await?;
             let broker = match &args.broker_url {
-                Some(url) => Some(Broker::connect(url, &args.broker_channel).await?),
+                Some(url) => Some(
+                    Broker::connect(url, args.broker_ca.as_deref(), &args.broker_channel).await?,
+                ),
                 None => None,
             };
             Hub::start_node(

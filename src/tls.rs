@@ -1,6 +1,7 @@
 //! TLS for `wss://` and `https://`: rustls over the accept loop's TCP connections, with
 //! the certificate and key read from PEM files at start and again on SIGHUP, so a renewed
-//! certificate (certbot, cert-manager) is taken up without dropping a session.
+//! certificate (certbot, cert-manager) is taken up without dropping a session. Also the
+//! client side parley needs: `parley probe`'s, and a cluster node's to PostgreSQL.
 
 use parking_lot::RwLock;
 use rustls::crypto::CryptoProvider;
@@ -35,6 +36,13 @@ pub enum TlsError {
 /// The crypto rustls uses here: *ring*, which builds with a C compiler alone.
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Make *ring* the process's default crypto, for libraries that build their own rustls
+/// configuration (the Redis client does) rather than being handed one.
+pub fn install_default_provider() {
+    // Err only when one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The certificate chain and key in `cert` and `key`, checked to belong together.
@@ -143,16 +151,25 @@ impl Tls {
     }
 }
 
-/// A client's check of the server certificate for `parley probe`: the server must present
-/// exactly the certificate in the server's own file. A probe asks its own host over
-/// loopback, where no certificate's name would match, and must not accept just any.
+/// Which server certificates a client of parley's accepts.
 #[derive(Debug)]
-struct Pinned {
-    expected: CertificateDer<'static>,
+enum Accept {
+    /// Exactly this one: `parley probe` asks its own host over loopback, where no
+    /// certificate's name would match, and must not accept just any.
+    Exactly(CertificateDer<'static>),
+    /// Any, with the handshake's signatures still checked: encryption without
+    /// authentication, what libpq's `sslmode=require` asks for.
+    Any,
+}
+
+/// A [`rustls::client::danger::ServerCertVerifier`] for [`Accept`].
+#[derive(Debug)]
+struct Verifier {
+    accept: Accept,
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
-impl rustls::client::danger::ServerCertVerifier for Pinned {
+impl rustls::client::danger::ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -161,12 +178,13 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.expected.as_ref() {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the server presents another certificate than its file holds".into(),
-            ))
+        match &self.accept {
+            Accept::Exactly(expected) if end_entity.as_ref() != expected.as_ref() => {
+                Err(rustls::Error::General(
+                    "the server presents another certificate than its file holds".into(),
+                ))
+            }
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
         }
     }
 
@@ -193,6 +211,49 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
     }
 }
 
+/// A client configuration that accepts server certificates as `accept` says.
+fn client_accepting(accept: Accept) -> rustls::ClientConfig {
+    let provider = provider();
+    let verifier = Verifier {
+        accept,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth()
+}
+
+/// A client that encrypts but accepts any server certificate (libpq's `sslmode=require`).
+pub fn unauthenticated_client() -> rustls::ClientConfig {
+    client_accepting(Accept::Any)
+}
+
+/// A client that accepts servers whose certificate chains to one in `roots` (a PEM file)
+/// and names the host asked for.
+pub fn verifying_client(roots: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let unreadable = |why: String| TlsError::Unreadable {
+        what: "root certificates",
+        path: roots.to_owned(),
+        why,
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(roots).map_err(|e| unreadable(e.to_string()))? {
+        let cert = cert.map_err(|e| unreadable(e.to_string()))?;
+        store.add(cert).map_err(|e| unreadable(e.to_string()))?;
+    }
+    if store.is_empty() {
+        return Err(unreadable("no CERTIFICATE in it".into()));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the provider supports the default versions")
+        .with_root_certificates(store)
+        .with_no_client_auth())
+}
+
 /// A TLS client that accepts only the server certificate in `cert` (the leaf, first).
 pub fn pinned_connector(cert: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
     let expected = CertificateDer::pem_file_iter(cert)
@@ -204,16 +265,6 @@ pub fn pinned_connector(cert: &Path) -> Result<tokio_rustls::TlsConnector, TlsEr
             path: cert.to_owned(),
             why: "no CERTIFICATE in it".into(),
         })?;
-    let provider = provider();
-    let verifier = Pinned {
-        expected,
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the provider supports the default versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let config = client_accepting(Accept::Exactly(expected));
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

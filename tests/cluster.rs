@@ -863,3 +863,98 @@ async fn a_stalled_database_makes_sends_fail_retryably_and_readiness_say_why() {
     broker_relay.pause(false);
     assert_eq!(readiness_until(&addr, 200).await.0, 200);
 }
+
+/// `parley serve` with `args` on a fresh data directory, expected to refuse to start:
+/// its standard error.
+async fn refused_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret", SECRET])
+        .args(args)
+        .arg("--data")
+        .arg(dir.path())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("the node gave up within 30 s")
+        .unwrap();
+    assert!(!out.status.success(), "started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_tls_to_postgresql_and_redis_checking_their_certificates() {
+    let s = services::services();
+    let database = services::fresh_database().await;
+    let ca = s.service_ca.display().to_string();
+    let verified = format!("{database}?sslmode=verify-full&sslrootcert={ca}");
+    let channel = services::fresh_channel();
+    // Redis's TLS port speaks nothing else: a node that starts reached it over TLS.
+    let tls_args = [
+        "--store",
+        "postgres",
+        "--database-url",
+        &verified,
+        "--broker-url",
+        &s.rediss_url,
+        "--broker-ca",
+        &ca,
+        "--broker-channel",
+        &channel,
+    ];
+    let mut args = tls_args.to_vec();
+    args.extend(UNLIMITED);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (_one, one) = support::spawn_binary(dirs[0].path(), SECRET, &args).await;
+    let (_two, two) = support::spawn_binary(dirs[1].path(), SECRET, &args).await;
+    let mut alice = support::connect_at(&one, SECRET, "alice").await;
+    let mut bob = support::connect_at(&two, SECRET, "bob").await;
+    support::connect_users(&mut alice, &mut bob).await;
+    let sent = alice.dm("bob", "over TLS").await;
+    assert_eq!(bob.expect("message").await["message"]["id"], sent["id"]);
+
+    // The database sees the nodes' connections encrypted.
+    let admin = format!(
+        "host=127.0.0.1 port={} user=parley dbname=postgres",
+        s.postgres_port
+    );
+    let (db, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name = database.rsplit('/').next().unwrap();
+    let row = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE ssl), count(*) FROM pg_stat_ssl \
+             JOIN pg_stat_activity USING (pid) WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+    let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+    assert!(
+        all > 0 && encrypted == all,
+        "{encrypted} of {all} connections encrypted"
+    );
+
+    // A root that did not sign the servers' certificate: a node refuses to start, with
+    // the database and with the broker.
+    let other = dirs[0].path().join("other-ca.pem");
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(&other, made.cert.pem()).unwrap();
+    let other = other.display().to_string();
+    let wrong_root = format!("{database}?sslmode=verify-full&sslrootcert={other}");
+    let mut wrong_database = tls_args.to_vec();
+    wrong_database[3] = &wrong_root;
+    let stderr = refused_start(&wrong_database).await;
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let mut wrong_broker = tls_args.to_vec();
+    wrong_broker[7] = &other;
+    let stderr = refused_start(&wrong_broker).await;
+    assert!(stderr.contains("broker"), "{stderr}");
+    // A CA for a plain redis:// URL is refused rather than ignored.
+    let mut plain = tls_args.to_vec();
+    plain[5] = &s.redis_url;
+    let stderr = refused_start(&plain).await;
+    assert!(stderr.contains("rediss://"), "{stderr}");
+}

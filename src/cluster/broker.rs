@@ -3,6 +3,7 @@
 
 use super::Bulletin;
 use crate::store::StoreError;
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -38,12 +39,14 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Connect to `url` and start publishing on `channel`; bulletins from every node
-    /// arrive on the returned receiver.
+    /// arrive on the returned receiver. A `rediss://` URL is TLS, the server's certificate
+    /// checked against `ca` (a PEM file) or else the system's roots.
     pub async fn connect(
         url: &str,
+        ca: Option<&Path>,
         channel: &str,
     ) -> Result<(Broker, mpsc::Receiver<Incoming>), StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::refused("broker URL", e))?;
+        let client = client(url, ca)?;
         let publisher = client
             .get_multiplexed_async_connection()
             .await
@@ -86,6 +89,26 @@ impl Broker {
             crate::metrics::cluster("bulletin_dropped");
         }
     }
+}
+
+/// The Redis client for `url`. A `ca` with a plain `redis://` URL is refused rather than
+/// ignored: whoever gave it meant the connection to be checked.
+fn client(url: &str, ca: Option<&Path>) -> Result<redis::Client, StoreError> {
+    let refused = |e: &dyn std::fmt::Display| StoreError::refused("broker URL", e.to_string());
+    let Some(ca) = ca else {
+        return redis::Client::open(url).map_err(|e| refused(&e));
+    };
+    if !url.starts_with("rediss://") {
+        return Err(refused(&"a broker CA needs a rediss:// URL"));
+    }
+    let pem = std::fs::read(ca).map_err(|e| {
+        StoreError::refused("broker CA", format!("cannot read {}: {e}", ca.display()))
+    })?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(url, certificates).map_err(|e| refused(&e))
 }
 
 async fn publish(

@@ -10,6 +10,7 @@
 //! a periodic look at recently touched scopes finds entries whose broker message was lost.
 
 pub mod broker;
+pub mod database_tls;
 pub mod postgres;
 
 use crate::core::{Change, Emit};

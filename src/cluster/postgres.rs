@@ -15,7 +15,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 /// Serialises schema set-up when several nodes start at once.
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579;
@@ -92,7 +92,14 @@ const REWRITE: &str = "UPDATE entries SET changes = $3, emits = $4 WHERE scope =
 /// [`StoreError::Unavailable`].
 fn err(context: &str, e: tokio_postgres::Error) -> StoreError {
     let Some(state) = e.code() else {
-        return StoreError::unavailable(context, &e);
+        // tokio-postgres says "error performing TLS handshake" and keeps why in its source.
+        let mut said = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            said = format!("{said}: {cause}");
+            source = cause.source();
+        }
+        return StoreError::unavailable(context, said);
     };
     let code = state.code();
     // `Display` of a database error says only "db error": the server's message says what.
@@ -227,8 +234,12 @@ async fn query(
 impl Ledger {
     /// Connect as `options` say and create the schema if it is missing.
     pub async fn connect(url: &str, options: LedgerOptions) -> Result<Ledger, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let tls = super::database_tls::database_tls(url)?;
+        let mut config = tokio_postgres::Config::from_str(&tls.url)
             .map_err(|e| StoreError::refused("database URL", e))?;
+        if let Some(mode) = tls.mode {
+            config.ssl_mode(mode);
+        }
         // Every prepared statement here is a key lookup whose best plan does not depend on
         // the values; left to choose, PostgreSQL plans the catch-up read afresh on every
         // claim (its generic estimate of `seq > $2` is a third of the scope), which costs
@@ -241,7 +252,7 @@ impl Ledger {
         config.connect_timeout(options.connect_timeout);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

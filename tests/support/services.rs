@@ -15,6 +15,12 @@ pub struct Services {
     pub postgres_port: u16,
     /// `redis://127.0.0.1:PORT`.
     pub redis_url: String,
+    /// `rediss://127.0.0.1:PORT`: the same Redis over TLS.
+    pub rediss_url: String,
+    /// The certificate PostgreSQL and Redis's TLS port present (self-signed for 127.0.0.1
+    /// and localhost), as a PEM file a client can trust: PostgreSQL accepts TLS and plain
+    /// connections alike.
+    pub service_ca: PathBuf,
 }
 
 static SERVICES: OnceLock<Services> = OnceLock::new();
@@ -203,6 +209,18 @@ fn spawn_services() -> (Services, [std::process::Child; 2]) {
         "initdb failed: {}",
         String::from_utf8_lossy(&init.stderr)
     );
+    let service_ca = root.join("server.crt");
+    let key = root.join("server.key");
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("a test certificate");
+    std::fs::write(&service_ca, made.cert.pem()).expect("write the certificate");
+    std::fs::write(&key, made.signing_key.serialize_pem()).expect("write the key");
+    // PostgreSQL reads only a key its own user owns and nobody else may read.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    if let Some((uid, gid)) = who {
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid)).expect("hand the key to postgres");
+    }
     let postgres_port = free_port();
     let postgres = command(&bin.join("postgres"), who)
         .arg("-D")
@@ -212,28 +230,47 @@ fn spawn_services() -> (Services, [std::process::Child; 2]) {
         .arg(&root)
         .args(["-c", "listen_addresses=127.0.0.1"])
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "max_connections=300"])
+        .args(["-c", "max_connections=300", "-c", "ssl=on"])
+        .arg("-c")
+        .arg(format!("ssl_cert_file={}", service_ca.display()))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", key.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("postgres starts");
 
     let redis_port = free_port();
+    let rediss_port = free_port();
     let redis = command(Path::new("redis-server"), None)
         .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--tls-port",
+            &rediss_port.to_string(),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&service_ca)
+        .arg("--tls-key-file")
+        .arg(&key)
         .args(["--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server is installed (scripts/test.sh installs it)");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", rediss_port)).is_err()
+    {
         assert!(Instant::now() < deadline, "redis-server did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
     let services = Services {
         postgres_port,
         redis_url: format!("redis://127.0.0.1:{redis_port}"),
+        rediss_url: format!("rediss://127.0.0.1:{rediss_port}"),
+        service_ca,
     };
     (services, [postgres, redis])
 }
