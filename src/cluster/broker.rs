@@ -125,8 +125,10 @@ async fn publish(
         }
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             crate::metrics::cluster("publish_failed");
+            crate::metrics::broker_connected(false);
             tracing::warn!(error = %e, "broker publish failed; reconnecting");
             if let Ok(c) = client.get_multiplexed_async_connection().await {
+                crate::metrics::broker_connected(true);
                 conn = c;
             }
         }
