@@ -315,6 +315,9 @@ pub enum Refusal {
     Unauthorized(AuthError),
     /// Its address opened connections too fast.
     TooFast,
+    /// What the credential needs checked against (a cluster's record of redeemed
+    /// tickets) did not answer: the client may try again.
+    Unavailable(crate::store::StoreError),
 }
 
 async fn refuse(sink: &mut Sink, refusal: Refusal, peer: &Peer) {
@@ -325,10 +328,19 @@ async fn refuse(sink: &mut Sink, refusal: Refusal, peer: &Peer) {
             close::TRY_AGAIN_LATER,
             "too many new connections from your address; try again later".to_owned(),
         ),
+        Refusal::Unavailable(e) => {
+            tracing::warn!(error = %e, "cannot redeem a ticket");
+            (
+                ErrorCode::Unavailable,
+                close::TRY_AGAIN_LATER,
+                "cannot check the ticket now; try again".to_owned(),
+            )
+        }
     };
     crate::metrics::login_refused(match &refusal {
         Refusal::Unauthorized(e) => e.reason(),
         Refusal::TooFast => "too_fast",
+        Refusal::Unavailable(_) => "unavailable",
     });
     tracing::info!(peer = %peer.addr, reason = %message, "connection refused");
     let reason = format!("{code}: {message}");

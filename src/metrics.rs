@@ -32,7 +32,7 @@ const FAMILIES: [(Kind, &str, &str); 22] = [
     (Kind::Counter, "parley_recalls_total", "Recall requests, by outcome (ok or the error code)"),
     (Kind::Counter, "parley_cluster_events_total", "Events between cluster nodes, by event"),
     (Kind::Gauge, "parley_build_info", "Always 1; the version of this parley is its label"),
-    (Kind::Counter, "parley_logins_refused_total", "Connections refused before a session, by reason (missing, expired, invalid, ticket_used, too_fast, origin)"),
+    (Kind::Counter, "parley_logins_refused_total", "Connections refused before a session, by reason (missing, expired, invalid, ticket_used, too_fast, origin, unavailable)"),
     (Kind::Histogram, "parley_store_commit_seconds", "Time to make one decision durable (the local store's commit, or a cluster node's ledger commit)"),
     (Kind::Counter, "parley_store_errors_total", "Requests whose storage work (a claim, a read, a commit) failed, by kind (full, unavailable, corrupt, refused)"),
     (Kind::Gauge, "parley_store_reachable", "1 while the store answered the last readiness check, else 0"),

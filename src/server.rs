@@ -9,7 +9,7 @@ use crate::forwarded::TrustedProxies;
 use crate::hub::Hub;
 use crate::origin::AllowedOrigins;
 use crate::store::{MemoryStore, Store};
-use crate::ticket::Tickets;
+use crate::ticket::{TicketError, Tickets};
 use crate::upgrade::Upgrade;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -92,9 +92,10 @@ async fn upgrade(
     let auth = if too_fast {
         Err(connection::Refusal::TooFast)
     } else if let Some(ticket) = q.ticket {
-        app.tickets
-            .redeem(&ticket)
-            .map_err(connection::Refusal::Unauthorized)
+        app.tickets.redeem(&ticket).await.map_err(|e| match e {
+            TicketError::Refused(why) => connection::Refusal::Unauthorized(why),
+            TicketError::Unavailable(why) => connection::Refusal::Unavailable(why),
+        })
     } else {
         let token = connection::presented_token(q.token, request.headers());
         connection::authenticate(&app.secret, token.as_deref())
@@ -294,7 +295,7 @@ impl Server {
         if let Some(limiter) = &per_address {
             tokio::spawn(forget_refilled_addresses(Arc::downgrade(limiter)));
         }
-        let tickets = Arc::new(Tickets::new(&self.secret));
+        let tickets = Arc::new(Tickets::new(&self.secret, self.hub.ledger()));
         let app = App {
             hub: self.hub.clone(),
             secret: self.secret,

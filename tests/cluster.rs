@@ -222,6 +222,27 @@ async fn clients_on_different_nodes_chat() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_opens_one_session_in_the_whole_cluster() {
+    let cluster = Cluster::start(2, &UNLIMITED).await;
+    let [one, two] = [0, 1].map(|n| cluster.nodes[n].addr.clone());
+    // Issued by one node, opened on the other: the nodes share the signing key.
+    let ticket = support::ticket_for(&one, SECRET, "ann").await;
+    let mut ann = Client::open(support::open_with_ticket(&two, &ticket).await).await;
+    assert_eq!(ann.hello["user"], "ann");
+    // Presented again, to either node: used.
+    for addr in [&one, &two] {
+        let ws = support::open_with_ticket(addr, &ticket).await;
+        let (frames, code, _) = support::refused(ws).await;
+        assert_eq!(code, 1008, "{addr}: {frames:?}");
+        assert_eq!(frames[0]["message"], "ticket already used", "{addr}");
+    }
+    let used = support::metric(&one, "parley_logins_refused_total{reason=\"ticket_used\"}").await;
+    assert_eq!(used, Some(1.0));
+    ann.ok(json!({"type": "lookup", "id": "l", "user": "ann"}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_finds_a_conversation_opened_on_a_node_it_has_not_heard_from() {
     // Node 1 listens on another broker channel, so nothing node 0 does reaches it but
     // through the ledger: a sync must still see everything committed before it.
@@ -833,6 +854,11 @@ async fn a_stalled_database_makes_sends_fail_retryably_and_readiness_say_why() {
     let (status, body) = readiness_until(&addr, 503).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("database did not answer"), "{body}");
+    // A ticket cannot be checked against the other nodes' redemptions: try again later.
+    let ticket = support::ticket_for(&addr, SECRET, "carol").await;
+    let (frames, code, _) = support::refused(support::open_with_ticket(&addr, &ticket).await).await;
+    assert_eq!(code, 1013, "{frames:?}");
+    assert_eq!(frames[0]["code"], "unavailable", "{frames:?}");
     let errors = support::metric(&addr, "parley_store_errors_total{kind=\"unavailable\"}").await;
     assert!(
         errors.unwrap_or(0.0) >= 1.0,
@@ -843,6 +869,9 @@ async fn a_stalled_database_makes_sends_fail_retryably_and_readiness_say_why() {
     db_relay.pause(false);
     let (status, body) = readiness_until(&addr, 200).await;
     assert_eq!(status, 200, "{body}");
+    let ticket = support::ticket_for(&addr, SECRET, "carol").await;
+    let carol = Client::open(support::open_with_ticket(&addr, &ticket).await).await;
+    assert_eq!(carol.hello["user"], "carol");
     let retried = alice.request(send).await;
     assert_eq!(retried["type"], "ack", "{retried}");
     let bodies: Vec<Value> = support::all_messages(&mut bob, &first["conversation"])

@@ -4,7 +4,6 @@
 mod support;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -83,35 +82,12 @@ async fn allowed_origins_are_exactly_those_listed() {
     );
 }
 
-/// `POST /ws-ticket` with `authorization` (if any): status and JSON body.
 async fn ask_ticket(server: &support::TestServer, authorization: Option<&str>) -> (u16, Value) {
-    let mut tcp = tokio::net::TcpStream::connect(server.running.addr)
-        .await
-        .unwrap();
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let request = format!(
-        "POST /ws-ticket HTTP/1.1\r\nHost: parley\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    assert!(
-        response
-            .to_ascii_lowercase()
-            .contains("cache-control: no-store"),
-        "{response}"
-    );
-    let body = response.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(body).unwrap())
+    support::ask_ticket(server.running.addr, authorization).await
 }
 
 async fn open_with_ticket(server: &support::TestServer, ticket: &str) -> support::Ws {
-    let url = format!("ws://{}/ws?ticket={ticket}", server.running.addr);
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade")
-        .0
+    support::open_with_ticket(server.running.addr, ticket).await
 }
 
 #[tokio::test]

@@ -80,6 +80,14 @@ const BEFORE_MARK: &str = "SELECT seq FROM entries WHERE scope = $1 AND id < $2 
 /// Transaction control through prepared statements too: nothing to parse per send.
 const BEGIN: &str = "BEGIN";
 const COMMIT: &str = "COMMIT";
+/// Records a ticket's redemption; no row comes back if some node redeemed it before. Rows
+/// of tickets expired for a while go in the same statement: kept past their expiry by a
+/// margin, since a node whose clock runs behind the database's still honours a ticket a
+/// little longer.
+const REDEEM_TICKET: &str = "WITH swept AS (\
+       DELETE FROM redeemed_tickets WHERE expires < now() - interval '5 minutes') \
+     INSERT INTO redeemed_tickets (jti, expires) VALUES ($1, to_timestamp($2)) \
+     ON CONFLICT (jti) DO NOTHING RETURNING jti";
 const FIND_STORED: &str = "SELECT scope, seq, changes, emits FROM entries WHERE message = $1";
 const REWRITE: &str = "UPDATE entries SET changes = $3, emits = $4 WHERE scope = $1 AND seq = $2";
 
@@ -119,7 +127,7 @@ fn err(context: &str, e: tokio_postgres::Error) -> StoreError {
 }
 
 /// The schema version the migrations below bring a ledger to.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// The schema version of the ledger `client` is connected to (0: none, or the first).
 async fn schema_version(client: &Object) -> Result<i32, StoreError> {
@@ -278,6 +286,7 @@ impl Ledger {
         let schema = [
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_on_demand.sql"),
+            include_str!("../../migrations/postgres/0003_tickets.sql"),
         ]
         .concat();
         // Bounded like the mark: a transaction that holds the ledger's tables (or another
@@ -492,6 +501,19 @@ impl Ledger {
                     },
                 )
                 .collect()
+        })
+        .await
+    }
+
+    /// Record that the ticket `jti` (valid until `expires`, Unix seconds) was redeemed:
+    /// `true` the first time any node asks, `false` after.
+    pub async fn redeem_ticket(&self, jti: &str, expires: u64) -> Result<bool, StoreError> {
+        let context = "cannot record a ticket";
+        bounded(self.deadline, context, async {
+            let client = self.client().await?;
+            let expires = expires as f64;
+            let rows = query(&client, REDEEM_TICKET, &[&jti, &expires], context).await?;
+            Ok(!rows.is_empty())
         })
         .await
     }

@@ -178,6 +178,12 @@ impl Hub {
         }
     }
 
+    /// The cluster's ledger, when this hub is a node: what every node shares besides
+    /// the entries (one-time tickets redeemed anywhere).
+    pub fn ledger(&self) -> Option<Ledger> {
+        self.replica().map(|r| r.ledger.clone())
+    }
+
     /// Take `scope` for a decision; in a cluster, lock it in the ledger and catch this
     /// node up first, so the rule sees every entry any node committed before. A
     /// conversation this node does not hold is read whole by the same claim.

@@ -747,6 +747,48 @@ pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> (u16,
     (status, body)
 }
 
+/// `POST /ws-ticket` to the server at `addr` with `authorization` (if any): status and
+/// JSON body. Every answer must say `Cache-Control: no-store`.
+pub async fn ask_ticket(
+    addr: impl tokio::net::ToSocketAddrs,
+    authorization: Option<&str>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let request = format!(
+        "POST /ws-ticket HTTP/1.1\r\nHost: parley\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{response}"
+    );
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap())
+}
+
+/// A fresh ticket for `user` from the server at `addr` (which signs with `secret`).
+pub async fn ticket_for(addr: &str, secret: &str, user: &str) -> String {
+    let token = parley::auth::mint(secret.as_bytes(), user, false, Duration::from_secs(600));
+    let (status, answer) = ask_ticket(addr, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["ticket"].as_str().unwrap().to_owned()
+}
+
+/// The upgrade to `/ws?ticket=` at `addr` (the session opened, or the refusal to read).
+pub async fn open_with_ticket(addr: impl std::fmt::Display, ticket: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws?ticket={ticket}"))
+        .await
+        .expect("upgrade")
+        .0
+}
+
 /// The value of metric `name` (without labels) in the server's `/metrics`.
 pub async fn metric(addr: impl tokio::net::ToSocketAddrs, name: &str) -> Option<f64> {
     let (_, text) = http_get(addr, "/metrics").await;
