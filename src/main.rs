@@ -154,6 +154,11 @@ struct ServeArgs {
     /// (default: the system's roots).
     #[arg(long, env = "PARLEY_BROKER_CA")]
     broker_ca: Option<PathBuf>,
+    /// How long connecting to the broker, and each publish, may take: past it a node's
+    /// start fails saying so, and a publish counts as failed (other nodes find the entries
+    /// by polling the database).
+    #[arg(long, env = "PARLEY_BROKER_TIMEOUT", value_parser = duration, default_value = "5s")]
+    broker_timeout: Duration,
     /// Broker channel; every node of one cluster uses the same.
     #[arg(long, env = "PARLEY_BROKER_CHANNEL", default_value = "parley")]
     broker_channel: String,
@@ -569,7 +574,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let ledger = Ledger::connect(url, options).await?;
             let broker = match &args.broker_url {
                 Some(url) => Some(
-                    Broker::connect(url, args.broker_ca.as_deref(), &args.broker_channel).await?,
+                    Broker::connect(
+                        url,
+                        args.broker_ca.as_deref(),
+                        &args.broker_channel,
+                        args.broker_timeout,
+                    )
+                    .await?,
                 ),
                 None => None,
             };

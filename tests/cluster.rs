@@ -987,3 +987,26 @@ async fn nodes_talk_tls_to_postgresql_and_redis_checking_their_certificates() {
     let stderr = refused_start(&plain).await;
     assert!(stderr.contains("rediss://"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_does_not_answer_makes_a_node_refuse_to_start_in_time() {
+    use support::relay::Relay;
+    let s = services::services();
+    let database = services::fresh_database().await;
+    let redis: std::net::SocketAddr = s.redis_url.trim_start_matches("redis://").parse().unwrap();
+    let relay = Relay::to(redis).await;
+    relay.pause(true);
+    let broker = format!("redis://{}", relay.addr);
+    let args = ["--store", "postgres", "--database-url", &database];
+    let mut args = args.to_vec();
+    args.extend(["--broker-url", &broker, "--broker-timeout", "2s"]);
+    let asked = std::time::Instant::now();
+    let stderr = refused_start(&args).await;
+    assert!(stderr.contains("cannot reach the broker"), "{stderr}");
+    assert!(stderr.contains("2s"), "says how long it waited: {stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "gave up after {:?}",
+        asked.elapsed()
+    );
+}

@@ -40,28 +40,32 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// Connect to `url` and start publishing on `channel`; bulletins from every node
     /// arrive on the returned receiver. A `rediss://` URL is TLS, the server's certificate
-    /// checked against `ca` (a PEM file) or else the system's roots.
+    /// checked against `ca` (a PEM file) or else the system's roots. Connecting, and each
+    /// publish and subscription later, gives up after `timeout`: a broker that accepts
+    /// connections and never answers would otherwise hold a node's start for ever.
     pub async fn connect(
         url: &str,
         ca: Option<&Path>,
         channel: &str,
+        timeout: Duration,
     ) -> Result<(Broker, mpsc::Receiver<Incoming>), StoreError> {
-        let client = client(url, ca)?;
-        let publisher = client
-            .get_multiplexed_async_connection()
+        let link = Link {
+            client: client(url, ca)?,
+            config: redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout)),
+            timeout,
+        };
+        let publisher = link
+            .publisher()
             .await
-            .map_err(|e| StoreError::unavailable("cannot reach the broker", e))?;
+            .map_err(|e| StoreError::unavailable("cannot reach the broker", link.why(e)))?;
         let (outbound, queue) = mpsc::channel(OUTBOUND);
         let probe = publisher.clone();
         crate::metrics::broker_connected(true);
-        tokio::spawn(publish(
-            client.clone(),
-            publisher,
-            channel.to_owned(),
-            queue,
-        ));
+        tokio::spawn(publish(link.clone(), publisher, channel.to_owned(), queue));
         let (tx, incoming) = mpsc::channel(OUTBOUND);
-        tokio::spawn(subscribe(client, channel.to_owned(), tx));
+        tokio::spawn(subscribe(link, channel.to_owned(), tx));
         Ok((Broker { outbound, probe }, incoming))
     }
 
@@ -91,6 +95,53 @@ impl Broker {
     }
 }
 
+/// How a node reaches the broker: the client and the deadlines of its connections.
+#[derive(Clone)]
+struct Link {
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
+    timeout: Duration,
+}
+
+impl Link {
+    /// A connection for publishing and pinging, its requests bounded by the timeout.
+    async fn publisher(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+
+    /// A subscription to `channel`, or why there is none within the timeout.
+    async fn subscription(&self, channel: &str) -> Result<redis::aio::PubSub, String> {
+        let subscribed = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(self.timeout, subscribed).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => Err(self.why(e)),
+            Err(_) => Err(self.no_answer()),
+        }
+    }
+
+    /// What a failed connection or request says; a timeout names the deadline.
+    fn why(&self, e: redis::RedisError) -> String {
+        if e.is_timeout() {
+            self.no_answer()
+        } else {
+            e.to_string()
+        }
+    }
+
+    fn no_answer(&self) -> String {
+        format!(
+            "no answer within {}",
+            humantime::format_duration(self.timeout)
+        )
+    }
+}
+
 /// The Redis client for `url`. A `ca` with a plain `redis://` URL is refused rather than
 /// ignored: whoever gave it meant the connection to be checked.
 fn client(url: &str, ca: Option<&Path>) -> Result<redis::Client, StoreError> {
@@ -112,7 +163,7 @@ fn client(url: &str, ca: Option<&Path>) -> Result<redis::Client, StoreError> {
 }
 
 async fn publish(
-    client: redis::Client,
+    link: Link,
     mut conn: redis::aio::MultiplexedConnection,
     channel: String,
     mut queue: mpsc::Receiver<Vec<u8>>,
@@ -126,8 +177,8 @@ async fn publish(
         if let Err(e) = pipe.query_async::<()>(&mut conn).await {
             crate::metrics::cluster("publish_failed");
             crate::metrics::broker_connected(false);
-            tracing::warn!(error = %e, "broker publish failed; reconnecting");
-            if let Ok(c) = client.get_multiplexed_async_connection().await {
+            tracing::warn!(error = %link.why(e), "broker publish failed; reconnecting");
+            if let Ok(c) = link.publisher().await {
                 crate::metrics::broker_connected(true);
                 conn = c;
             }
@@ -135,16 +186,10 @@ async fn publish(
     }
 }
 
-async fn subscribe(client: redis::Client, channel: String, tx: mpsc::Sender<Incoming>) {
+async fn subscribe(link: Link, channel: String, tx: mpsc::Sender<Incoming>) {
     use futures::StreamExt;
     loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
-        match subscribed {
+        match link.subscription(&channel).await {
             Ok(pubsub) => {
                 crate::metrics::broker_connected(true);
                 if tx.send(Incoming::Subscribed).await.is_err() {
