@@ -35,7 +35,7 @@ const FAMILIES: [(Kind, &str, &str); 22] = [
     (Kind::Counter, "parley_logins_refused_total", "Connections refused before a session, by reason (missing, expired, invalid, ticket_used, too_fast, origin, unavailable)"),
     (Kind::Histogram, "parley_store_commit_seconds", "Time to make one decision durable (the local store's commit, or a cluster node's ledger commit)"),
     (Kind::Counter, "parley_store_errors_total", "Requests whose storage work (a claim, a read, a commit) failed, by kind (full, unavailable, corrupt, refused)"),
-    (Kind::Gauge, "parley_store_reachable", "1 while the store answered the last readiness check, else 0"),
+    (Kind::Gauge, "parley_store_reachable", "1 while the store took the latest commit (on a cluster node: and answered the latest readiness check), else 0"),
     (Kind::Gauge, "parley_broker_reachable", "On a cluster node with a broker: 1 while the broker is subscribed and answers, else 0"),
 ];
 
@@ -262,7 +262,8 @@ pub fn store_error(kind: &'static str) {
     metrics::counter!("parley_store_errors_total", "kind" => kind).increment(1);
 }
 
-/// Whether the store answered the latest readiness check.
+/// Whether the store took the latest commit (and, on a cluster node, answered the latest
+/// readiness check).
 pub fn store_reachable(yes: bool) {
     metrics::gauge!("parley_store_reachable").set(if yes { 1.0 } else { 0.0 });
 }

@@ -407,6 +407,11 @@ async fn on_a_full_disk_sends_are_refused_unavailable_and_retries_are_stored_onc
     let refused_texts: Vec<&str> = refused_bodies.iter().map(String::as_str).collect();
     sees_nothing_of(&mut bob, &refused_texts).await;
     sees_nothing_of(&mut alice, &refused_texts).await;
+    // The only server stays ready (reads still work, and there is nowhere else to send
+    // its clients); the gauge says its store refuses commits.
+    assert_eq!(support::http_get(&addr, "/readyz").await.0, 200);
+    let reachable = support::metric(&addr, "parley_store_reachable").await;
+    assert_eq!(reachable, Some(0.0), "after a refused commit");
 
     // Space again: the first refused sends are retried with their ids; the last one never is.
     for path in filler {
@@ -423,6 +428,8 @@ async fn on_a_full_disk_sends_are_refused_unavailable_and_retries_are_stored_onc
         );
         acked.push((k, stored["id"].clone()));
     }
+    let reachable = support::metric(&addr, "parley_store_reachable").await;
+    assert_eq!(reachable, Some(1.0), "after a stored commit");
     let shown: Vec<Value> = bob
         .settle()
         .await

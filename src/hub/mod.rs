@@ -6,6 +6,7 @@
 mod apply;
 mod cache;
 mod cmd;
+mod health;
 mod pipeline;
 mod replica;
 mod sequencer;
@@ -60,6 +61,7 @@ pub struct Hub {
     next_session: AtomicU64,
     requests: Option<governor::DefaultKeyedRateLimiter<UserId>>,
     stopping: AtomicBool,
+    health: health::Health,
 }
 
 fn error_frame(id: Option<String>, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
@@ -149,6 +151,7 @@ impl Hub {
             next_session: AtomicU64::new(Hub::first_session_id(node)),
             requests: rate_limiter(limits.requests_per_second, limits.request_burst),
             stopping: AtomicBool::new(false),
+            health: health::Health::new(),
         });
         tokio::spawn(timers::run(Arc::downgrade(&hub), clock, rx));
         tokio::spawn(sweep::run(Arc::downgrade(&hub)));
@@ -295,27 +298,21 @@ impl Hub {
     }
 
     /// Why this server should not be sent new clients now, if it should not: shutting
-    /// down, or (a cluster node) its database or broker not answering. Asks them afresh,
-    /// each within the database's request deadline.
+    /// down, or (a cluster node) its database or broker not answering. A node asks them
+    /// (each within the database's request deadline) at most once a second. A single
+    /// server stays ready while its store fails: reads and live sessions still work there,
+    /// and no other server could take its clients; `parley_store_reachable` says it.
     pub async fn unready(&self) -> Option<String> {
         if self.shutting_down() {
             return Some("shutting down".to_owned());
         }
         let r = self.replica()?;
-        let deadline = r.ledger.deadline();
-        let broker = async {
-            match &r.broker {
-                Some(b) => b.ping(deadline).await,
-                None => Ok(()),
-            }
+        let check = || async {
+            let (store, why) = r.unready().await;
+            self.health.observed(store);
+            why
         };
-        let (store, broker) = futures::join!(r.ledger.ping(), broker);
-        crate::metrics::store_reachable(store.is_ok());
-        let why: Vec<String> = [store, broker]
-            .into_iter()
-            .filter_map(|answer| answer.err().map(|e| e.to_string()))
-            .collect();
-        (!why.is_empty()).then(|| why.join("; "))
+        self.health.readiness(check).await
     }
 
     /// Whether shutdown has begun.

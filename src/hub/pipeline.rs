@@ -54,6 +54,7 @@ impl Hub {
         tracing::error!(error = %e, user = %session.user, request = %id, "storage failed; nothing changed");
         crate::metrics::error(ErrorCode::Unavailable.as_str());
         crate::metrics::store_error(e.code());
+        self.health.observed(false);
         session.send(&error_frame(Some(id), ErrorCode::Unavailable, UNAVAILABLE));
     }
 
@@ -322,7 +323,10 @@ impl Hub {
         ticket.turn().await;
         match committed {
             Err(e) => self.refuse_unavailable(session, id, &e),
-            Ok(_) => self.deliver_committed(session, id, ack, &emits, timer),
+            Ok(_) => {
+                self.health.observed(true);
+                self.deliver_committed(session, id, ack, &emits, timer)
+            }
         }
         drop(ticket);
         // Only now is the conversation all stored, and so may be forgotten.
@@ -428,6 +432,7 @@ impl Hub {
         if committed.is_ok() {
             crate::metrics::store_commit(started.elapsed());
         }
+        self.health.observed(committed.is_ok());
         committed
     }
 }

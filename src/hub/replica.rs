@@ -49,6 +49,25 @@ pub(super) struct Replica {
 }
 
 impl Replica {
+    /// Whether the database answers now, and why this node is not ready (its database or
+    /// its broker does not answer).
+    pub async fn unready(&self) -> (bool, Option<String>) {
+        let deadline = self.ledger.deadline();
+        let broker = async {
+            match &self.broker {
+                Some(b) => b.ping(deadline).await,
+                None => Ok(()),
+            }
+        };
+        let (store, broker) = futures::join!(self.ledger.ping(), broker);
+        let reachable = store.is_ok();
+        let why: Vec<String> = [store, broker]
+            .into_iter()
+            .filter_map(|answer| answer.err().map(|e| e.to_string()))
+            .collect();
+        (reachable, (!why.is_empty()).then(|| why.join("; ")))
+    }
+
     pub fn new(node: u32, ledger: Ledger, broker: Option<Broker>, mark: i64) -> Replica {
         Replica {
             node,
