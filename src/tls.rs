@@ -33,9 +33,12 @@ pub enum TlsError {
     },
 }
 
-/// The crypto rustls uses here: *ring*, which builds with a C compiler alone.
+/// The crypto rustls uses here: *ring*, which builds with a C compiler alone. Built once
+/// and shared by every configuration (server, database, probe).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static RING: std::sync::LazyLock<Arc<CryptoProvider>> =
+        std::sync::LazyLock::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    RING.clone()
 }
 
 /// Make *ring* the process's default crypto, for libraries that build their own rustls

@@ -5,12 +5,9 @@
 
 mod support;
 
-use futures::StreamExt;
 use rustls::pki_types::ServerName;
-use serde_json::Value;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "proxy-secret";
 
@@ -151,13 +148,7 @@ async fn a_wss_session_through_the_nginx_example_with_the_forwarded_address() {
     let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
         .await
         .expect("upgrade through nginx");
-    let hello: Value = match tokio::time::timeout(support::PATIENCE, ws.next())
-        .await
-        .unwrap()
-    {
-        Some(Ok(Message::Text(t))) => serde_json::from_str(t.as_str()).unwrap(),
-        other => panic!("no hello: {other:?}"),
-    };
+    let hello = support::next_json(&mut ws).await;
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["user"], "alice");
 

@@ -4,9 +4,8 @@
 
 mod support;
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
 use std::time::Duration;
 use support::tls::{self_signed as test_cert, TestCert};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,22 +30,6 @@ async fn tls_to(
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").unwrap();
     support::tls::trusting(trusted).connect(name, tcp).await
-}
-
-/// The next text frame of a session, as JSON.
-async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let msg = tokio::time::timeout(support::PATIENCE, ws.next())
-            .await
-            .expect("a frame in time");
-        if let Some(Ok(Message::Text(text))) = msg {
-            return serde_json::from_str(text.as_str()).unwrap();
-        }
-        assert!(matches!(msg, Some(Ok(_))), "session ended: {msg:?}");
-    }
 }
 
 #[tokio::test]
@@ -76,7 +59,7 @@ async fn wss_and_https_with_a_test_certificate_reloaded_on_sighup() {
     let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
         .await
         .expect("upgrade over TLS");
-    assert_eq!(next_json(&mut ws).await["type"], "hello");
+    assert_eq!(support::next_json(&mut ws).await["type"], "hello");
 
     // No plain HTTP on a TLS port.
     let mut plain = TcpStream::connect(&addr).await.unwrap();
@@ -122,7 +105,7 @@ async fn wss_and_https_with_a_test_certificate_reloaded_on_sighup() {
     .await
     .unwrap();
     let answer = loop {
-        let f = next_json(&mut ws).await;
+        let f = support::next_json(&mut ws).await;
         if f["id"] == "after-reload" {
             break f;
         }

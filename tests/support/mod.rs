@@ -747,6 +747,22 @@ pub async fn http_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> (u16,
     (status, body)
 }
 
+/// The next text frame of a session, as JSON.
+pub async fn next_json<S>(ws: &mut WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time");
+        if let Some(Ok(Message::Text(text))) = msg {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+        assert!(matches!(msg, Some(Ok(_))), "session ended: {msg:?}");
+    }
+}
+
 /// `POST /ws-ticket` to the server at `addr` with `authorization` (if any): status and
 /// JSON body. Every answer must say `Cache-Control: no-store`.
 pub async fn ask_ticket(
