@@ -174,6 +174,13 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "PARLEY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Which logs to write, in `RUST_LOG`'s syntax (`info`, `parley=debug,info`); default:
+    /// `RUST_LOG`, else `info`. Set in the settings file, SIGHUP reads it again.
+    #[arg(long, env = "PARLEY_LOG")]
+    log: Option<String>,
+    /// Whether `--log` or `PARLEY_LOG` named the filter (then the settings file does not).
+    #[arg(skip)]
+    log_pinned: bool,
     /// How long after sending a message may be recalled (0 disables recall).
     #[arg(long, env = "PARLEY_RECALL_WINDOW", value_parser = duration, default_value = "120s")]
     recall_window: Duration,
@@ -291,6 +298,12 @@ fn ms(d: Duration) -> u64 {
 fn parse_cli() -> anyhow::Result<(Cli, ArgMatches)> {
     let args: Vec<OsString> = std::env::args_os().collect();
     let matches = Cli::command().get_matches_from(&args);
+    let log_pinned = matches.subcommand_matches("serve").is_some_and(|serve| {
+        matches!(
+            serve.value_source("log"),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    });
     let matches = match matches.subcommand() {
         Some(("serve", serve)) => match serve.get_one::<PathBuf>("config") {
             Some(path) => {
@@ -310,7 +323,11 @@ fn parse_cli() -> anyhow::Result<(Cli, ArgMatches)> {
         },
         _ => matches,
     };
-    Ok((Cli::from_arg_matches(&matches)?, matches))
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Serve(serve) = &mut cli.command {
+        serve.log_pinned = log_pinned;
+    }
+    Ok((cli, matches))
 }
 
 /// A refused value read from the settings file, said as the file's key (`max_body_chars`),
@@ -379,22 +396,6 @@ fn effective_settings(serve: &ArgMatches) -> String {
     out
 }
 
-fn init_logs(json: bool) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colour codes only for a person at a terminal, never into a file or a journal.
-    use std::io::IsTerminal;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-}
-
 /// jemalloc instead of the system's malloc: the fan-out path allocates and frees a frame's
 /// bytes on one thread and its parts on others, which glibc's arenas handle poorly. On the
 /// two-core machine of BENCHMARKS.md it cut server CPU per delivered frame from 8.0–8.3 to
@@ -424,11 +425,14 @@ async fn run() -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    let json = matches!(&cli.command, Command::Serve(a) if a.log_format == "json");
-    init_logs(json);
+    let (json, filter) = match &cli.command {
+        Command::Serve(a) => (a.log_format == "json", a.log.clone()),
+        _ => (false, None),
+    };
+    let logs = parley::logs::init(json, &filter.unwrap_or_else(parley::logs::default_filter))?;
     match cli.command {
         Command::Token(args) => token(args),
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => serve(*args, logs).await,
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
         Command::Probe(args) => probe(args).await,
@@ -514,7 +518,7 @@ fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, logs: parley::logs::Logs) -> anyhow::Result<()> {
     // The soft open-file limit is often 1,024, a few hundred clients; the hard one is what
     // the operator allows. Connections are capped below it (`--max-connections`).
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -618,7 +622,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     tracing::info!(%addr, "parley serving WebSocket at {scheme}://{addr}/ws");
-    server.run(shutdown_signal(config.tls.clone())).await?;
+    let started_with = match &args.config {
+        Some(path) => std::fs::read_to_string(path)?.parse()?,
+        None => toml::Table::new(),
+    };
+    let reloadable = parley::hangup::Reloadable {
+        tls: config.tls.clone(),
+        logs,
+        settings: args.config.clone(),
+        started_with,
+        log_pinned: args.log_pinned,
+    };
+    server.run(shutdown_signal(reloadable)).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -645,9 +660,9 @@ fn local_store(
 }
 
 /// Resolves on Ctrl-C or SIGTERM. SIGHUP, which would end the process by default, reads
-/// the TLS certificate and key again (other settings are read at start only); a terminal
-/// closing or a service manager's reload must not stop the server.
-async fn shutdown_signal(tls: Option<parley::tls::Tls>) {
+/// again what can change while serving (see [`parley::hangup`]): a terminal closing or a
+/// service manager's reload must not stop the server.
+async fn shutdown_signal(reloadable: parley::hangup::Reloadable) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -657,19 +672,7 @@ async fn shutdown_signal(tls: Option<parley::tls::Tls>) {
         let hangups = async {
             loop {
                 hup.recv().await;
-                match tls.as_ref().map(|tls| (tls, tls.reload())) {
-                    None => tracing::info!(
-                        "SIGHUP received: nothing to reload, settings are read at start; still serving"
-                    ),
-                    Some((tls, Ok(()))) => tracing::info!(
-                        cert = %tls.cert_path().display(),
-                        "SIGHUP received: TLS certificate read again; new connections use it"
-                    ),
-                    Some((_, Err(e))) => tracing::warn!(
-                        error = %e,
-                        "SIGHUP received: TLS certificate not reloaded, the one in use stays"
-                    ),
-                }
+                reloadable.hangup();
             }
         };
         tokio::select! {
@@ -679,5 +682,8 @@ async fn shutdown_signal(tls: Option<parley::tls::Tls>) {
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = reloadable;
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,6 +1,8 @@
 //! `parley serve --config FILE` through the binary: a typo or a bad value names the file and
 //! the key, the environment can name the file, and `--print-config` hides URL passwords.
 
+mod support;
+
 use std::process::{Command, Output};
 
 fn parley(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
@@ -107,4 +109,88 @@ fn print_config_hides_the_passwords_in_urls() {
         !printed.contains("s3cret") && !printed.contains("hunter2"),
         "{printed}"
     );
+}
+
+/// Lines of a server's standard error until one containing `until`: those before it, and
+/// that one.
+async fn log_until(
+    logs: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    until: &str,
+) -> (Vec<String>, String) {
+    let mut before = Vec::new();
+    let found = tokio::time::timeout(support::PATIENCE, async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if line.contains(until) {
+                return line;
+            }
+            before.push(line);
+        }
+        panic!("the log ended before `{until}`");
+    })
+    .await;
+    match found {
+        Ok(line) => (before, line),
+        Err(_) => panic!("no `{until}` in the log; before: {before:?}"),
+    }
+}
+
+fn hang_up(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn sighup_reads_the_log_filter_again_and_names_settings_that_need_a_restart() {
+    use tokio::io::AsyncBufReadExt;
+    let (dir, path) = settings("log = \"warn\"\nmax_body_chars = 4000\n");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "hup",
+            "--store",
+            "memory",
+        ])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env_remove("PARLEY_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = out.next_line().await.unwrap().expect("the listening line");
+    let addr = line.strip_prefix("listening on ").unwrap().to_owned();
+    let mut logs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+
+    // At `warn`, a session opens without a log line; after the file says `info` and
+    // SIGHUP, the next one is logged, and the session open all along stays.
+    let mut ann = support::connect_at(&addr, "hup", "ann").await;
+    std::fs::write(&path, "log = \"info\"\nmax_body_chars = 10\n").unwrap();
+    hang_up(&child);
+    let (before, _) = log_until(&mut logs, "log filter now in use").await;
+    assert!(
+        !before.iter().any(|l| l.contains("session opened")),
+        "logged at warn: {before:?}"
+    );
+    let (_, later) = log_until(&mut logs, "take effect at the next start").await;
+    assert!(later.contains("max_body_chars"), "{later}");
+    support::connect_at(&addr, "hup", "bob").await;
+    log_until(&mut logs, "session opened").await;
+    ann.ok(serde_json::json!({"type": "lookup", "id": "l", "user": "bob"}))
+        .await;
+
+    // A filter that is not one leaves the one in use.
+    std::fs::write(&path, "log = \"parley=loud\"\nmax_body_chars = 10\n").unwrap();
+    hang_up(&child);
+    log_until(&mut logs, "log filter kept").await;
+    support::connect_at(&addr, "hup", "cy").await;
+    log_until(&mut logs, "session opened").await;
 }
