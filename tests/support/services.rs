@@ -107,6 +107,7 @@ fn postgres_bin() -> PathBuf {
 
 /// When running as root, PostgreSQL's programs run as this (uid, gid) instead: it refuses root.
 fn unprivileged() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
@@ -132,6 +133,8 @@ fn unprivileged() -> Option<(u32, u32)> {
 /// A command that runs as `who` and is killed when the thread that spawned it ends.
 fn command(program: &Path, who: Option<(u32, u32)>) -> Command {
     let mut cmd = Command::new(program);
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (setgid, setuid, prctl); it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             if let Some((uid, gid)) = who {
@@ -191,6 +194,7 @@ fn spawn_services() -> (Services, [std::process::Child; 2]) {
     let who = unprivileged();
     if let Some((uid, gid)) = who {
         let c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
         unsafe { libc::chown(c.as_ptr(), uid, gid) };
     }
 
