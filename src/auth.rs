@@ -1,26 +1,10 @@
 //! Signed session tokens (JWT, HMAC-SHA256) and the server secret.
 
-use jsonwebtoken::{
-    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
-};
+use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What a token asserts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    /// The user.
-    pub sub: String,
-    /// Issued at (seconds since the epoch).
-    pub iat: u64,
-    /// Expires at (seconds since the epoch).
-    pub exp: u64,
-    /// Operator rights.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub admin: bool,
-}
+pub use parley_protocol::token::{mint, Claims};
 
 /// Why a token was refused; the text is sent to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,30 +33,6 @@ impl AuthError {
             AuthError::Used => "ticket_used",
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-/// Mint a token for `user` valid for `ttl`.
-pub fn mint(secret: &[u8], user: &str, admin: bool, ttl: Duration) -> String {
-    let iat = unix_now();
-    let claims = Claims {
-        sub: user.to_owned(),
-        iat,
-        exp: iat + ttl.as_secs(),
-        admin,
-    };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 encoding cannot fail")
 }
 
 /// Check a token's signature and expiry.
@@ -176,6 +136,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn round_trip_and_refusals() {
@@ -185,17 +146,13 @@ mod tests {
         assert_eq!(verify(b"other", Some(&t)), Err(AuthError::Invalid));
         assert_eq!(verify(b"s1", None), Err(AuthError::Missing));
         assert_eq!(verify(b"s1", Some("garbage")), Err(AuthError::Invalid));
-        let expired = encode(
-            &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "a".into(),
-                iat: 1,
-                exp: 2,
-                admin: false,
-            },
-            &EncodingKey::from_secret(b"s1"),
-        )
-        .unwrap();
+        let expired = Claims {
+            sub: "a".into(),
+            iat: 1,
+            exp: 2,
+            admin: false,
+        }
+        .sign(b"s1");
         assert_eq!(verify(b"s1", Some(&expired)), Err(AuthError::Expired));
     }
 

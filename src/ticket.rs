@@ -17,9 +17,10 @@ use jsonwebtoken::{
     decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
 };
 use parking_lot::Mutex;
+use parley_protocol::token::unix_now;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long a ticket opens a session.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -80,13 +81,6 @@ impl Redeemed {
         }
         self.ids.insert(jti, exp).is_none()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 impl Tickets {

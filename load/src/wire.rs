@@ -4,10 +4,10 @@
 
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -96,30 +96,14 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    iat: u64,
-    exp: u64,
-}
-
-/// A parley token (JWT HS256) for `user`, valid for a day.
+/// A parley token for `user`, valid for a day.
 pub fn token(secret: &str, user: &str) -> String {
-    let iat = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let claims = Claims {
-        sub: user,
-        iat,
-        exp: iat + 86_400,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    parley_protocol::token::mint(
+        secret.as_bytes(),
+        user,
+        false,
+        std::time::Duration::from_secs(86_400),
     )
-    .expect("HS256 encoding cannot fail")
 }
 
 /// The body of a load message: who sent it, its per-sender counter and when (µs on the

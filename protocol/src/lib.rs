@@ -4,6 +4,9 @@
 //! The normative description lives in `protocol/README.md`; the JSON Schemas in
 //! `protocol/schema/` are generated from these types.
 
+#[cfg(feature = "token")]
+pub mod token;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

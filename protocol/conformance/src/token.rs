@@ -1,71 +1,38 @@
-//! Tokens the runner presents: JWT HS256 with claims `{sub, iat, exp, admin?}`.
+//! Tokens the runner presents: the protocol's session token (see
+//! [`parley_protocol::token`]) and the ways a bad one goes wrong.
 
 use crate::scenario::TokenKind;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde::Serialize;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    sub: &'a str,
-    iat: u64,
-    exp: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    admin: bool,
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-fn sign(secret: &[u8], claims: &Claims) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 signing does not fail")
-}
+use parley_protocol::token::Claims;
+use std::time::Duration;
 
 /// The token of the given kind for `user`, or `None` for [`TokenKind::Missing`].
 pub fn mint(secret: &[u8], user: &str, admin: bool, kind: TokenKind) -> Option<String> {
-    let iat = now();
-    let valid = Claims {
-        sub: user,
-        iat,
-        exp: iat + 3600,
-        admin,
-    };
+    let valid = Claims::new(user, admin, Duration::from_secs(3600));
     Some(match kind {
         TokenKind::Missing => return None,
-        TokenKind::Valid => sign(secret, &valid),
+        TokenKind::Valid => valid.sign(secret),
         // Well past any leeway a verifier may allow for clock skew.
-        TokenKind::Expired => sign(
-            secret,
-            &Claims {
-                iat: iat - 7200,
-                exp: iat - 3600,
-                ..valid
-            },
-        ),
+        TokenKind::Expired => Claims {
+            iat: valid.iat - 7200,
+            exp: valid.iat - 3600,
+            ..valid
+        }
+        .sign(secret),
         TokenKind::OtherSecret => {
             let mut other = secret.to_vec();
             other.extend_from_slice(b"-not-the-server-secret");
-            sign(&other, &valid)
+            valid.sign(&other)
         }
         // A real token whose payload was swapped for an admin one, signature kept.
         TokenKind::Forged => {
-            let genuine = sign(secret, &valid);
+            let genuine = valid.sign(secret);
             let mut parts = genuine.split('.');
             let (header, _, signature) = (parts.next()?, parts.next()?, parts.next()?);
             let forged = Claims {
                 admin: true,
-                exp: iat + 365 * 86_400,
+                exp: valid.iat + 365 * 86_400,
                 ..valid
             };
             let payload = serde_json::to_vec(&forged).expect("claims serialise");
@@ -77,7 +44,7 @@ pub fn mint(secret: &[u8], user: &str, admin: bool, kind: TokenKind) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{decode, errors::ErrorKind, DecodingKey, Validation};
+    use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Validation};
     use serde::Deserialize;
 
     #[derive(Deserialize)]
