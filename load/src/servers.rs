@@ -4,40 +4,21 @@
 use crate::run::LocalStore;
 use crate::services::{self, bound, Service};
 use crate::shard::{Scenario, Target};
-use anyhow::{bail, Context};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// A server this harness started.
 pub struct Launched {
-    child: Child,
+    server: parley_testkit::Launched,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its process id.
     pub pid: u32,
     /// Token secret (parley).
     pub secret: String,
-    dir: tempfile::TempDir,
-}
-
-/// The parley binary: `$PARLEY_BIN`, else the one built beside this harness.
-fn parley_bin() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("PARLEY_BIN") {
-        return Ok(bin.into());
-    }
-    let me = std::env::current_exe()?;
-    let bin = me.with_file_name("parley");
-    if !bin.exists() {
-        bail!(
-            "no parley binary at {}: build it (cargo build --release -p parley) or set PARLEY_BIN",
-            bin.display()
-        );
-    }
-    Ok(bin)
+    /// Its data and log, removed once it is stopped.
+    _dir: tempfile::TempDir,
 }
 
 /// Where a parley node started by the harness keeps its state.
@@ -91,7 +72,7 @@ pub async fn start_parley(
     backing: Backing<'_>,
 ) -> anyhow::Result<Launched> {
     let dir = tempdir()?;
-    let bin = parley_bin()?;
+    let bin = parley_testkit::find_parley()?;
     let mut cmd = bound(&bin);
     cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0"])
@@ -135,40 +116,16 @@ pub async fn start_parley(
     launch(cmd, dir, secret.to_owned()).await
 }
 
-/// Spawn `cmd` and read the address from its first line, `listening on ADDR`.
-async fn launch(
-    mut cmd: Command,
-    dir: tempfile::TempDir,
-    secret: String,
-) -> anyhow::Result<Launched> {
-    let log = std::fs::File::create(dir.path().join("server.log"))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("cannot start the server")?;
-    let pid = child.id().context("server exited at once")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-    let addr = match first {
-        Ok(Ok(Some(line))) => line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("unexpected first line from the server: {line}"))?,
-        _ => {
-            let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-            bail!("the server did not say where it listens; its log:\n{log}");
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+/// Spawn `cmd`, its log in `dir`, and read where it listens.
+async fn launch(cmd: Command, dir: tempfile::TempDir, secret: String) -> anyhow::Result<Launched> {
+    let log = dir.path().join("server.log");
+    let server = parley_testkit::launch(cmd, &log, Duration::from_secs(30)).await?;
     Ok(Launched {
-        child,
-        addr,
-        pid,
+        addr: server.addr,
+        pid: server.pid,
+        server,
         secret,
-        dir,
+        _dir: dir,
     })
 }
 
@@ -259,22 +216,20 @@ impl Launched {
     /// Stop with SIGTERM, then SIGKILL if it lingers; returns the end of its log when it
     /// had died before.
     pub async fn stop(mut self) -> Option<String> {
-        let died = self.child.try_wait().ok().flatten().is_some();
+        let died = self.server.child.try_wait().ok().flatten().is_some();
         if !died {
             // SAFETY: kill(2) on a child we started and have not reaped.
             unsafe {
                 libc::kill(self.pid as i32, libc::SIGTERM);
             }
-            if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            if tokio::time::timeout(Duration::from_secs(10), self.server.child.wait())
                 .await
                 .is_err()
             {
-                let _ = self.child.kill().await;
+                let _ = self.server.child.kill().await;
             }
         }
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        died.then(|| tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        died.then(|| self.server.log_tail(20))
     }
 }
 

@@ -79,7 +79,8 @@ async fn main_with(cli: Cli) -> Result<bool, String> {
     let mut urls = cli.url.into_iter();
     let (target, server) = match (cli.spawn, urls.next()) {
         (true, _) => {
-            let server = spawn::spawn(&spawn::find_parley()?).await?;
+            let bin = spawn::find_parley().map_err(|e| e.to_string())?;
+            let server = spawn::spawn(&bin).await.map_err(|e| e.to_string())?;
             let target = Target::new(server.url.clone(), server.secret.clone());
             (target, Some(server))
         }
