@@ -23,7 +23,7 @@ const UNLIMITED: [&str; 4] = [
 
 /// One parley process.
 struct Node {
-    child: tokio::process::Child,
+    child: support::Spawned,
     addr: String,
     _dir: tempfile::TempDir,
 }

@@ -7,7 +7,6 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::process::Child;
 
 const SECRET: &str = "crash-secret";
 const PER_CLIENT: usize = 600;
@@ -15,7 +14,7 @@ const PER_CLIENT: usize = 600;
 const KILL_AFTER: usize = 1_200;
 const PAIRS: [(&str, &str); 2] = [("ann", "ben"), ("cat", "dan")];
 
-async fn start(data: &std::path::Path) -> (Child, String) {
+async fn start(data: &std::path::Path) -> (support::Spawned, String) {
     support::spawn_binary(data, SECRET, &support::SQLITE_UNLIMITED).await
 }
 

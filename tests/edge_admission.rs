@@ -58,7 +58,7 @@ fn loopback(b: u8, c: u8) -> IpAddr {
     IpAddr::from([127, 0, b, c])
 }
 
-async fn serve(extra: &[&str]) -> (tokio::process::Child, SocketAddr, tempfile::TempDir) {
+async fn serve(extra: &[&str]) -> (support::Spawned, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["--store", "memory", "--secret", SECRET];
     args.extend_from_slice(&["--connections-per-ip-per-second", "0"]);

@@ -329,7 +329,7 @@ fn fill(dir: &Path) -> Vec<PathBuf> {
 
 const SECRET: &str = "full-disk-secret";
 
-async fn spawn(data: &Path) -> (tokio::process::Child, String) {
+async fn spawn(data: &Path) -> (support::Spawned, String) {
     support::spawn_binary(data, SECRET, &support::SQLITE_UNLIMITED).await
 }
 

@@ -674,39 +674,54 @@ pub async fn spawn_binary(
     data: &std::path::Path,
     secret: &str,
     extra: &[&str],
-) -> (tokio::process::Child, String) {
+) -> (Spawned, String) {
     let mut args = vec!["--secret", secret];
     args.extend_from_slice(extra);
     spawn_serving(data, &args).await
 }
 
+/// A `parley serve` child process, killed when dropped, with its log kept (in a
+/// directory of its own, not in its data directory) for the message of a test that fails.
+pub struct Spawned {
+    server: parley_testkit::Launched,
+    _log: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = tokio::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.server.child
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.server.child
+    }
+}
+
+impl Spawned {
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.server.log_tail(lines)
+    }
+}
+
 /// Start `parley serve` with `args` on a free loopback port with `data` as its data
 /// directory (and, without `--secret`, the secret it keeps there); returns the child and
-/// the address it printed.
-pub async fn spawn_serving(
-    data: &std::path::Path,
-    args: &[&str],
-) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+/// the address it printed. A server that does not start fails the test with its log.
+pub async fn spawn_serving(data: &std::path::Path, args: &[&str]) -> (Spawned, String) {
+    let log = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data")
-        .arg(data)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the parley binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let line = tokio::io::BufReader::new(stdout)
-        .lines()
-        .next_line()
+        .arg(data);
+    let server = parley_testkit::launch(cmd, &log.path().join("server.log"), PATIENCE * 3)
         .await
-        .unwrap()
-        .expect("the server prints its address");
-    let addr = line.strip_prefix("listening on ").expect("listening line");
-    (child, addr.to_owned())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = server.addr.to_string();
+    (Spawned { server, _log: log }, addr)
 }
 
 /// Flags of a spawned server on SQLite with the per-user and per-address limits off, for
