@@ -7,7 +7,6 @@ mod support;
 
 use rustls::pki_types::ServerName;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 
 const SECRET: &str = "proxy-secret";
 
@@ -119,26 +118,9 @@ async fn a_wss_session_through_the_nginx_example_with_the_forwarded_address() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut parley = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            SECRET,
-            "--trusted-proxies",
-            "127.0.0.1",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = tokio::io::BufReader::new(parley.stdout.take().unwrap()).lines();
-    let line = out.next_line().await.unwrap().expect("the listening line");
-    let upstream = line.strip_prefix("listening on ").unwrap().to_owned();
+    let args = ["--secret", SECRET, "--trusted-proxies", "127.0.0.1"];
+    let (mut parley, upstream, mut logs) =
+        support::spawn_watched(&dir.path().join("data"), &args).await;
     let port = free_port();
     let _nginx = start_nginx(&bin, dir.path(), port, &upstream);
 
@@ -153,7 +135,6 @@ async fn a_wss_session_through_the_nginx_example_with_the_forwarded_address() {
     assert_eq!(hello["user"], "alice");
 
     // parley's session-open line names the client nginx forwarded, and nginx as `via`.
-    let mut logs = tokio::io::BufReader::new(parley.stderr.take().unwrap()).lines();
     let opened = tokio::time::timeout(support::PATIENCE, async {
         while let Some(line) = logs.next_line().await.unwrap() {
             if line.contains("session opened") {

@@ -113,10 +113,7 @@ fn print_config_hides_the_passwords_in_urls() {
 
 /// Lines of a server's standard error until one containing `until`: those before it, and
 /// that one.
-async fn log_until(
-    logs: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
-    until: &str,
-) -> (Vec<String>, String) {
+async fn log_until(logs: &mut parley_testkit::LogLines, until: &str) -> (Vec<String>, String) {
     let mut before = Vec::new();
     let found = tokio::time::timeout(support::PATIENCE, async {
         while let Some(line) = logs.next_line().await.unwrap() {
@@ -142,33 +139,10 @@ fn hang_up(child: &tokio::process::Child) {
 
 #[tokio::test]
 async fn sighup_reads_the_log_filter_again_and_names_settings_that_need_a_restart() {
-    use tokio::io::AsyncBufReadExt;
     let (dir, path) = settings("log = \"warn\"\nmax_body_chars = 4000\n");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret",
-            "hup",
-            "--store",
-            "memory",
-        ])
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .env_remove("PARLEY_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = out.next_line().await.unwrap().expect("the listening line");
-    let addr = line.strip_prefix("listening on ").unwrap().to_owned();
-    let mut logs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let config = path.display().to_string();
+    let args = ["--secret", "hup", "--store", "memory", "--config", &config];
+    let (child, addr, mut logs) = support::spawn_watched(&dir.path().join("data"), &args).await;
 
     // At `warn`, a session opens without a log line; after the file says `info` and
     // SIGHUP, the next one is logged, and the session open all along stays.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
 
 /// Why a server was not started.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +54,12 @@ pub struct Launched {
     pub addr: SocketAddr,
     /// Its process id.
     pub pid: u32,
-    /// Where its standard error goes.
-    pub log: PathBuf,
+    /// Where its standard error goes (none when the caller reads it: see [`launch_watched`]).
+    pub log: Option<PathBuf>,
 }
+
+/// The lines a server writes on standard error, for a caller that watches them.
+pub type LogLines = tokio::io::Lines<BufReader<ChildStderr>>;
 
 /// Start `cmd` with its standard error in `log`, and wait at most `within` for its
 /// `listening on ADDR` line. Later output is drained, so a chatty server never blocks
@@ -66,15 +69,39 @@ pub async fn launch(
     log: &Path,
     within: Duration,
 ) -> Result<Launched, LaunchError> {
-    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let file = std::fs::File::create(log).map_err(|source| LaunchError::Log {
         path: log.to_owned(),
         source,
     })?;
+    cmd.stderr(file);
+    let mut server = start(cmd, within, || log_tail(log, 20)).await?;
+    server.log = Some(log.to_owned());
+    Ok(server)
+}
+
+/// Like [`launch`], but the server's standard error is handed to the caller, line by line,
+/// for a test that watches what the server logs.
+pub async fn launch_watched(
+    mut cmd: Command,
+    within: Duration,
+) -> Result<(Launched, LogLines), LaunchError> {
+    cmd.stderr(Stdio::piped());
+    let mut server = start(cmd, within, String::new).await?;
+    let stderr = server.child.stderr.take().expect("stderr is piped");
+    Ok((server, BufReader::new(stderr).lines()))
+}
+
+/// Spawn `cmd` (its standard error already directed) and read where it listens; `tail`
+/// says what the log ends with when it does not say.
+async fn start(
+    mut cmd: Command,
+    within: Duration,
+    tail: impl FnOnce() -> String,
+) -> Result<Launched, LaunchError> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(file)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| LaunchError::Start {
@@ -99,7 +126,7 @@ pub async fn launch(
         return Err(LaunchError::Silent {
             program,
             within,
-            tail: log_tail(log, 20),
+            tail: tail(),
         });
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -107,14 +134,16 @@ pub async fn launch(
         child,
         addr,
         pid,
-        log: log.to_owned(),
+        log: None,
     })
 }
 
 impl Launched {
-    /// The last `lines` lines of the server's log.
+    /// The last `lines` lines of the server's log (empty when the caller reads it).
     pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(&self.log, lines)
+        self.log
+            .as_deref()
+            .map_or_else(String::new, |log| log_tail(log, lines))
     }
 }
 
@@ -144,6 +173,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(up.addr, "127.0.0.1:4567".parse().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_watched_server_hands_its_log_lines_over() {
+        let script = "echo 'listening on 127.0.0.1:4568'; echo 'session opened' >&2; sleep 30";
+        let (up, mut log) = launch_watched(shell(script), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(up.addr.port(), 4568);
+        let line = log.next_line().await.unwrap();
+        assert_eq!(line.as_deref(), Some("session opened"));
     }
 
     #[tokio::test]

@@ -6,4 +6,4 @@ pub mod binary;
 pub mod launch;
 
 pub use binary::find_parley;
-pub use launch::{launch, LaunchError, Launched};
+pub use launch::{launch, launch_watched, LaunchError, Launched, LogLines};

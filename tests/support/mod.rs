@@ -684,7 +684,7 @@ pub async fn spawn_binary(
 /// directory of its own, not in its data directory) for the message of a test that fails.
 pub struct Spawned {
     server: parley_testkit::Launched,
-    _log: tempfile::TempDir,
+    _log: Option<tempfile::TempDir>,
 }
 
 impl std::ops::Deref for Spawned {
@@ -712,16 +712,41 @@ impl Spawned {
 /// the address it printed. A server that does not start fails the test with its log.
 pub async fn spawn_serving(data: &std::path::Path, args: &[&str]) -> (Spawned, String) {
     let log = tempfile::tempdir().unwrap();
+    let cmd = serve_command(data, args);
+    let server = parley_testkit::launch(cmd, &log.path().join("server.log"), PATIENCE * 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = server.addr.to_string();
+    let spawned = Spawned {
+        server,
+        _log: Some(log),
+    };
+    (spawned, addr)
+}
+
+/// Like [`spawn_serving`], for a test that reads what the server logs: its standard error
+/// line by line, filtered only as `args` say (not by the test's own `RUST_LOG`).
+pub async fn spawn_watched(
+    data: &std::path::Path,
+    args: &[&str],
+) -> (Spawned, String, parley_testkit::LogLines) {
+    let mut cmd = serve_command(data, args);
+    cmd.env_remove("RUST_LOG").env_remove("PARLEY_LOG");
+    let (server, logs) = parley_testkit::launch_watched(cmd, PATIENCE * 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = server.addr.to_string();
+    (Spawned { server, _log: None }, addr, logs)
+}
+
+/// `parley serve` on a free loopback port with `args`, its data in `data`.
+fn serve_command(data: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"));
     cmd.args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .arg("--data")
         .arg(data);
-    let server = parley_testkit::launch(cmd, &log.path().join("server.log"), PATIENCE * 3)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = server.addr.to_string();
-    (Spawned { server, _log: log }, addr)
+    cmd
 }
 
 /// Flags of a spawned server on SQLite with the per-user and per-address limits off, for
