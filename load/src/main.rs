@@ -9,7 +9,6 @@ mod plot;
 mod run;
 mod seed;
 mod servers;
-mod services;
 mod shard;
 mod stats;
 mod wire;

@@ -2,8 +2,9 @@
 //! free loopback port, stopping them, and reading CPU time and memory from `/proc`.
 
 use crate::run::LocalStore;
-use crate::services::{self, bound, Service};
 use crate::shard::{Scenario, Target};
+use parley_testkit::bound;
+use parley_testkit::services::{Postgres, Redis, Service};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::process::Command;
@@ -158,13 +159,16 @@ pub async fn start_cluster(
         Some(url) => url.to_owned(),
         None => cluster
             .postgres
-            .insert(services::postgres().await?)
+            .insert(tokio::task::spawn_blocking(|| Postgres::default().start()).await??)
             .url
             .clone(),
     };
     let broker_url = match broker_url {
         Some(url) => url.to_owned(),
-        None => cluster.redis.insert(services::redis().await?).url.clone(),
+        None => {
+            let redis = tokio::task::spawn_blocking(|| Redis::default().start()).await??;
+            cluster.redis.insert(redis).url.clone()
+        }
     };
     let secret = crate::wire::random_secret();
     let channel = format!("parley-load-{}", &secret[..12]);
@@ -206,7 +210,8 @@ impl Cluster {
             }
         }
         for service in [self.postgres, self.redis].into_iter().flatten() {
-            service.stop().await;
+            // Stopping waits for the server to exit: not on a runtime thread.
+            let _ = tokio::task::spawn_blocking(move || service.stop()).await;
         }
         died
     }

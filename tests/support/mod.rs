@@ -11,8 +11,8 @@ use parley::config::Config;
 use parley::server::{self, Running};
 use parley::store::{Chain, OnDemand, Reach, Readback, Store, StoreError};
 use parley_protocol::Limits;
+use parley_testkit::{ClientError, Session};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -343,21 +343,25 @@ pub async fn connect_users(a: &mut Client, b: &mut Client) {
     a.expect("connected").await;
 }
 
-/// A WebSocket client that keeps unclaimed frames for later expectations.
+/// A WebSocket client for one user's session: [`parley_testkit::Session`] with the
+/// test's patience on every wait, panicking with the user's name when a wait fails.
 pub struct Client {
-    ws: Ws,
+    session: Session,
     pub user: String,
     pub hello: Value,
-    inbox: VecDeque<Value>,
+}
+
+/// The deadline of a wait that starts now.
+fn patience() -> tokio::time::Instant {
+    tokio::time::Instant::now() + PATIENCE
 }
 
 impl Client {
     pub async fn open(ws: Ws) -> Client {
         let mut c = Client {
-            ws,
+            session: Session::new(ws),
             user: String::new(),
             hello: Value::Null,
-            inbox: VecDeque::new(),
         };
         let hello = c.expect("hello").await;
         c.user = hello["user"]
@@ -368,28 +372,9 @@ impl Client {
         c
     }
 
-    /// Next frame off the socket, or None when it closed.
-    async fn read(&mut self) -> Option<Value> {
-        loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("{}: no frame within {PATIENCE:?}", self.user))?;
-            match msg {
-                Ok(Message::Text(t)) => {
-                    return Some(serde_json::from_str(t.as_str()).expect("server sends JSON"))
-                }
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            }
-        }
-    }
-
     /// Send a raw text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
+        self.session.send_text(text).await.expect("send");
     }
 
     /// Send a request (an `id` is added when absent) and return its answer.
@@ -411,30 +396,10 @@ impl Client {
             let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             frame["id"] = json!(format!("{}-{n}", self.user));
         }
-        let id = frame["id"].clone();
-        self.send_text(&frame.to_string()).await;
-        loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("{}: no answer to {frame} within {PATIENCE:?}", self.user)
-                });
-            let f: Value = match msg {
-                Some(Ok(Message::Text(t))) => {
-                    serde_json::from_str(t.as_str()).expect("server sends JSON")
-                }
-                Some(Ok(Message::Close(Some(close)))) => {
-                    return Err((close.code.into(), close.reason.to_string()))
-                }
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
-                    return Err((1005, String::new()))
-                }
-                Some(Ok(_)) => continue,
-            };
-            if (f["type"] == "ack" || f["type"] == "error") && f["id"] == id {
-                return Ok(f);
-            }
-            self.inbox.push_back(f);
+        match self.session.request(&frame, patience()).await {
+            Ok(answer) => Ok(answer),
+            Err(ClientError::Closed { code, reason, .. }) => Err((code, reason)),
+            Err(e) => panic!("{}: {e}", self.user),
         }
     }
 
@@ -462,19 +427,7 @@ impl Client {
 
     /// The next frame of `kind` (earlier unclaimed frames of other kinds stay buffered).
     pub async fn expect(&mut self, kind: &str) -> Value {
-        if let Some(pos) = self.inbox.iter().position(|f| f["type"] == kind) {
-            return self.inbox.remove(pos).unwrap();
-        }
-        loop {
-            let f = self
-                .read()
-                .await
-                .unwrap_or_else(|| panic!("{}: closed while expecting {kind}", self.user));
-            if f["type"] == kind {
-                return f;
-            }
-            self.inbox.push_back(f);
-        }
+        self.expect_where(kind, |_| true).await
     }
 
     /// Round-trip a request so every frame queued before it has arrived, then return the
@@ -483,17 +436,14 @@ impl Client {
     pub async fn drain(&mut self, kind: &str) -> Vec<Value> {
         self.ok(json!({"type": "lookup", "user": self.user.clone()}))
             .await;
-        let (hit, rest): (Vec<Value>, Vec<Value>) =
-            self.inbox.drain(..).partition(|f| f["type"] == kind);
-        self.inbox = rest.into();
-        hit
+        self.session.take(|f| f["type"] == kind)
     }
 
     /// Round-trip a request, then take every unclaimed frame, whatever its kind.
     pub async fn settle(&mut self) -> Vec<Value> {
         self.ok(json!({"type": "lookup", "user": self.user.clone()}))
             .await;
-        self.inbox.drain(..).collect()
+        self.session.take(|_| true)
     }
 
     /// Assert that no frame of `kind` is pending.
@@ -508,40 +458,26 @@ impl Client {
 
     /// Wait for the server to close the socket; returns the close code and reason.
     pub async fn expect_close(&mut self) -> (u16, String) {
-        loop {
-            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
-                .await
-                .expect("close in time");
-            match msg {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return (frame.code.into(), frame.reason.to_string())
-                }
-                Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
-                Some(Ok(Message::Text(t))) => self
-                    .inbox
-                    .push_back(serde_json::from_str(t.as_str()).unwrap()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("socket error before close: {e}"),
-            }
-        }
+        let user = &self.user;
+        self.session
+            .wait_closed(patience())
+            .await
+            .unwrap_or_else(|| panic!("{user}: the server did not close within {PATIENCE:?}"))
     }
 
     /// Close the socket cleanly and wait until the server has answered and closed its end.
-    pub async fn close(mut self) {
-        self.ws.close(None).await.expect("close frame sent");
-        while let Some(msg) = tokio::time::timeout(PATIENCE, self.ws.next())
-            .await
-            .expect("server answers the close in time")
-        {
-            if msg.is_err() {
-                break;
-            }
-        }
+    pub async fn close(self) {
+        let answered = self.session.close(patience()).await;
+        assert!(
+            answered.is_some(),
+            "{}: the server answers the close in time",
+            self.user
+        );
     }
 
     /// Frames received but not claimed yet.
-    pub fn pending(&self) -> &VecDeque<Value> {
-        &self.inbox
+    pub fn pending(&self) -> Vec<&Value> {
+        self.session.unclaimed().collect()
     }
 
     /// Send a direct message and return the stored message.
@@ -599,18 +535,9 @@ impl Client {
     /// The next frame of `kind` for which `pred` holds (others stay buffered).
     pub async fn expect_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let hit = |f: &Value| f["type"] == kind && pred(f);
-        if let Some(pos) = self.inbox.iter().position(hit) {
-            return self.inbox.remove(pos).unwrap();
-        }
-        loop {
-            let f = self
-                .read()
-                .await
-                .unwrap_or_else(|| panic!("{}: closed while expecting {kind}", self.user));
-            if hit(&f) {
-                return f;
-            }
-            self.inbox.push_back(f);
+        match self.session.claim(patience(), kind, hit).await {
+            Ok(frame) => frame,
+            Err(e) => panic!("{}: {e}", self.user),
         }
     }
 }
