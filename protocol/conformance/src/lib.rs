@@ -4,6 +4,9 @@
 //! library parses them, runs them against a server over real WebSockets and reports one
 //! outcome per scenario. The `parley-conformance` binary wraps it.
 
+// Functions stay short enough to read without scrolling (80 lines: clippy.toml).
+#![deny(clippy::too_many_lines)]
+
 pub mod pattern;
 pub mod runner;
 pub mod scenario;

@@ -1,5 +1,8 @@
 //! `parley-conformance`: run the conformance scenarios against a parley server.
 
+// Functions stay short enough to read without scrolling (80 lines: clippy.toml).
+#![deny(clippy::too_many_lines)]
+
 use clap::Parser;
 use parley_conformance::{embedded, load_dir, run_with, select, spawn, Options, Target};
 use std::path::PathBuf;

@@ -1,172 +1,68 @@
-//! The scenario file format: parsing and validation.
+//! The scenario file format: reading and validation.
 //!
-//! Steps are parsed by hand rather than with an untagged serde enum so that a typo in a
-//! scenario gets an error naming the step and the key, not "data did not match any variant".
+//! A scenario file is read with serde into [`Scenario`], whose types are the format: they
+//! refuse unknown keys, and `schemars` derives `scenario.schema.json` from them (the
+//! `schema` test keeps the checked-in file in step). Errors say where the mistake is, as
+//! a path into the file (`steps[3].token`, found with `serde_path_to_error`, plus the line
+//! and column outside the steps), and what is wrong; `step.rs` tells how a step, which has
+//! no tag, finds its kind. Checks that span steps (actors that exist, captures made before
+//! they are used) run after reading, in `validate.rs`.
 
-use crate::pattern::{references, validate_pattern};
+mod step;
+mod validate;
+mod values;
+
+pub use step::{
+    ConnectStep, DisconnectStep, ExpectCloseStep, ExpectNoneStep, ExpectStep, RepeatStep, SendStep,
+    Step, WaitStep, KINDS,
+};
+pub use values::{Count, Pattern, TokenKind, Wait};
+
 use include_dir::{include_dir, Dir};
-use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_path_to_error::Segment;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/scenarios");
 
-/// One scenario: named sessions ("actors") and the steps they take.
-#[derive(Debug, Clone, PartialEq)]
+/// A parley conformance scenario: named sessions ("actors") and the steps they take. One
+/// scenario per file, `scenarios/NN-name.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// File stem, like `07-direct-message-fanout`.
+    /// Where editors find this schema (`../scenario.schema.json`); the runner ignores it.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    /// The file name without `.json`, like `07-direct-message-fanout`.
     pub name: String,
-    /// What the scenario shows.
+    /// What the scenario shows, in one or two sentences.
     pub description: String,
-    /// Actor name to its user.
+    /// The sessions, by actor name (letters, digits and `_`).
+    #[schemars(extend("propertyNames" = {"pattern": "^[A-Za-z0-9_]+$"}))]
     pub actors: BTreeMap<String, ActorSpec>,
-    /// The steps, in order.
+    /// The steps, in order; the scenario stops at the first that fails.
     pub steps: Vec<Step>,
 }
 
-/// An actor is one session of one user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An actor is one session of one user. Several actors may share a user (one person,
+/// several devices).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ActorSpec {
-    /// Scenario-local user name; several actors may share it (one user, several devices).
+    /// The scenario's name for the user (letters, digits and `_`); the runner turns it
+    /// into a handle unique to the run and the scenario.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_]+$"))]
     pub user: String,
-    /// Whether the actor's token carries `admin: true`.
+    /// Whether the actor's token carries the `admin` claim.
+    #[serde(default)]
     pub admin: bool,
 }
 
-/// Which token a `connect` step presents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    /// Signed with the server's secret, valid for an hour.
-    Valid,
-    /// No token at all.
-    Missing,
-    /// A valid token whose claims were altered after signing.
-    Forged,
-    /// Signed with the server's secret but already expired.
-    Expired,
-    /// Signed with a secret the server does not know.
-    OtherSecret,
-}
-
-/// A duration: milliseconds, or a hello limit plus the runner's safety margin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wait {
-    /// Exactly this many milliseconds.
-    Ms(u64),
-    /// The named limit (`recall_window` reads `recall_window_ms`) plus the margin.
-    Limit(String),
-}
-
-/// What a `send` step writes to the socket.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// A JSON frame, after substitution.
-    Json(Value),
-    /// A text frame sent as is (for malformed JSON).
-    Raw(String),
-    /// A binary frame holding these UTF-8 bytes.
-    Binary(String),
-}
-
-/// One step of a scenario.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// Open the actor's session; with a valid token, its first frame must be `hello`.
-    Connect {
-        /// Actor.
-        actor: String,
-        /// Token presented.
-        token: TokenKind,
-        /// Optional pattern the `hello` must match.
-        hello: Option<Value>,
-    },
-    /// Write a frame; with `reply`, wait for the `ack`/`error` carrying the frame's `id`.
-    Send {
-        /// Actor.
-        actor: String,
-        /// What to write.
-        payload: Payload,
-        /// Pattern the answer must match.
-        reply: Option<Value>,
-    },
-    /// Wait for the first unconsumed frame matching a pattern, and consume it.
-    Expect {
-        /// Actor.
-        actor: String,
-        /// Pattern.
-        pattern: Value,
-        /// How long to wait (default: the runner's patience).
-        timeout: Option<Wait>,
-    },
-    /// Wait, then check that no unconsumed frame matches a pattern.
-    ExpectNone {
-        /// Actor.
-        actor: String,
-        /// Pattern.
-        pattern: Value,
-        /// How long to watch.
-        within: Wait,
-    },
-    /// Wait for the server to close the session.
-    ExpectClose {
-        /// Actor.
-        actor: String,
-        /// Expected close code.
-        code: Option<u16>,
-        /// Pattern for the close reason (a string pattern).
-        reason: Option<Value>,
-        /// How long to wait (default: the runner's patience).
-        timeout: Option<Wait>,
-    },
-    /// Close the actor's session normally; a later `connect` opens a new one.
-    Disconnect {
-        /// Actor.
-        actor: String,
-    },
-    /// Sleep.
-    Wait(Wait),
-    /// Run steps several times with `${i}` = 1, 2, ...
-    Repeat {
-        /// A count expression: a number, or a limit name with an optional `+k`/`-k`.
-        count: String,
-        /// Added to the count.
-        plus: i64,
-        /// Steps of one iteration.
-        steps: Vec<Step>,
-    },
-}
-
-impl Step {
-    /// Short label for reports, like `expect bob`.
-    pub fn label(&self) -> String {
-        match self {
-            Step::Connect { actor, .. } => format!("connect {actor}"),
-            Step::Send { actor, .. } => format!("send {actor}"),
-            Step::Expect { actor, .. } => format!("expect {actor}"),
-            Step::ExpectNone { actor, .. } => format!("expect_none {actor}"),
-            Step::ExpectClose { actor, .. } => format!("expect_close {actor}"),
-            Step::Disconnect { actor } => format!("disconnect {actor}"),
-            Step::Wait(_) => "wait".to_owned(),
-            Step::Repeat { .. } => "repeat".to_owned(),
-        }
-    }
-
-    /// The steps inside this one (only `repeat` has any).
-    pub fn children(&self) -> &[Step] {
-        match self {
-            Step::Repeat { steps, .. } => steps,
-            _ => &[],
-        }
-    }
-
-    /// Patterns a frame is checked against: `expect`, `expect_none`, `reply` and `hello`.
-    pub fn patterns(&self) -> Vec<&Value> {
-        match self {
-            Step::Expect { pattern, .. } | Step::ExpectNone { pattern, .. } => vec![pattern],
-            Step::Send { reply: Some(p), .. } | Step::Connect { hello: Some(p), .. } => vec![p],
-            _ => vec![],
-        }
-    }
+/// The JSON Schema of a scenario file, as checked in at `scenario.schema.json`.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Scenario)
 }
 
 /// Every scenario shipped with this crate, sorted by name.
@@ -214,340 +110,74 @@ fn parse_named(path: &Path, text: &str) -> Result<Scenario, String> {
 
 /// Parse one scenario; `stem` is its file name without `.json`, which `name` must equal.
 pub fn parse(stem: &str, text: &str) -> Result<Scenario, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = value.as_object().ok_or("a scenario is a JSON object")?;
-    allow_keys(obj, &["name", "description", "actors", "steps"], "scenario")?;
-    let name = req_str(obj, "name", "scenario")?;
-    if name != stem {
-        return Err(format!("name {name:?} differs from the file name {stem:?}"));
+    let scenario = read(text)?;
+    if scenario.name != stem {
+        return Err(format!(
+            "name {:?} differs from the file name {stem:?}",
+            scenario.name
+        ));
     }
-    let description = req_str(obj, "description", "scenario")?;
-    let actors_obj = obj
-        .get("actors")
-        .and_then(Value::as_object)
-        .ok_or("`actors` must be an object")?;
-    let mut actors = BTreeMap::new();
-    for (actor, spec) in actors_obj {
-        let what = format!("actor {actor:?}");
-        let spec = spec
-            .as_object()
-            .ok_or_else(|| format!("{what} must be an object"))?;
-        allow_keys(spec, &["user", "admin"], &what)?;
-        let user = req_str(spec, "user", &what)?;
-        if !crate::pattern::is_identifier(&user) || !crate::pattern::is_identifier(actor) {
-            return Err(format!("{what}: names are letters, digits and `_`"));
-        }
-        let admin = match spec.get("admin") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(format!("{what}: `admin` must be a boolean")),
-        };
-        actors.insert(actor.clone(), ActorSpec { user, admin });
-    }
-    let steps = parse_steps(obj.get("steps"), "steps")?;
-    let scenario = Scenario {
-        name,
-        description,
-        actors,
-        steps,
-    };
-    validate(&scenario)?;
+    validate::validate(&scenario)?;
     Ok(scenario)
 }
 
-fn parse_steps(value: Option<&Value>, at: &str) -> Result<Vec<Step>, String> {
-    let items = value
-        .and_then(Value::as_array)
-        .ok_or_else(|| format!("`{at}` must be an array of steps"))?;
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| parse_step(v).map_err(|e| format!("{at}[{i}]: {e}")))
-        .collect()
+/// The file read into a [`Scenario`]; a mistake is reported with its path in the file.
+fn read(text: &str) -> Result<Scenario, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return format!("invalid JSON: {inner}");
+        }
+        let (at, mut message) = located(&e);
+        if at.starts_with("steps[") {
+            // A step is read whole before its kind's struct sees it, so serde_json places
+            // a mistake inside one past the step's end, often on the next step's line;
+            // the path says which step it is.
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            message.truncate(message.strip_suffix(&position).unwrap_or(&message).len());
+        }
+        match at.as_str() {
+            "" => message,
+            _ => format!("{at}: {message}"),
+        }
+    })?;
+    de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+    Ok(scenario)
 }
 
-const KINDS: [&str; 8] = [
-    "connect",
-    "send",
-    "expect",
-    "expect_none",
-    "expect_close",
-    "disconnect",
-    "wait",
-    "repeat",
-];
-
-fn parse_step(value: &Value) -> Result<Step, String> {
-    let obj = value.as_object().ok_or("a step is a JSON object")?;
-    let kinds: Vec<&str> = KINDS
-        .iter()
-        .copied()
-        .filter(|k| obj.contains_key(*k))
-        .collect();
-    let [kind] = kinds[..] else {
-        return Err(format!(
-            "a step has exactly one of {}",
-            KINDS.map(|k| format!("`{k}`")).join(", ")
-        ));
-    };
-    let actor = || req_str(obj, kind, kind);
-    let pattern = |key: &str| -> Result<Value, String> {
-        let p = obj
-            .get(key)
-            .cloned()
-            .ok_or_else(|| format!("{kind}: `{key}` is required"))?;
-        validate_pattern(&p).map_err(|e| format!("{kind}: {e}"))?;
-        Ok(p)
-    };
-    Ok(match kind {
-        "connect" => {
-            allow_keys(obj, &["connect", "token", "hello"], kind)?;
-            let token =
-                match obj.get("token").map(|t| t.as_str()) {
-                    None | Some(Some("valid")) => TokenKind::Valid,
-                    Some(Some("missing")) => TokenKind::Missing,
-                    Some(Some("forged")) => TokenKind::Forged,
-                    Some(Some("expired")) => TokenKind::Expired,
-                    Some(Some("other_secret")) => TokenKind::OtherSecret,
-                    _ => return Err(
-                        "connect: `token` is one of valid, missing, forged, expired, other_secret"
-                            .into(),
-                    ),
-                };
-            let hello = obj
-                .contains_key("hello")
-                .then(|| pattern("hello"))
-                .transpose()?;
-            if hello.is_some() && token != TokenKind::Valid {
-                return Err("connect: `hello` needs a valid token".into());
-            }
-            Step::Connect {
-                actor: actor()?,
-                token,
-                hello,
-            }
+/// Where a mistake is, as a path like `steps[3].frame` (empty at the top), and what it is.
+/// An unknown key is placed at the object holding it: the message names the key.
+fn located<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> (String, String) {
+    let message = e.inner().to_string();
+    let mut segments: Vec<_> = e.path().iter().collect();
+    if let Some(Segment::Map { key }) = segments.last() {
+        if message.starts_with(&format!("unknown field `{key}`")) {
+            segments.pop();
         }
-        "send" => {
-            allow_keys(obj, &["send", "frame", "raw", "binary", "reply"], kind)?;
-            let payload =
-                match (obj.get("frame"), obj.get("raw"), obj.get("binary")) {
-                    (Some(f), None, None) => Payload::Json(f.clone()),
-                    (None, Some(Value::String(r)), None) => Payload::Raw(r.clone()),
-                    (None, None, Some(Value::String(b))) => Payload::Binary(b.clone()),
-                    _ => return Err(
-                        "send: exactly one of `frame` (JSON), `raw` (string), `binary` (string)"
-                            .into(),
-                    ),
-                };
-            let reply = obj
-                .contains_key("reply")
-                .then(|| pattern("reply"))
-                .transpose()?;
-            if reply.is_some() {
-                let has_id = matches!(&payload, Payload::Json(f) if f.get("id").is_some_and(Value::is_string));
-                if !has_id {
-                    return Err("send: `reply` needs a `frame` with a string `id`".into());
+    }
+    let mut at = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => at.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !at.is_empty() {
+                    at.push('.');
                 }
+                at.push_str(key);
             }
-            Step::Send {
-                actor: actor()?,
-                payload,
-                reply,
-            }
-        }
-        "expect" => {
-            allow_keys(obj, &["expect", "frame", "timeout"], kind)?;
-            Step::Expect {
-                actor: actor()?,
-                pattern: pattern("frame")?,
-                timeout: obj.get("timeout").map(parse_wait).transpose()?,
-            }
-        }
-        "expect_none" => {
-            allow_keys(obj, &["expect_none", "frame", "ms"], kind)?;
-            Step::ExpectNone {
-                actor: actor()?,
-                pattern: pattern("frame")?,
-                within: obj
-                    .get("ms")
-                    .map(parse_wait)
-                    .transpose()?
-                    .unwrap_or(Wait::Ms(300)),
-            }
-        }
-        "expect_close" => {
-            allow_keys(obj, &["expect_close", "code", "reason", "timeout"], kind)?;
-            let code = match obj.get("code") {
-                None => None,
-                Some(c) => Some(
-                    c.as_u64()
-                        .and_then(|c| u16::try_from(c).ok())
-                        .ok_or("expect_close: `code` must be a close code")?,
-                ),
-            };
-            let reason = obj
-                .contains_key("reason")
-                .then(|| pattern("reason"))
-                .transpose()?;
-            Step::ExpectClose {
-                actor: actor()?,
-                code,
-                reason,
-                timeout: obj.get("timeout").map(parse_wait).transpose()?,
-            }
-        }
-        "disconnect" => {
-            allow_keys(obj, &["disconnect"], kind)?;
-            Step::Disconnect { actor: actor()? }
-        }
-        "wait" => {
-            allow_keys(obj, &["wait"], kind)?;
-            Step::Wait(parse_wait(&obj["wait"])?)
-        }
-        "repeat" => {
-            allow_keys(obj, &["repeat", "plus", "steps"], kind)?;
-            let count = match &obj["repeat"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) if n.is_u64() => n.to_string(),
-                _ => return Err("repeat: a count or a limit name".into()),
-            };
-            let plus = match obj.get("plus") {
-                None => 0,
-                Some(p) => p.as_i64().ok_or("repeat: `plus` must be an integer")?,
-            };
-            Step::Repeat {
-                count,
-                plus,
-                steps: parse_steps(obj.get("steps"), "repeat.steps")?,
-            }
-        }
-        _ => unreachable!("kinds are listed above"),
-    })
-}
-
-fn parse_wait(value: &Value) -> Result<Wait, String> {
-    match value {
-        Value::Number(n) => n
-            .as_u64()
-            .map(Wait::Ms)
-            .ok_or_else(|| "a duration is whole milliseconds".into()),
-        Value::String(s) if crate::pattern::is_identifier(s) => Ok(Wait::Limit(s.clone())),
-        _ => Err("a duration is milliseconds or a limit name like `recall_window`".into()),
-    }
-}
-
-fn allow_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<(), String> {
-    match obj
-        .keys()
-        .find(|k| !allowed.contains(&k.as_str()) && k.as_str() != "note")
-    {
-        Some(k) => Err(format!(
-            "{what}: unknown key `{k}` (allowed: {}, note)",
-            allowed.join(", ")
-        )),
-        None => Ok(()),
-    }
-}
-
-fn req_str(obj: &Map<String, Value>, key: &str, what: &str) -> Result<String, String> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{what}: `{key}` must be a string"))
-}
-
-/// Whole-scenario checks: actors exist, `${user:...}` names a user, captures are made
-/// before they are used.
-fn validate(s: &Scenario) -> Result<(), String> {
-    let users: BTreeSet<&str> = s.actors.values().map(|a| a.user.as_str()).collect();
-    let mut captured = BTreeSet::new();
-    check_steps(s, &s.steps, &users, &mut captured, false, "")
-}
-
-fn check_steps(
-    s: &Scenario,
-    steps: &[Step],
-    users: &BTreeSet<&str>,
-    captured: &mut BTreeSet<String>,
-    in_repeat: bool,
-    prefix: &str,
-) -> Result<(), String> {
-    for (n, step) in steps.iter().enumerate() {
-        let at = format!("step {prefix}{}", n + 1);
-        let actor = match step {
-            Step::Connect { actor, .. }
-            | Step::Send { actor, .. }
-            | Step::Expect { actor, .. }
-            | Step::ExpectNone { actor, .. }
-            | Step::ExpectClose { actor, .. }
-            | Step::Disconnect { actor } => Some(actor),
-            _ => None,
-        };
-        if let Some(actor) = actor {
-            if !s.actors.contains_key(actor) {
-                return Err(format!("{at}: no actor {actor:?}"));
-            }
-        }
-        let mut refs = Vec::new();
-        if let Step::Send {
-            payload: Payload::Json(frame),
-            ..
-        } = step
-        {
-            references(frame, &mut refs);
-        }
-        for p in step.patterns() {
-            references(p, &mut refs);
-        }
-        for r in &refs {
-            let known = match r.split_once(':') {
-                Some(("user", u)) => users.contains(u),
-                Some(("limit" | "text", _)) => true,
-                Some(_) => false,
-                None if r == "i" => in_repeat,
-                None => captured.contains(r),
-            };
-            if !known {
-                return Err(format!("{at} ({}): unknown `${{{r}}}`", step.label()));
-            }
-        }
-        for p in step.patterns() {
-            collect_captures(p, captured);
-        }
-        if let Step::Repeat { steps, .. } = step {
-            check_steps(
-                s,
-                steps,
-                users,
-                captured,
-                true,
-                &format!("{prefix}{}.", n + 1),
-            )?;
+            Segment::Unknown => at.push_str(".?"),
         }
     }
-    Ok(())
-}
-
-fn collect_captures(pattern: &Value, out: &mut BTreeSet<String>) {
-    match pattern {
-        Value::String(s) => {
-            if let Some(name) = s
-                .strip_prefix("{{capture:")
-                .and_then(|r| r.strip_suffix("}}"))
-            {
-                out.insert(name.to_owned());
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| collect_captures(v, out)),
-        Value::Object(map) => map.values().for_each(|v| collect_captures(v, out)),
-        _ => {}
-    }
+    (at, message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use parley_protocol::ErrorCode;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
 
     fn all_patterns<'a>(steps: &'a [Step], out: &mut Vec<&'a Value>) {
         for step in steps {
@@ -590,6 +220,13 @@ mod tests {
                 "{} has no description",
                 s.name
             );
+            assert_eq!(
+                s.schema.as_deref(),
+                Some("../scenario.schema.json"),
+                "{} does not start with \"$schema\": \"../scenario.schema.json\" (editors \
+                 check the file with it)",
+                s.name
+            );
         }
     }
 
@@ -626,7 +263,7 @@ mod tests {
         let s = parse("01-x", ok).unwrap();
         assert_eq!(s.steps.len(), 5);
         assert!(
-            matches!(&s.steps[3], Step::ExpectNone { within: Wait::Limit(l), .. } if l == "recall_window")
+            matches!(&s.steps[3], Step::ExpectNone(ExpectNoneStep { within: Wait::Limit(l), .. }) if l == "recall_window")
         );
 
         let bad = |steps: &str| {
@@ -646,5 +283,41 @@ mod tests {
         assert!(bad(r#"[{"connect":"a","token":"stolen"}]"#).contains("token"));
         assert!(parse("02-y", ok).unwrap_err().contains("file name"));
         assert!(parse("01-x", "{").unwrap_err().contains("invalid JSON"));
+
+        // The step by its path in the file, its kind, and the key at fault.
+        let starts = |got: String, want: &str| assert!(got.starts_with(want), "{got}");
+        let is = |got: String, want: &str| assert_eq!(got, want);
+        starts(
+            bad(r#"[{"connect":"a"},{"expect":"a","frame":{},"tiemout":1}]"#),
+            "steps[1]: expect step: unknown field `tiemout`, expected one of `expect`, \
+             `frame`, `timeout`, `note`",
+        );
+        starts(
+            bad(r#"[{"repeat":2,"steps":[{"wait":1},{"connect":"a","token":"stolen"}]}]"#),
+            "steps[0]: repeat step, at steps[1]: connect step, at token: unknown variant \
+             `stolen`, expected one of `valid`,",
+        );
+        starts(
+            bad(r#"[{"expect_none":"a","frame":{},"ms":"2 s"}]"#),
+            "steps[0]: expect_none step, at ms: a duration is milliseconds or a limit name",
+        );
+        is(
+            bad(r#"[{"wait":1,"frame":{}}]"#),
+            "steps[0]: wait step: unknown field `frame`, expected `wait` or `note`",
+        );
+        // Outside the steps serde_json's line and column are exact, and kept.
+        is(
+            bad(r#"{"connect":"a"}"#),
+            "steps: invalid type: map, expected a sequence at line 1 column 73",
+        );
+        let actor = r#"{"name":"01-x","description":"d","actors":{"a":{"user":"alice","admn":true}},"steps":[]}"#;
+        is(
+            parse("01-x", actor).unwrap_err(),
+            "actors.a: unknown field `admn`, expected `user` or `admin` at line 1 column 69",
+        );
+
+        // Editors find the schema through `$schema`, which the runner ignores.
+        let with_schema = ok.replacen('{', r#"{"$schema":"../scenario.schema.json","#, 1);
+        assert_eq!(parse("01-x", &with_schema).unwrap().steps, s.steps);
     }
 }
