@@ -22,6 +22,18 @@ pub type MessageId = String;
 /// Milliseconds since the Unix epoch on the server's clock.
 pub type Millis = i64;
 
+/// A `history` page size. Zero or a negative number is refused with a message that says
+/// what a page may hold, not a parser's remark about unsigned integers.
+fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    const RANGE: &str = "`limit` must be a whole number of at least 1 (a page holds at most 100)";
+    match Option::<i64>::deserialize(d).map_err(|_| D::Error::custom(RANGE))? {
+        None => Ok(None),
+        Some(n) if n < 1 => Err(D::Error::custom(RANGE)),
+        Some(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+    }
+}
+
 /// A client request: a client-chosen `id` plus one operation tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Request {
@@ -185,8 +197,13 @@ pub enum Op {
         /// Only messages with a `seq` below this one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
-        /// Page size (default and maximum 100).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Page size, from 1 (default and maximum 100; more reads as 100).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "page_limit"
+        )]
+        #[schemars(range(min = 1))]
         limit: Option<u32>,
     },
 }
@@ -905,6 +922,28 @@ pub mod close {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_history_limit_below_one_is_refused_saying_what_a_page_holds() {
+        let history = |limit: &str| {
+            let text =
+                format!(r#"{{"id":"h","type":"history","conversation":"c","limit":{limit}}}"#);
+            serde_json::from_str::<Request>(&text)
+        };
+        for bad in ["0", "-5", "1.5", "\"ten\""] {
+            let e = history(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("`limit` must be a whole number of at least 1"),
+                "{bad}: {e}"
+            );
+        }
+        let limit = |r: Request| match r.op {
+            Op::History { limit, .. } => limit,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limit(history("1000").unwrap()), Some(1000));
+        assert_eq!(limit(history("null").unwrap()), None);
+    }
 
     #[test]
     fn request_round_trips_with_flattened_op() {

@@ -441,9 +441,11 @@ impl Conversation {
             }));
         }
         self.check_may_post(ctx, sender)?;
-        let chars = body.chars().count();
-        if chars == 0 || chars > ctx.limits.max_body_chars as usize {
+        if body.chars().count() > ctx.limits.max_body_chars as usize {
             return Err(Refusal::BodyTooLong(ctx.limits.max_body_chars));
+        }
+        if body.trim().is_empty() {
+            return Err(Refusal::BlankBody);
         }
         if let Some(parent) = &reply_to {
             self.find_for(sender, parent)?;
@@ -543,7 +545,7 @@ impl Conversation {
             .filter_map(|p| {
                 if p == reader {
                     Some(Target::others_of(actor))
-                } else if shares && !ctx.directory.has_blocked(reader, p) {
+                } else if shares && !ctx.directory.blocked_either(reader, p) {
                     Some(Target::all(p))
                 } else {
                     None
@@ -830,14 +832,15 @@ impl Conversation {
         Ok(out)
     }
 
-    /// Tell the others the requester is typing (not those the typer blocked).
+    /// Tell the others the requester is typing (not across a block, either way: nobody
+    /// wants to watch a user they blocked typing).
     pub fn typing(&self, ctx: &Ctx, actor: &Actor) -> Result<Outcome, Refusal> {
         self.member(&actor.user)?;
         let mut out = Outcome::ok();
         let to = self
             .participants
             .iter()
-            .filter(|p| **p != actor.user && !ctx.directory.has_blocked(&actor.user, p))
+            .filter(|p| **p != actor.user && !ctx.directory.blocked_either(&actor.user, p))
             .map(|p| Target::all(p))
             .collect();
         out.emit(
@@ -941,7 +944,7 @@ impl Conversation {
                 *u != viewer
                     && m.read_seq > 0
                     && ctx.directory.settings(u).read_receipts == ReadReceipts::On
-                    && !ctx.directory.has_blocked(u, viewer)
+                    && !ctx.directory.blocked_either(u, viewer)
             })
             .filter_map(|(u, m)| {
                 let upto = self.messages.partition_point(|x| x.seq <= m.read_seq);
@@ -1224,7 +1227,7 @@ impl Conversation {
                     }
                     Event::Read { user, idx } => {
                         let shares = ctx.directory.settings(user).read_receipts == ReadReceipts::On
-                            && !ctx.directory.has_blocked(user, viewer);
+                            && !ctx.directory.blocked_either(user, viewer);
                         let m = &self.messages[*idx];
                         (user == viewer || shares).then(|| ServerFrame::Read {
                             conversation: conversation.clone(),

@@ -44,9 +44,13 @@ pub enum Refusal {
     /// Direct messages and groups need connections.
     #[error("you are not connected with {0}")]
     NotConnected(String),
-    /// Body empty or too long.
+    /// Body too long.
     #[error("message body must be 1 to {0} characters")]
     BodyTooLong(u32),
+    /// Body empty or only white space: nothing a recipient could read. It shares the
+    /// empty body's code, which the protocol has always given it.
+    #[error("message body is empty or only white space")]
+    BlankBody,
     /// The rule needs part of the conversation that is not in memory: the hub reads the
     /// whole conversation back and asks again, so this never reaches a client.
     #[error("this needs more of the conversation than is held")]
@@ -70,7 +74,7 @@ impl Refusal {
             Refusal::InmailNotAllowed(_) => ErrorCode::InmailNotAllowed,
             Refusal::RecipientUnavailable => ErrorCode::RecipientUnavailable,
             Refusal::NotConnected(_) => ErrorCode::NotConnected,
-            Refusal::BodyTooLong(_) => ErrorCode::BodyTooLong,
+            Refusal::BodyTooLong(_) | Refusal::BlankBody => ErrorCode::BodyTooLong,
             Refusal::NotHeld => ErrorCode::Unavailable,
         }
     }
