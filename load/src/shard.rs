@@ -2,11 +2,14 @@
 //! waits for the start, drives the scenario for the run's length, drains, checks every
 //! session's record and reports.
 
+use crate::baseline::Forwarded;
 use crate::check::{Arrival, SessionCheck};
 use crate::stats::{bump, Event, ShardResult, Shared};
-use crate::wire::{self, Incoming, Ws};
+use crate::wire::{self, Ws};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
+use parley_protocol::view::{ChangeRef, FrameView};
+use parley_protocol::{ErrorCode, Op, Request};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -509,38 +512,52 @@ async fn converse(spec: &ShardSpec, g: usize, sessions: &mut [Ws]) -> anyhow::Re
     let first = spec.user(g, 0);
     let others: Vec<String> = (1..spec.members).map(|m| spec.user(g, m)).collect();
     for (i, other) in others.iter().enumerate() {
-        let body = format!(r#"{{"type":"connect","user":{}}}"#, wire::quoted(other));
-        wire::request(&mut sessions[0], &format!("c{i}"), &body).await?;
-        let body = format!(r#"{{"type":"accept","user":{}}}"#, wire::quoted(&first));
-        wire::request(&mut sessions[(i + 1) * spu], "a0", &body).await?;
+        let connect = Op::Connect {
+            user: other.clone(),
+        };
+        wire::request(&mut sessions[0], &request(format!("c{i}"), connect)).await?;
+        let accept = Op::Accept {
+            user: first.clone(),
+        };
+        wire::request(&mut sessions[(i + 1) * spu], &request("a0", accept)).await?;
     }
-    let conversation = if spec.members == 2 {
-        let body = format!(
-            r#"{{"type":"send","to":{},"body":"opening"}}"#,
-            wire::quoted(&others[0])
-        );
-        wire::request(&mut sessions[0], "open", &body).await?
+    let opening = if spec.members == 2 {
+        let send = Op::Send {
+            conversation: None,
+            to: Some(others[0].clone()),
+            body: "opening".to_owned(),
+            reply_to: None,
+        };
+        request("open", send)
     } else {
-        let members: Vec<String> = others.iter().map(|o| wire::quoted(o)).collect();
-        let body = format!(
-            r#"{{"type":"create_group","members":[{}]}}"#,
-            members.join(",")
-        );
-        wire::request(&mut sessions[0], "group", &body).await?
+        let group = Op::CreateGroup {
+            members: others,
+            title: None,
+        };
+        request("group", group)
     };
-    let conversation = conversation
+    let conversation = wire::request(&mut sessions[0], &opening)
+        .await?
         .conversation
         .context("the server named no conversation")?;
     if !spec.unmuted && spec.scenario != Scenario::RecallRace {
+        let mute = request(
+            "mute",
+            Op::Mute {
+                conversation: conversation.clone(),
+                muted: true,
+            },
+        );
         for m in 0..spec.members {
-            let body = format!(
-                r#"{{"type":"mute","conversation":{},"muted":true}}"#,
-                wire::quoted(&conversation)
-            );
-            wire::request(&mut sessions[m * spu], "mute", &body).await?;
+            wire::request(&mut sessions[m * spu], &mute).await?;
         }
     }
     Ok(conversation)
+}
+
+/// A parley request.
+fn request(id: impl Into<String>, op: Op) -> Request {
+    Request { id: id.into(), op }
 }
 
 /// Keep an idle session open, answering pings, until the hold ends.
@@ -555,6 +572,73 @@ async fn hold(mut ws: Ws, shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 Some(Ok(_)) => bump(&shared.other),
                 Some(Err(_)) | None => return shared.error("connection_lost"),
+            }
+        }
+    }
+}
+
+/// The frame a member sends, made once and refilled for each send: only the request id
+/// (parley) and the body change, so nothing else is copied per send.
+enum Outgoing {
+    /// A parley `send` into the group's conversation.
+    Parley { slot: usize, request: Request },
+    /// A baseline frame for the group's room.
+    Baseline {
+        slot: usize,
+        room: String,
+        sender: String,
+        body: String,
+    },
+}
+
+impl Outgoing {
+    fn new(target: Target, slot: usize, key: &str) -> Self {
+        match target {
+            Target::Parley => Outgoing::Parley {
+                slot,
+                request: request(
+                    String::new(),
+                    Op::Send {
+                        conversation: Some(key.to_owned()),
+                        to: None,
+                        body: String::new(),
+                        reply_to: None,
+                    },
+                ),
+            },
+            Target::Baseline => Outgoing::Baseline {
+                slot,
+                room: key.to_owned(),
+                sender: slot.to_string(),
+                body: String::new(),
+            },
+        }
+    }
+
+    /// The frame of send number `counter`, due at `at_us`, with a body of `size` bytes.
+    fn frame(&mut self, counter: u64, at_us: u64, size: usize) -> String {
+        match self {
+            Outgoing::Parley { slot, request } => {
+                use std::fmt::Write;
+                let Op::Send { body, .. } = &mut request.op else {
+                    unreachable!("made as a send")
+                };
+                wire::load_body(body, *slot, counter, at_us, size);
+                // Request ids are per user on the server (a repeated id is a retry of the
+                // same send), and a user's sessions all send: the slot keeps them apart.
+                request.id.clear();
+                write!(request.id, "s{slot}.{counter}").expect("writing to a String");
+                serde_json::to_string(request).expect("requests serialise")
+            }
+            Outgoing::Baseline {
+                slot,
+                room,
+                sender,
+                body,
+            } => {
+                wire::load_body(body, *slot, counter, at_us, size);
+                serde_json::to_string(&Forwarded::new(room, sender, body))
+                    .expect("frames serialise")
             }
         }
     }
@@ -581,6 +665,7 @@ impl Member {
             i
         });
         let mut counter = 0u64;
+        let mut outgoing = Outgoing::new(self.spec.target, self.slot, &self.group.key);
         let mut sending = true;
         // Made once, not per frame received: each would otherwise register and drop a
         // timer entry and a cancellation waiter for every delivery.
@@ -623,7 +708,8 @@ impl Member {
                         continue;
                     }
                     counter += 1;
-                    if let Err(e) = ws.send(Message::text(self.frame(counter, at))).await {
+                    let frame = outgoing.frame(counter, at, self.spec.body);
+                    if let Err(e) = ws.send(Message::text(frame)).await {
                         self.shared.error("send_failed");
                         tracing_note(&format!("send failed: {e}"));
                         break;
@@ -643,27 +729,10 @@ impl Member {
         check
     }
 
-    fn frame(&self, counter: u64, at_us: u64) -> String {
-        let body = wire::load_body(self.slot, counter, at_us, self.spec.body);
-        let key = wire::quoted(&self.group.key);
-        match self.spec.target {
-            // Request ids are per user on the server (a repeated id is a retry of the same
-            // send), and a user's sessions all send: the slot keeps them apart.
-            Target::Parley => format!(
-                r#"{{"id":"s{}.{counter}","type":"send","conversation":{key},"body":"{body}"}}"#,
-                self.slot
-            ),
-            Target::Baseline => format!(
-                r#"{{"type":"message","message":{{"conversation":{key},"seq":0,"sender":"{}","body":"{body}"}}}}"#,
-                self.slot
-            ),
-        }
-    }
-
     fn receive(&self, text: &str, check: &mut SessionCheck) {
         let shared = &self.shared;
-        match wire::parse(text) {
-            Ok(Incoming::Message(m)) => {
+        match FrameView::parse(text) {
+            Ok(FrameView::Message(m)) => {
                 let Some((sender, counter, at)) = m.body.as_deref().and_then(wire::parse_body)
                 else {
                     return bump(&shared.other);
@@ -685,8 +754,8 @@ impl Member {
                 shared.latency(wire::now_us().saturating_sub(at));
                 self.group.delivered(sender, self.slot, counter);
             }
-            Ok(Incoming::Ack { id, message, .. }) => {
-                if let (true, Some(m)) = (id.starts_with('s'), message) {
+            Ok(FrameView::Ack { id, result }) => {
+                if let (true, Some(m)) = (id.starts_with('s'), result.message) {
                     let mut acked = self.group.acked.lock().expect("unpoisoned");
                     acked.push((m.seq, self.slot));
                     bump(&shared.acked);
@@ -694,7 +763,7 @@ impl Member {
                     shared.expected.fetch_add(others, Ordering::Relaxed);
                 }
             }
-            Ok(Incoming::Error { code, .. }) => shared.error(&code),
+            Ok(FrameView::Error { code, .. }) => shared.error(&code),
             Ok(_) => bump(&shared.other),
             Err(_) => shared.error("unparseable_frame"),
         }
@@ -754,18 +823,26 @@ impl Pair {
             let phase = period.mul_f64(rand::random::<f64>());
             tokio::time::interval_at((start + phase).into(), period)
         });
-        let key = wire::quoted(&self.key);
+        let mut body = String::new();
         let mut round = 0u64;
         'rounds: while Instant::now() < send_until {
             if let Some(s) = &mut schedule {
                 s.tick().await;
             }
             round += 1;
-            let body = wire::load_body(A1, round, wire::now_us(), self.spec.body);
-            let send = format!(
-                r#"{{"id":"s{round}","type":"send","conversation":{key},"body":"{body}"}}"#
-            );
-            if sinks[A1].send(Message::text(send)).await.is_err() {
+            wire::load_body(&mut body, A1, round, wire::now_us(), self.spec.body);
+            let send = Op::Send {
+                conversation: Some(self.key.clone()),
+                to: None,
+                body: std::mem::take(&mut body),
+                reply_to: None,
+            };
+            let send = request(format!("s{round}"), send);
+            let frame = serde_json::to_string(&send).expect("requests serialise");
+            if let Op::Send { body: used, .. } = send.op {
+                body = used;
+            }
+            if sinks[A1].send(Message::text(frame)).await.is_err() {
                 self.shared.error("send_failed");
                 break;
             }
@@ -825,19 +902,29 @@ impl Pair {
                     }
                     continue;
                 };
-                match wire::parse(&text) {
-                    Ok(Incoming::Ack { id, message: m, .. }) if session == A1 && id == sent_id => {
-                        let Some(m) = m else { continue };
+                match FrameView::parse(&text) {
+                    Ok(FrameView::Ack { id, result }) if session == A1 && id == sent_id => {
+                        let Some(m) = result.message else { continue };
                         let mid = m.id.as_deref().unwrap_or_default().to_owned();
                         bump(&self.shared.acked);
                         self.shared.expected.fetch_add(3, Ordering::Relaxed);
                         message = Some(mid.clone());
-                        let recall = format!(
-                            r#"{{"id":"{recall_id}","type":"recall","conversation":{key},"message":"{mid}"}}"#
+                        let recall = request(
+                            recall_id.as_str(),
+                            Op::Recall {
+                                conversation: self.key.clone(),
+                                message: mid.clone(),
+                            },
                         );
-                        let read = format!(
-                            r#"{{"id":"{read_id}","type":"read","conversation":{key},"message":"{mid}"}}"#
+                        let read = request(
+                            read_id.as_str(),
+                            Op::Read {
+                                conversation: self.key.clone(),
+                                message: mid,
+                            },
                         );
+                        let recall = serde_json::to_string(&recall).expect("requests serialise");
+                        let read = serde_json::to_string(&read).expect("requests serialise");
                         // Alternate which goes out first; the server sees them on two
                         // connections at once either way.
                         let sent = if round.is_multiple_of(2) {
@@ -852,29 +939,29 @@ impl Pair {
                             break 'rounds;
                         }
                     }
-                    Ok(Incoming::Ack { id, .. }) if session == A1 && id == recall_id => {
+                    Ok(FrameView::Ack { id, .. }) if session == A1 && id == recall_id => {
                         answers.0 = Some(true)
                     }
-                    Ok(Incoming::Ack { id, .. }) if session == B1 && id == read_id => {
+                    Ok(FrameView::Ack { id, .. }) if session == B1 && id == read_id => {
                         answers.1 = Some(true)
                     }
-                    Ok(Incoming::Error { id: Some(id), code }) => {
+                    Ok(FrameView::Error { id: Some(id), code }) => {
                         if session == A1 && id == recall_id {
                             answers.0 = Some(false);
-                            if code != "already_read" {
+                            if code != ErrorCode::AlreadyRead.as_str() {
                                 self.shared.error(&format!("recall_{code}"));
                             }
                         } else if session == B1 && id == read_id {
                             answers.1 = Some(false);
-                            if code != "not_found" {
+                            if code != ErrorCode::NotFound.as_str() {
                                 self.shared.error(&format!("read_{code}"));
                             }
                         } else {
                             self.shared.error(&code);
                         }
                     }
-                    Ok(Incoming::Error { id: None, code }) => self.shared.error(&code),
-                    Ok(Incoming::Message(m)) => {
+                    Ok(FrameView::Error { id: None, code }) => self.shared.error(&code),
+                    Ok(FrameView::Message(m)) => {
                         if let Some(id) = m.id.as_deref() {
                             rounds.entry(id.to_owned()).or_default().message[session] += 1;
                         }
@@ -889,13 +976,21 @@ impl Pair {
                             self.shared.latency(wire::now_us().saturating_sub(at));
                         }
                     }
-                    Ok(Incoming::Read(c, mid, pos)) => {
+                    Ok(FrameView::Read(ChangeRef {
+                        conversation: c,
+                        message: mid,
+                        pos,
+                    })) => {
                         checks[session].observe(&c, pos);
                         self.late_or(&past, &mid, || {
                             rounds.entry(mid.to_string()).or_default().read[session] += 1
                         });
                     }
-                    Ok(Incoming::Recalled(c, mid, pos)) => {
+                    Ok(FrameView::Recalled(ChangeRef {
+                        conversation: c,
+                        message: mid,
+                        pos,
+                    })) => {
                         checks[session].observe(&c, pos);
                         self.late_or(&past, &mid, || {
                             rounds.entry(mid.to_string()).or_default().recalled[session] += 1
@@ -959,5 +1054,33 @@ impl Pair {
                     .fetch_add(seen.message[session] as u64 - 1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_are_the_frames_the_servers_expect() {
+        let mut parley = Outgoing::new(Target::Parley, 3, "c\"1");
+        let frame = parley.frame(7, 123, 16);
+        assert_eq!(
+            frame,
+            r#"{"id":"s3.7","type":"send","conversation":"c\"1","body":"L 3 7 123 xxxxxx"}"#
+        );
+        let back: Request = serde_json::from_str(&frame).unwrap();
+        assert_eq!(back.id, "s3.7");
+        assert_eq!(
+            parley.frame(8, 124, 0),
+            frame
+                .replace("7 123 xxxxxx", "8 124 ")
+                .replace("s3.7", "s3.8")
+        );
+        let mut baseline = Outgoing::new(Target::Baseline, 3, "t-g1");
+        assert_eq!(
+            baseline.frame(7, 123, 0),
+            r#"{"type":"message","message":{"conversation":"t-g1","seq":0,"sender":"3","body":"L 3 7 123 "}}"#
+        );
     }
 }

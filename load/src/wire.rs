@@ -1,11 +1,11 @@
 //! The client side of both protocols: dialling from spread loopback source addresses,
-//! tokens, the request frames the scenarios send, and the few fields of server frames
-//! the checks read.
+//! tokens, load message bodies, and a set-up request answered (frames are read through
+//! `parley_protocol::view`).
 
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
-use std::borrow::Cow;
+use parley_protocol::view::FrameView;
+use parley_protocol::{ErrorCode, Request};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpSocket, TcpStream};
@@ -106,14 +106,16 @@ pub fn token(secret: &str, user: &str) -> String {
     )
 }
 
-/// The body of a load message: who sent it, its per-sender counter and when (µs on the
-/// process clock), padded to the asked size.
-pub fn load_body(slot: usize, counter: u64, at_us: u64, size: usize) -> String {
-    let mut body = format!("L {slot} {counter} {at_us} ");
-    while body.len() < size {
-        body.push('x');
+/// Write the body of a load message into `out`: who sent it, its per-sender counter and
+/// when (µs on the process clock), padded to the asked size. `out` is reused from one send
+/// to the next.
+pub fn load_body(out: &mut String, slot: usize, counter: u64, at_us: u64, size: usize) {
+    use std::fmt::Write;
+    out.clear();
+    write!(out, "L {slot} {counter} {at_us} ").expect("writing to a String");
+    while out.len() < size {
+        out.push('x');
     }
-    body
 }
 
 /// A body written by [`load_body`]: (slot, counter, µs).
@@ -138,143 +140,6 @@ pub fn us_at(at: Instant) -> u64 {
     at.saturating_duration_since(origin).as_micros() as u64
 }
 
-/// The inner message of a `message` frame (parley's, or the baseline's lookalike).
-#[derive(Deserialize)]
-pub struct MessageIn<'a> {
-    /// Conversation (parley) or room (baseline).
-    #[serde(borrow)]
-    pub conversation: Cow<'a, str>,
-    /// Position in the conversation (0 from the baseline).
-    #[serde(default)]
-    pub seq: u64,
-    /// Server message id.
-    #[serde(borrow, default)]
-    pub id: Option<Cow<'a, str>>,
-    /// Text.
-    #[serde(borrow, default)]
-    pub body: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct MessageFrame<'a> {
-    #[serde(borrow)]
-    message: MessageIn<'a>,
-}
-
-#[derive(Deserialize)]
-struct ConversationIn<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct AckResultIn<'a> {
-    #[serde(borrow, default)]
-    message: Option<MessageIn<'a>>,
-    #[serde(borrow, default)]
-    conversation: Option<ConversationIn<'a>>,
-}
-
-#[derive(Deserialize)]
-struct AckFrame<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    result: AckResultIn<'a>,
-}
-
-#[derive(Deserialize)]
-struct ErrorFrame<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    code: Cow<'a, str>,
-}
-
-#[derive(Deserialize)]
-struct StateFrame<'a> {
-    #[serde(borrow)]
-    conversation: Cow<'a, str>,
-    #[serde(borrow)]
-    message: Cow<'a, str>,
-    pos: u64,
-}
-
-/// What a server frame means to the harness.
-pub enum Incoming<'a> {
-    /// A new message.
-    Message(MessageIn<'a>),
-    /// A request succeeded; `message` for sends, `conversation` for created conversations.
-    Ack {
-        /// Request id.
-        id: Cow<'a, str>,
-        /// The stored message, for a send.
-        message: Option<MessageIn<'a>>,
-        /// The conversation id, for a created or found conversation.
-        conversation: Option<Cow<'a, str>>,
-    },
-    /// A request failed.
-    Error {
-        /// Request id, if the server could read it.
-        id: Option<Cow<'a, str>>,
-        /// Error code.
-        code: Cow<'a, str>,
-    },
-    /// A read receipt or a recall: (conversation, message id, position).
-    Read(Cow<'a, str>, Cow<'a, str>, u64),
-    /// A message removed for everyone.
-    Recalled(Cow<'a, str>, Cow<'a, str>, u64),
-    /// The baseline confirmed a join.
-    Joined,
-    /// Anything else (hello, notifications, conversation announcements, …).
-    Other,
-}
-
-/// Read a frame by its `type`, which both servers write first.
-pub fn parse(text: &str) -> anyhow::Result<Incoming<'_>> {
-    let kind = text
-        .strip_prefix(r#"{"type":""#)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_default();
-    Ok(match kind {
-        "message" => Incoming::Message(serde_json::from_str::<MessageFrame>(text)?.message),
-        "ack" => {
-            let ack: AckFrame = serde_json::from_str(text)?;
-            Incoming::Ack {
-                id: ack.id,
-                conversation: ack
-                    .result
-                    .conversation
-                    .map(|c| c.id)
-                    .or_else(|| ack.result.message.as_ref().map(|m| m.conversation.clone())),
-                message: ack.result.message,
-            }
-        }
-        "error" => {
-            let e: ErrorFrame = serde_json::from_str(text)?;
-            Incoming::Error {
-                id: e.id,
-                code: e.code,
-            }
-        }
-        "read" => {
-            let s: StateFrame = serde_json::from_str(text)?;
-            Incoming::Read(s.conversation, s.message, s.pos)
-        }
-        "recalled" => {
-            let s: StateFrame = serde_json::from_str(text)?;
-            Incoming::Recalled(s.conversation, s.message, s.pos)
-        }
-        "joined" => Incoming::Joined,
-        _ => Incoming::Other,
-    })
-}
-
-/// A JSON string literal.
-pub fn quoted(s: &str) -> String {
-    serde_json::to_string(s).expect("strings serialise")
-}
-
 /// How long a setup request may take before the run gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -286,8 +151,9 @@ pub struct Answer {
 
 /// Send a parley request and wait for its answer, skipping every other frame; a
 /// `rate_limited` refusal (a server given by URL keeps its limits) is retried.
-pub async fn request(ws: &mut Ws, id: &str, body: &str) -> anyhow::Result<Answer> {
-    let frame = format!(r#"{{"id":{},{}"#, quoted(id), &body[1..]);
+pub async fn request(ws: &mut Ws, request: &Request) -> anyhow::Result<Answer> {
+    let id = request.id.as_str();
+    let frame = serde_json::to_string(request)?;
     for attempt in 0..20u32 {
         ws.send(Message::text(frame.clone())).await?;
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, async {
@@ -296,17 +162,13 @@ pub async fn request(ws: &mut Ws, id: &str, body: &str) -> anyhow::Result<Answer
                     bail!("connection closed during setup");
                 };
                 let Message::Text(text) = next? else { continue };
-                match parse(&text)? {
-                    Incoming::Ack {
-                        id: got,
-                        conversation,
-                        ..
-                    } if got == id => {
+                match FrameView::parse(&text)? {
+                    FrameView::Ack { id: got, result } if got == id => {
                         return Ok(Ok(Answer {
-                            conversation: conversation.map(Cow::into_owned),
+                            conversation: result.conversation_id().map(str::to_owned),
                         }))
                     }
-                    Incoming::Error {
+                    FrameView::Error {
                         id: Some(got),
                         code,
                     } if got == id => return Ok(Err(code.into_owned())),
@@ -318,7 +180,7 @@ pub async fn request(ws: &mut Ws, id: &str, body: &str) -> anyhow::Result<Answer
         .with_context(|| format!("no answer to setup request {id}"))??;
         match answer {
             Ok(a) => return Ok(a),
-            Err(code) if code == "rate_limited" => {
+            Err(code) if code == ErrorCode::RateLimited.as_str() => {
                 tokio::time::sleep(Duration::from_millis(200 * (attempt as u64 + 1))).await;
             }
             Err(code) => bail!("setup request {id} refused: {code}"),
