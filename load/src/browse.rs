@@ -235,5 +235,5 @@ async fn ask(ws: &mut Socket, op: Op) -> anyhow::Result<(Duration, AckResult)> {
 }
 
 fn rss(pid: u32) -> Option<u64> {
-    crate::servers::kb_field(pid, "status", "VmRSS:")
+    crate::sampling::kb_field(pid, "status", "VmRSS:")
 }

@@ -1,12 +1,14 @@
 //! `parley-load`: the fan-out stress harness for parley, and the bare broadcast baseline it
 //! is measured against. Every run is bounded in count and time and targets loopback only.
 
+mod args;
 mod baseline;
 mod browse;
 mod check;
 mod hiccup;
 mod plot;
 mod run;
+mod sampling;
 mod seed;
 mod servers;
 mod services;
@@ -14,10 +16,10 @@ mod shard;
 mod stats;
 mod wire;
 
+use args::{RunArgs, Scenario, Target};
 use clap::{Parser, Subcommand};
-use run::{Report, RunArgs};
+use run::Report;
 use serde::Serialize;
-use shard::{Scenario, Target};
 use std::net::SocketAddr;
 
 #[derive(Parser)]
@@ -70,7 +72,7 @@ enum Command {
     /// piece of work and report how evenly the platform delivered it (JSON on stdout).
     Hiccups {
         /// How long to measure.
-        #[arg(long, default_value = "10s", value_parser = run::duration)]
+        #[arg(long, default_value = "10s", value_parser = args::duration)]
         duration: std::time::Duration,
     },
     /// A client process of a larger run (started by the harness itself).

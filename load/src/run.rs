@@ -2,201 +2,19 @@
 //! client processes, set up, start everyone together, show progress, merge the results
 //! and judge them.
 
-use crate::servers::{self, Cluster, ProcSample, Usage, Watched};
-use crate::shard::{self, Scenario, ShardSpec, Target};
+use crate::args::{self, LocalStore, RunArgs, Scenario, Shape, Target};
+use crate::sampling::{cpu_between, load_cpu, nearest, MemoryMax, ProcSample, Usage};
+use crate::servers::Servers;
+use crate::shard::{self, ShardSpec};
 use crate::stats::{self, Event, Percentiles, ShardResult};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
-
-pub fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
-
-/// How a scenario is run.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Server to put under load.
-    #[arg(long, value_enum, default_value = "parley")]
-    pub target: Target,
-    /// Store of the single parley the harness starts: `sqlite` (the default, as it is
-    /// parley's: durable on disk, fsync on commit), or `memory`, only when asked.
-    #[arg(long, value_enum)]
-    pub store: Option<LocalStore>,
-    /// WebSocket URL of a running server on loopback (`ws://127.0.0.1:PORT/ws` for
-    /// parley, `ws://127.0.0.1:PORT` for the baseline); repeat it once per node of a parley
-    /// cluster: sessions are dealt to the nodes in turn, so every group spans nodes.
-    /// Without it the harness starts the server itself on a free port.
-    #[arg(long)]
-    pub url: Vec<String>,
-    /// Process id of a server given by `--url` (repeat it for each), to read its CPU and
-    /// memory.
-    #[arg(long)]
-    pub server_pid: Vec<u32>,
-    /// Token secret of the parley given by `--url`.
-    #[arg(long, env = "PARLEY_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// Start N parley nodes on PostgreSQL and Redis (`--store postgres`) and deal the
-    /// sessions to them in turn; 1 is one node on the same ledger and broker.
-    #[arg(long)]
-    pub nodes: Option<usize>,
-    /// PostgreSQL for `--nodes` (`postgres://USER@127.0.0.1:PORT/DB`); without it the
-    /// harness starts a throwaway one on a free loopback port.
-    #[arg(long)]
-    pub database_url: Option<String>,
-    /// Redis for `--nodes` (`redis://127.0.0.1:PORT`); without it the harness starts a
-    /// throwaway one on a free loopback port.
-    #[arg(long)]
-    pub broker_url: Option<String>,
-    /// Process id of PostgreSQL's postmaster, when the harness did not start it, to read
-    /// what the ledger costs (it and its backends).
-    #[arg(long)]
-    pub postgres_pid: Option<u32>,
-    /// Process id of Redis, when the harness did not start it, to read what the broker
-    /// costs.
-    #[arg(long)]
-    pub redis_pid: Option<u32>,
-    /// Connections (sessions) in all [default: fanout and dm 2000, connect 19000, recall-race 400].
-    #[arg(long)]
-    pub connections: Option<usize>,
-    /// Groups (fanout) [default: connections / (members × sessions per user)].
-    #[arg(long)]
-    pub groups: Option<usize>,
-    /// Users per group (fanout) [default: 10].
-    #[arg(long)]
-    pub members: Option<usize>,
-    /// Live sessions per user (fanout, dm).
-    #[arg(long, default_value_t = 1)]
-    pub sessions_per_user: usize,
-    /// Sends per second across all senders; 0: as fast as the server delivers, each
-    /// sender keeping `--window` messages in flight.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Messages a sender may have in flight (sent but not yet delivered to every other
-    /// session of its group) when `--rate` is 0.
-    #[arg(long, default_value_t = 2)]
-    pub window: u64,
-    /// How long to send (or, for `connect`, to hold the connections).
-    #[arg(long, value_parser = duration, default_value = "15s")]
-    pub duration: Duration,
-    /// Longest wait for the last deliveries after sending stops.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    pub drain: Duration,
-    /// Message body size in bytes.
-    #[arg(long, default_value_t = 64)]
-    pub body: usize,
-    /// Loopback source addresses to spread client sockets over (127.0.0.2 upwards).
-    #[arg(long, default_value_t = 8)]
-    pub sources: usize,
-    /// Connection handshakes in flight at once, per client process.
-    #[arg(long, default_value_t = 256)]
-    pub connect_concurrency: usize,
-    /// Keep notification frames on (members otherwise mute their group at setup, so each
-    /// send costs one frame per recipient, as in the baseline).
-    #[arg(long)]
-    pub unmuted: bool,
-    /// Client processes; 0: one, or as many as the open-file limit requires.
-    #[arg(long, default_value_t = 0)]
-    pub processes: usize,
-    /// Most sessions one client process holds.
-    #[arg(long, default_value_t = 15_000)]
-    pub per_process: usize,
-    /// Write the JSON report here.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
-    /// Draw throughput and latency percentiles over time into this SVG.
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
-}
-
-/// The store of a single parley started by the harness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum LocalStore {
-    /// Everything in memory.
-    Memory,
-    /// SQLite in a temporary data directory, parley's default.
-    Sqlite,
-}
-
-/// Group layout of a run.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Shape {
-    /// Groups (pairs for dm and recall-race, single sessions for connect).
-    pub groups: usize,
-    /// Users per group.
-    pub members: usize,
-    /// Sessions per user.
-    pub sessions_per_user: usize,
-}
-
-impl Shape {
-    /// Sessions in all.
-    pub fn connections(&self) -> usize {
-        self.groups * self.members * self.sessions_per_user
-    }
-}
-
-/// Work out the layout from the flags, each scenario with its defaults.
-pub fn shape(scenario: Scenario, args: &RunArgs) -> anyhow::Result<Shape> {
-    let spu = args.sessions_per_user.max(1);
-    let c = args.connections;
-    let shape = match scenario {
-        Scenario::Fanout => {
-            let members = match (args.members, c, args.groups) {
-                (Some(m), _, _) => m,
-                (None, Some(c), Some(g)) => c / (g * spu).max(1),
-                _ => 10,
-            };
-            let groups = args
-                .groups
-                .unwrap_or_else(|| c.unwrap_or(2000) / (members * spu).max(1));
-            Shape {
-                groups,
-                members,
-                sessions_per_user: spu,
-            }
-        }
-        Scenario::Dm => Shape {
-            groups: c.unwrap_or(2000) / (2 * spu),
-            members: 2,
-            sessions_per_user: spu,
-        },
-        Scenario::RecallRace => Shape {
-            groups: c.unwrap_or(400) / 4,
-            members: 2,
-            sessions_per_user: 2,
-        },
-        Scenario::Connect => Shape {
-            groups: c.unwrap_or(19_000),
-            members: 1,
-            sessions_per_user: 1,
-        },
-    };
-    if shape.groups == 0 || shape.members == 0 {
-        bail!("no sessions to run: check --connections, --groups and --members");
-    }
-    if scenario == Scenario::Fanout && shape.members < 3 && shape.members * spu < 2 {
-        bail!("a fan-out group needs at least two sessions");
-    }
-    if let Some(c) = c {
-        if c != shape.connections() {
-            bail!(
-                "--connections {c} does not split into {} groups of {} members with {} sessions each",
-                shape.groups,
-                shape.members,
-                spu
-            );
-        }
-    }
-    Ok(shape)
-}
 
 /// One second of a run, all client processes merged.
 #[derive(Debug, Clone, Serialize)]
@@ -254,31 +72,6 @@ pub struct ServiceFigures {
     pub cpu_us_per_delivery: f64,
     /// Largest memory seen, bytes (PostgreSQL: proportional set sizes summed).
     pub memory_max: u64,
-}
-
-/// The largest memory seen of each watched process.
-#[derive(Default)]
-struct MemoryMax {
-    servers: u64,
-    postgres: u64,
-    redis: u64,
-}
-
-impl MemoryMax {
-    fn add(&mut self, u: &Usage) {
-        let rss = |s: Option<ProcSample>| s.map_or(0, |s| s.rss);
-        self.servers = self.servers.max(rss(u.servers));
-        self.postgres = self.postgres.max(rss(u.postgres));
-        self.redis = self.redis.max(rss(u.redis));
-    }
-}
-
-/// CPU time of the client processes, summed.
-fn load_cpu(pids: &[u32]) -> f64 {
-    pids.iter()
-        .filter_map(|&p| servers::sample(p))
-        .map(|s| s.cpu_s)
-        .sum()
 }
 
 /// Everything one run measured.
@@ -498,7 +291,7 @@ struct TickSum {
 /// Run `scenario` against `target` and report.
 pub async fn run(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::Result<Report> {
     let file_limit = raise_file_limit();
-    let shape = shape(scenario, args)?;
+    let shape = args::shape(scenario, args)?;
     let total = shape.connections();
     let per_group = shape.members * shape.sessions_per_user;
     // Room for the runtime's own descriptors.
@@ -524,121 +317,6 @@ pub async fn run(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::
         ));
     }
     Ok(report)
-}
-
-/// Refuse flags that do not fit together, before anything starts.
-fn check_servers(target: Target, args: &RunArgs) -> anyhow::Result<()> {
-    if let Some(nodes) = args.nodes {
-        if nodes == 0 {
-            bail!("--nodes must be at least 1");
-        }
-        if target == Target::Baseline {
-            bail!(
-                "the baseline is a single process with no ledger: --nodes is for --target parley"
-            );
-        }
-        if !args.url.is_empty() {
-            bail!("--nodes starts its own nodes: drop --url, or drop --nodes to load running ones");
-        }
-    } else if args.database_url.is_some() || args.broker_url.is_some() {
-        bail!("--database-url and --broker-url are for the nodes --nodes starts: add --nodes N");
-    }
-    if args.store.is_some() && (args.nodes.is_some() || !args.url.is_empty()) {
-        bail!("--store is for the single parley the harness starts: drop --nodes and --url");
-    }
-    if target == Target::Baseline && args.url.len() > 1 {
-        bail!("the baseline's rooms do not span servers: give it one --url");
-    }
-    if args.server_pid.len() > args.url.len() {
-        bail!("--server-pid names a server given by --url: one at most per --url");
-    }
-    for url in &args.url {
-        crate::wire::loopback_addr(url)?;
-    }
-    for url in args.database_url.iter().chain(&args.broker_url) {
-        crate::wire::loopback_service(url)?;
-    }
-    Ok(())
-}
-
-/// The servers of one run: given by `--url`, or started here.
-struct Servers {
-    /// One WebSocket URL per server; sessions are dealt to them in turn.
-    urls: Vec<String>,
-    /// Token secret (parley).
-    secret: String,
-    /// Processes whose CPU and memory the report reads.
-    watched: Watched,
-    /// What the harness started, to stop when the run ends.
-    started: Option<Cluster>,
-}
-
-impl Servers {
-    async fn open(scenario: Scenario, target: Target, args: &RunArgs) -> anyhow::Result<Servers> {
-        check_servers(target, args)?;
-        let ws_url = |addr| match target {
-            Target::Parley => format!("ws://{addr}/ws"),
-            Target::Baseline => format!("ws://{addr}"),
-        };
-        if let Some(n) = args.nodes {
-            let cluster = servers::start_cluster(
-                n,
-                scenario,
-                args.database_url.as_deref(),
-                args.broker_url.as_deref(),
-            )
-            .await?;
-            let watched = Watched {
-                servers: cluster.nodes.iter().map(|l| l.pid).collect(),
-                postgres: cluster
-                    .postgres
-                    .as_ref()
-                    .map(|s| s.pid)
-                    .or(args.postgres_pid),
-                redis: cluster.redis.as_ref().map(|s| s.pid).or(args.redis_pid),
-            };
-            return Ok(Servers {
-                urls: cluster.nodes.iter().map(|l| ws_url(l.addr)).collect(),
-                secret: cluster.nodes[0].secret.clone(),
-                watched,
-                started: Some(cluster),
-            });
-        }
-        if args.url.is_empty() {
-            let store = args.store.unwrap_or(LocalStore::Sqlite);
-            let l = servers::start(target, scenario, store).await?;
-            return Ok(Servers {
-                urls: vec![ws_url(l.addr)],
-                secret: l.secret.clone(),
-                watched: Watched {
-                    servers: vec![l.pid],
-                    ..Watched::default()
-                },
-                started: Some(Cluster::alone(l)),
-            });
-        }
-        let secret = match target {
-            Target::Parley => args
-                .secret
-                .clone()
-                .context("--secret (or PARLEY_SECRET) is needed to mint tokens for --url")?,
-            Target::Baseline => String::new(),
-        };
-        Ok(Servers {
-            urls: args
-                .url
-                .iter()
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .collect(),
-            secret,
-            watched: Watched {
-                servers: args.server_pid.clone(),
-                postgres: args.postgres_pid,
-                redis: args.redis_pid,
-            },
-            started: None,
-        })
-    }
 }
 
 fn tag() -> String {
@@ -999,27 +677,4 @@ async fn drive(
         passed,
         failures,
     })
-}
-
-/// CPU percent over roughly the last `span` seconds of samples.
-fn cpu_between(samples: &[(f64, ProcSample)], span: f64) -> f64 {
-    let Some(&(t1, last)) = samples.last() else {
-        return 0.0;
-    };
-    let first = samples
-        .iter()
-        .rev()
-        .find(|(t, _)| t1 - t >= span * 0.5)
-        .copied();
-    match first {
-        Some((t0, s0)) if t1 > t0 => 100.0 * (last.cpu_s - s0.cpu_s) / (t1 - t0),
-        _ => 0.0,
-    }
-}
-
-fn nearest(samples: &[(f64, ProcSample)], at: f64) -> Option<ProcSample> {
-    samples
-        .iter()
-        .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
-        .map(|(_, s)| *s)
 }

@@ -2,6 +2,7 @@
 //! waits for the start, drives the scenario for the run's length, drains, checks every
 //! session's record and reports.
 
+use crate::args::{Scenario, Target};
 use crate::baseline::Forwarded;
 use crate::check::{Arrival, SessionCheck};
 use crate::stats::{bump, Event, ShardResult, Shared};
@@ -18,30 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-
-/// The scenarios.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scenario {
-    /// Groups of members sending to each other.
-    Fanout,
-    /// One-to-one conversations.
-    Dm,
-    /// Idle connections, held.
-    Connect,
-    /// Reads and recalls racing on the same messages.
-    RecallRace,
-}
-
-/// Which server is under load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Target {
-    /// parley itself.
-    Parley,
-    /// The bare broadcast server.
-    Baseline,
-}
 
 /// Everything a client process needs to play its part.
 #[derive(Debug, Clone, Serialize, Deserialize)]
