@@ -1,7 +1,7 @@
 //! The SVG: delivered frames per second over time above, latency percentiles below, one
 //! line per run (a `compare` draws both targets on the same axes).
 
-use crate::run::Report;
+use crate::report::{Point, Report};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -77,7 +77,7 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
-    type Pick = fn(&crate::run::Point) -> f64;
+    type Pick = fn(&Point) -> f64;
     let percentiles: [(&str, Pick, u32); 3] = [
         ("p50", |p| p.p50_ms, 1),
         ("p99", |p| p.p99_ms, 2),

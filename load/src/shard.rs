@@ -5,7 +5,7 @@
 use crate::args::{Scenario, Target};
 use crate::baseline::Forwarded;
 use crate::check::{Arrival, SessionCheck};
-use crate::stats::{bump, Event, ShardResult, Shared};
+use crate::stats::{bump, note, Event, Shared};
 use crate::wire::{self, Ws};
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
@@ -209,7 +209,7 @@ async fn drive(
         match result {
             Ok(group) => opened.push((g, group)),
             Err(e) if spec.scenario == Scenario::Connect => {
-                tracing_note(&format!("group {g}: {e:#}"));
+                note(&format!("group {g}: {e:#}"));
             }
             Err(e) => {
                 progress.abort();
@@ -304,29 +304,7 @@ async fn drive(
     }
     ticker.abort();
 
-    let mut result = ShardResult {
-        connected: shared.connected.load(Ordering::Relaxed),
-        connect_failed: shared.connect_failed.load(Ordering::Relaxed),
-        sent: shared.sent.load(Ordering::Relaxed),
-        window_ms: spec.duration_ms,
-        delivered_in_window: window_delivered,
-        delivered: shared.delivered.load(Ordering::Relaxed),
-        delivered_across_nodes: shared.across.load(Ordering::Relaxed),
-        expected: shared.expected.load(Ordering::Relaxed),
-        acked: shared.acked.load(Ordering::Relaxed),
-        other_frames: shared.other.load(Ordering::Relaxed),
-        lost: shared.lost.load(Ordering::Relaxed),
-        duplicated: shared.duplicated.load(Ordering::Relaxed),
-        inconsistent: shared.inconsistent.load(Ordering::Relaxed),
-        races: shared.races.load(Ordering::Relaxed),
-        recall_won: shared.recall_won.load(Ordering::Relaxed),
-        read_won: shared.read_won.load(Ordering::Relaxed),
-        errors: shared.errors(),
-        latency: shared.all_latencies(),
-        connect_latency: shared.connect_latencies(),
-        send_lag: shared.send_lags(),
-        ..ShardResult::default()
-    };
+    let mut result = shared.result(spec.duration_ms, window_delivered);
     for (group, checks) in &checks_by_group {
         let (lost, duplicated, reordered) = tally(spec.target, group, checks);
         result.lost += lost;
@@ -338,11 +316,6 @@ async fn drive(
         result: Box::new(result),
     });
     Ok(())
-}
-
-/// A note on stderr that does not disturb the event stream on stdout.
-fn tracing_note(text: &str) {
-    eprintln!("\nparley-load: {text}");
 }
 
 /// Report one second at a time.
@@ -688,7 +661,7 @@ impl Member {
                     let frame = outgoing.frame(counter, at, self.spec.body);
                     if let Err(e) = ws.send(Message::text(frame)).await {
                         self.shared.error("send_failed");
-                        tracing_note(&format!("send failed: {e}"));
+                        note(&format!("send failed: {e}"));
                         break;
                     }
                     if schedule.is_some() {
