@@ -244,10 +244,10 @@ impl RunArgs {
             bail!("--server-pid names a server given by --url: one at most per --url");
         }
         for url in &self.url {
-            crate::wire::loopback_addr(url)?;
+            crate::client::loopback_addr(url)?;
         }
         for url in self.database_url.iter().chain(&self.broker_url) {
-            crate::wire::loopback_service(url)?;
+            crate::client::loopback_service(url)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use crate::args::{self, RunArgs, Scenario, Shape, Target};
 use crate::report::{Measured, Report, Setting};
 use crate::sampling::{cpu_between, load_cpu, MemoryMax, ProcSample, Usage};
 use crate::servers::Servers;
-use crate::shard::ShardSpec;
+use crate::spec::ShardSpec;
 use crate::stats::{Event, Percentiles, ShardResult, TickSum};
 use crate::worker::{raise_file_limit, Clients};
 use anyhow::{bail, Context};

@@ -47,7 +47,7 @@ pub async fn start(
 ) -> anyhow::Result<Launched> {
     match target {
         Target::Parley => {
-            let secret = crate::wire::random_secret();
+            let secret = random_secret();
             let backing = match store {
                 LocalStore::Memory => Backing::Memory,
                 LocalStore::Sqlite => Backing::Sqlite,
@@ -60,6 +60,14 @@ pub async fn start(
             launch(cmd, tempdir()?, String::new()).await
         }
     }
+}
+
+/// A fresh random secret for a server the harness starts.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tempdir() -> std::io::Result<tempfile::TempDir> {
@@ -167,7 +175,7 @@ pub async fn start_cluster(
         Some(url) => url.to_owned(),
         None => cluster.redis.insert(services::redis().await?).url.clone(),
     };
-    let secret = crate::wire::random_secret();
+    let secret = random_secret();
     let channel = format!("parley-load-{}", &secret[..12]);
     for _ in 0..n {
         let backing = Backing::Cluster {

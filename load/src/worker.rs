@@ -3,7 +3,8 @@
 //! hands each its [`ShardSpec`] on stdin, reads its [`Event`]s as JSON lines from its
 //! stdout, and starts them all with one `go` line.
 
-use crate::shard::{self, ShardSpec};
+use crate::shard;
+use crate::spec::ShardSpec;
 use crate::stats::Event;
 use anyhow::Context;
 use std::process::Stdio;

@@ -1,13 +1,13 @@
-//! The client side of both protocols: dialling from spread loopback source addresses,
-//! tokens, load message bodies, and a set-up request answered (frames are read through
-//! `parley_protocol::view`).
+//! The small WebSocket client of the set-up, for both servers: loopback addresses only,
+//! dialling from spread source addresses, tokens, the greeting, and a request sent and
+//! its answer awaited (frames are read through `parley_protocol::view`).
 
 use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use parley_protocol::view::FrameView;
 use parley_protocol::{ErrorCode, Request};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -88,14 +88,6 @@ pub async fn dial(url: &str, source: Ipv4Addr) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
-/// A fresh random secret for a server the harness starts.
-pub fn random_secret() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 24];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A parley token for `user`, valid for a day.
 pub fn token(secret: &str, user: &str) -> String {
     parley_protocol::token::mint(
@@ -104,40 +96,6 @@ pub fn token(secret: &str, user: &str) -> String {
         false,
         std::time::Duration::from_secs(86_400),
     )
-}
-
-/// Write the body of a load message into `out`: who sent it, its per-sender counter and
-/// when (µs on the process clock), padded to the asked size. `out` is reused from one send
-/// to the next.
-pub fn load_body(out: &mut String, slot: usize, counter: u64, at_us: u64, size: usize) {
-    use std::fmt::Write;
-    out.clear();
-    write!(out, "L {slot} {counter} {at_us} ").expect("writing to a String");
-    while out.len() < size {
-        out.push('x');
-    }
-}
-
-/// A body written by [`load_body`]: (slot, counter, µs).
-pub fn parse_body(body: &str) -> Option<(usize, u64, u64)> {
-    let mut parts = body.strip_prefix("L ")?.split(' ');
-    let slot = parts.next()?.parse().ok()?;
-    let counter = parts.next()?.parse().ok()?;
-    let at = parts.next()?.parse().ok()?;
-    Some((slot, counter, at))
-}
-
-/// Microseconds since a process-wide origin: senders and receivers of one group live in
-/// the same process, so this clock is shared by both ends of every latency sample.
-pub fn now_us() -> u64 {
-    us_at(Instant::now())
-}
-
-/// `at` in microseconds since the process-wide origin.
-pub fn us_at(at: Instant) -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    at.saturating_duration_since(origin).as_micros() as u64
 }
 
 /// How long a setup request may take before the run gives up.
