@@ -1,6 +1,8 @@
 //! `parley-load`: the fan-out stress harness for parley, and the bare broadcast baseline it
 //! is measured against. Every run is bounded in count and time and targets loopback only.
 
+#![deny(clippy::too_many_lines)]
+
 mod args;
 mod baseline;
 mod browse;
