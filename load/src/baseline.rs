@@ -2,9 +2,15 @@
 //! named in its URL path (`/room/NAME`), gets `{"type":"joined"}`, and every text frame it
 //! sends goes, unchanged, to every other member of that room. No auth, no storage, no
 //! ordering beyond what one sender's socket gives, one socket write per frame.
+//!
+//! The frames the harness sends through it, and so receives from it, keep the shape of
+//! parley's: [`Forwarded`] is parley's `message` frame cut down to the fields the harness
+//! reads (a room in place of the conversation, no id, times or kind), and `joined` is one
+//! more `type`. One reading, `parley_protocol::view::FrameView`, serves both servers.
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,6 +20,49 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
+
+/// What a harness session sends into its room: the shape of parley's `message` frame
+/// (`{"type":"message","message":{…}}`), with the fields the harness reads back.
+#[derive(Debug, Serialize)]
+pub struct Forwarded<'a> {
+    /// Always `message`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The message.
+    pub message: RoomMessage<'a>,
+}
+
+/// The message of a [`Forwarded`] frame: the fields of parley's `MessageView` the harness
+/// reads, plus the sender.
+#[derive(Debug, Serialize)]
+pub struct RoomMessage<'a> {
+    /// The room, where parley has the conversation.
+    pub conversation: &'a str,
+    /// Always 0: the baseline numbers nothing (the harness orders by the body's counter).
+    pub seq: u64,
+    /// The sending session's slot in its group.
+    pub sender: &'a str,
+    /// A load body.
+    pub body: &'a str,
+}
+
+impl<'a> Forwarded<'a> {
+    /// A frame for `room` from `sender`.
+    pub fn new(room: &'a str, sender: &'a str, body: &'a str) -> Self {
+        Forwarded {
+            kind: "message",
+            message: RoomMessage {
+                conversation: room,
+                seq: 0,
+                sender,
+                body,
+            },
+        }
+    }
+}
+
+/// The frame a member gets once it is in its room.
+const JOINED: &str = r#"{"type":"joined"}"#;
 
 type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::UnboundedSender<Message>)>>>>;
 
@@ -65,7 +114,7 @@ async fn member(stream: TcpStream, rooms: Rooms, id: u64) {
         .entry(room.clone())
         .or_default()
         .push((id, tx.clone()));
-    let _ = tx.send(Message::text(r#"{"type":"joined"}"#));
+    let _ = tx.send(Message::text(JOINED));
     let (mut sink, mut stream) = ws.split();
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
@@ -96,4 +145,30 @@ async fn member(stream: TcpStream, rooms: Rooms, id: u64) {
         }
     }
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_protocol::view::FrameView;
+
+    #[test]
+    fn its_frames_read_as_parleys() {
+        let text = serde_json::to_string(&Forwarded::new("abc-g1", "3", "L 3 1 2 x")).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"message","message":{"conversation":"abc-g1","seq":0,"sender":"3","body":"L 3 1 2 x"}}"#
+        );
+        let FrameView::Message(m) = FrameView::parse(&text).unwrap() else {
+            panic!("not a message: {text}");
+        };
+        assert_eq!(
+            (&*m.conversation, m.seq, m.body.as_deref()),
+            ("abc-g1", 0, Some("L 3 1 2 x"))
+        );
+        assert_eq!(
+            FrameView::parse(JOINED).unwrap(),
+            FrameView::Other("joined".into())
+        );
+    }
 }

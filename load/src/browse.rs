@@ -7,14 +7,13 @@
 
 use crate::stats::{self, Hist, Percentiles};
 use anyhow::{bail, Context};
-use futures::{SinkExt, StreamExt};
 use parley_protocol::{AckResult, Op, Request, ServerFrame};
+use parley_testkit::Session;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 /// What to browse.
 #[derive(clap::Args, Debug, Clone)]
@@ -146,9 +145,6 @@ impl Browsed {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn browse(args: &BrowseArgs, user: &str) -> anyhow::Result<Browsed> {
     let token = parley::auth::mint(
         args.secret.as_bytes(),
@@ -157,9 +153,7 @@ async fn browse(args: &BrowseArgs, user: &str) -> anyhow::Result<Browsed> {
         Duration::from_secs(600),
     );
     let url = format!("ws://{}/ws?token={token}", args.target);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .context("connect")?;
+    let mut ws = Session::open(&url).await.context("connect")?;
     let (inbox, answer) = ask(&mut ws, Op::Sync { positions: None }).await?;
     let AckResult::Sync { inbox: rows, .. } = answer else {
         bail!("sync answered {answer:?}");
@@ -202,38 +196,26 @@ async fn browse(args: &BrowseArgs, user: &str) -> anyhow::Result<Browsed> {
         let frames = updates.iter().map(|u| u.frames.len() as u64).sum();
         browsed.missed = Some((took, frames));
     }
-    let _ = ws.close(None).await;
+    ws.close(tokio::time::Instant::now() + Duration::from_secs(2))
+        .await;
     Ok(browsed)
 }
 
 /// Send `op` and wait for its answer, skipping other frames; how long it took.
-async fn ask(ws: &mut Socket, op: Op) -> anyhow::Result<(Duration, AckResult)> {
+async fn ask(ws: &mut Session, op: Op) -> anyhow::Result<(Duration, AckResult)> {
     let id = uuid::Uuid::new_v4().to_string();
-    let text = serde_json::to_string(&Request { id: id.clone(), op })?;
+    let request = serde_json::to_value(Request { id, op })?;
     let sent = Instant::now();
-    ws.send(Message::Text(text.into())).await?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .context("no answer in 30 s")?
-            .context("closed")??;
-        let Message::Text(text) = msg else { continue };
-        match serde_json::from_str::<ServerFrame>(text.as_str())? {
-            ServerFrame::Ack { id: got, result } if got == id => {
-                return Ok((sent.elapsed(), result))
-            }
-            ServerFrame::Error {
-                id: Some(got),
-                code,
-                message,
-            } if got == id => {
-                bail!("{code:?}: {message}")
-            }
-            _ => {}
-        }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let answer = ws.request(&request, deadline).await?;
+    let took = sent.elapsed();
+    match serde_json::from_value::<ServerFrame>(answer)? {
+        ServerFrame::Ack { result, .. } => Ok((took, result)),
+        ServerFrame::Error { code, message, .. } => bail!("{code:?}: {message}"),
+        other => bail!("answered by a {} frame", other.kind()),
     }
 }
 
 fn rss(pid: u32) -> Option<u64> {
-    crate::servers::kb_field(pid, "status", "VmRSS:")
+    crate::sampling::kb_field(pid, "status", "VmRSS:")
 }

@@ -88,6 +88,25 @@ impl SessionCheck {
     }
 }
 
+/// What the checks of some sessions found once the run drained.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Deliveries that never arrived.
+    pub lost: u64,
+    /// Deliveries that arrived twice.
+    pub duplicated: u64,
+    /// Deliveries behind a later one of their stream.
+    pub reordered: u64,
+}
+
+impl std::ops::AddAssign for Tally {
+    fn add_assign(&mut self, other: Tally) {
+        self.lost += other.lost;
+        self.duplicated += other.duplicated;
+        self.reordered += other.reordered;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,14 @@ fn pin_to(cpu: usize) {
     }
 }
 
+/// The check's summary on stderr.
+pub fn show(h: &Hiccups) {
+    eprintln!(
+        "machine: {} CPUs delivered {:.0}% of their best pace; {:.1}% of {} pieces of work took at least twice the best {:.2} ms (median {:.2}x, worst {:.1} ms)",
+        h.cpus, 100.0 * h.capacity, 100.0 * h.slow_share, h.pieces, h.best_piece_ms, h.median_slowdown, h.worst_piece_ms
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The SVG: delivered frames per second over time above, latency percentiles below, one
 //! line per run (a `compare` draws both targets on the same axes).
 
-use crate::run::Report;
+use crate::report::{Point, Report};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -17,14 +17,23 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .max()
         .unwrap_or(1)
         .max(1) as f64;
+    rates(&top, t_max, runs)?;
+    latencies(&bottom, t_max, runs)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
 
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Delivered frames per second, one line per run.
+fn rates(area: &Area<'_>, t_max: f64, runs: &[(String, &Report)]) -> anyhow::Result<()> {
     let rate_max = runs
         .iter()
         .flat_map(|(_, r)| r.series.iter().map(|p| p.delivered_per_s))
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let mut chart = ChartBuilder::on(&top)
+    let mut chart = ChartBuilder::on(area)
         .caption("delivered frames per second", ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
@@ -57,13 +66,16 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .background_style(WHITE.mix(0.85))
         .position(SeriesLabelPosition::LowerRight)
         .draw()
-        .map_err(err)?;
+        .map_err(err)
+}
 
+/// Latency percentiles (p50, p99, p99.9) over time, three lines per run.
+fn latencies(area: &Area<'_>, t_max: f64, runs: &[(String, &Report)]) -> anyhow::Result<()> {
     let lat_max = runs
         .iter()
         .flat_map(|(_, r)| r.series.iter().map(|p| p.p99_9_ms))
         .fold(0.1f64, f64::max);
-    let mut chart = ChartBuilder::on(&bottom)
+    let mut chart = ChartBuilder::on(area)
         .caption("send → delivery latency (ms)", ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(36)
@@ -77,7 +89,7 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .x_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
-    type Pick = fn(&crate::run::Point) -> f64;
+    type Pick = fn(&Point) -> f64;
     let percentiles: [(&str, Pick, u32); 3] = [
         ("p50", |p| p.p50_ms, 1),
         ("p99", |p| p.p99_ms, 2),
@@ -100,9 +112,7 @@ pub fn draw(path: &Path, title: &str, runs: &[(String, &Report)]) -> anyhow::Res
         .background_style(WHITE.mix(0.85))
         .position(SeriesLabelPosition::UpperRight)
         .draw()
-        .map_err(err)?;
-    root.present().map_err(err)?;
-    Ok(())
+        .map_err(err)
 }
 
 fn err(e: impl std::fmt::Display) -> anyhow::Error {

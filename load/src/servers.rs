@@ -1,8 +1,9 @@
 //! Servers under load: starting parley (alone or as cluster nodes) or the baseline on a
-//! free loopback port, stopping them, and reading CPU time and memory from `/proc`.
+//! free loopback port, or taking those given by `--url`, and stopping them.
 
-use crate::run::LocalStore;
-use crate::shard::{Scenario, Target};
+use crate::args::{LocalStore, RunArgs, Scenario, Target};
+use crate::sampling::Watched;
+use anyhow::Context;
 use parley_testkit::bound;
 use parley_testkit::services::{Postgres, Redis, Service};
 use std::net::SocketAddr;
@@ -47,7 +48,7 @@ pub async fn start(
 ) -> anyhow::Result<Launched> {
     match target {
         Target::Parley => {
-            let secret = crate::wire::random_secret();
+            let secret = random_secret();
             let backing = match store {
                 LocalStore::Memory => Backing::Memory,
                 LocalStore::Sqlite => Backing::Sqlite,
@@ -60,6 +61,14 @@ pub async fn start(
             launch(cmd, tempdir()?, String::new()).await
         }
     }
+}
+
+/// A fresh random secret for a server the harness starts.
+pub fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tempdir() -> std::io::Result<tempfile::TempDir> {
@@ -170,7 +179,7 @@ pub async fn start_cluster(
             cluster.redis.insert(redis).url.clone()
         }
     };
-    let secret = crate::wire::random_secret();
+    let secret = random_secret();
     let channel = format!("parley-load-{}", &secret[..12]);
     for _ in 0..n {
         let backing = Backing::Cluster {
@@ -238,164 +247,87 @@ impl Launched {
     }
 }
 
-/// CPU time and resident memory of a process.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcSample {
-    /// User plus system CPU time, in seconds.
-    pub cpu_s: f64,
-    /// Resident set size, in bytes.
-    pub rss: u64,
+/// The servers of one run: given by `--url`, or started here.
+pub struct Servers {
+    /// One WebSocket URL per server; sessions are dealt to them in turn.
+    pub urls: Vec<String>,
+    /// Token secret (parley).
+    pub secret: String,
+    /// Processes whose CPU and memory the report reads.
+    pub watched: Watched,
+    /// What the harness started, to stop when the run ends.
+    pub started: Option<Cluster>,
 }
 
-/// The fields of `/proc/PID/stat` after the command name (which may itself hold spaces
-/// and parentheses): state, ppid, …; utime is at 11.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    Some(rest.split(' ').map(str::to_owned).collect())
-}
-
-fn ticks_to_s(fields: &[String], at: &[usize]) -> Option<f64> {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut sum = 0u64;
-    for &i in at {
-        sum += fields.get(i)?.parse::<u64>().ok()?;
-    }
-    Some(sum as f64 / ticks)
-}
-
-/// A `kB` figure of `/proc/PID/FILE`, in bytes.
-/// A `kB` field of `/proc/PID/FILE`, in bytes.
-pub(crate) fn kb_field(pid: u32, file: &str, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    let kb: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// Read a process's CPU time and RSS; `None` once it is gone.
-pub fn sample(pid: u32) -> Option<ProcSample> {
-    let fields = stat_fields(pid)?;
-    Some(ProcSample {
-        cpu_s: ticks_to_s(&fields, &[11, 12])?,
-        rss: kb_field(pid, "status", "VmRSS:")?,
-    })
-}
-
-/// A server made of a parent and its children (PostgreSQL's postmaster and backends): CPU
-/// of all of them, those already reaped included, and their proportional set sizes
-/// summed (RSS would count the shared buffers once per backend).
-pub fn sample_tree(pid: u32) -> Option<ProcSample> {
-    let fields = stat_fields(pid)?;
-    // utime, stime, and the children's it has reaped: cutime, cstime.
-    let mut cpu_s = ticks_to_s(&fields, &[11, 12, 13, 14])?;
-    let memory =
-        |p: u32| kb_field(p, "smaps_rollup", "Pss:").or_else(|| kb_field(p, "status", "VmRSS:"));
-    let mut rss = memory(pid).unwrap_or(0);
-    let parent = pid.to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
+impl Servers {
+    /// Start the run's servers, or take those given by `--url`.
+    pub async fn open(
+        scenario: Scenario,
+        target: Target,
+        args: &RunArgs,
+    ) -> anyhow::Result<Servers> {
+        args.check_servers(target)?;
+        let ws_url = |addr| match target {
+            Target::Parley => format!("ws://{addr}/ws"),
+            Target::Baseline => format!("ws://{addr}"),
         };
-        let Some(f) = stat_fields(child) else {
-            continue;
-        };
-        if f.get(1) == Some(&parent) {
-            cpu_s += ticks_to_s(&f, &[11, 12]).unwrap_or(0.0);
-            rss += memory(child).unwrap_or(0);
-        }
-    }
-    Some(ProcSample { cpu_s, rss })
-}
-
-/// The processes a run reads: the servers under load (the parley nodes, or the
-/// baseline), and the cluster's PostgreSQL and Redis when known.
-#[derive(Debug, Clone, Default)]
-pub struct Watched {
-    /// Servers under load; their figures are summed.
-    pub servers: Vec<u32>,
-    /// PostgreSQL's postmaster.
-    pub postgres: Option<u32>,
-    /// Redis.
-    pub redis: Option<u32>,
-}
-
-/// One reading of every watched process.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Usage {
-    /// The servers under load, summed (`None` when none could be read).
-    pub servers: Option<ProcSample>,
-    /// PostgreSQL, postmaster and backends.
-    pub postgres: Option<ProcSample>,
-    /// Redis.
-    pub redis: Option<ProcSample>,
-}
-
-impl Watched {
-    /// Read them all now.
-    pub fn sample(&self) -> Usage {
-        let servers = self
-            .servers
-            .iter()
-            .filter_map(|&p| sample(p))
-            .reduce(|a, b| ProcSample {
-                cpu_s: a.cpu_s + b.cpu_s,
-                rss: a.rss + b.rss,
+        if let Some(n) = args.nodes {
+            let cluster = start_cluster(
+                n,
+                scenario,
+                args.database_url.as_deref(),
+                args.broker_url.as_deref(),
+            )
+            .await?;
+            let watched = Watched {
+                servers: cluster.nodes.iter().map(|l| l.pid).collect(),
+                postgres: cluster
+                    .postgres
+                    .as_ref()
+                    .map(|s| s.pid)
+                    .or(args.postgres_pid),
+                redis: cluster.redis.as_ref().map(|s| s.pid).or(args.redis_pid),
+            };
+            return Ok(Servers {
+                urls: cluster.nodes.iter().map(|l| ws_url(l.addr)).collect(),
+                secret: cluster.nodes[0].secret.clone(),
+                watched,
+                started: Some(cluster),
             });
-        Usage {
-            servers,
-            postgres: self.postgres.and_then(sample_tree),
-            redis: self.redis.and_then(sample),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_its_own_process() {
-        let s = super::sample(std::process::id()).expect("own /proc entry");
-        assert!(s.rss > 0);
-        assert!(s.cpu_s >= 0.0);
-    }
-
-    #[test]
-    fn a_tree_counts_its_children() {
-        let mut child = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done; sleep 30",
-            ])
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let busy = loop {
-            let busy = super::sample(child.id()).unwrap().cpu_s;
-            if busy >= 0.1 || std::time::Instant::now() > deadline {
-                break busy;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        if args.url.is_empty() {
+            let store = args.store.unwrap_or(LocalStore::Sqlite);
+            let l = start(target, scenario, store).await?;
+            return Ok(Servers {
+                urls: vec![ws_url(l.addr)],
+                secret: l.secret.clone(),
+                watched: Watched {
+                    servers: vec![l.pid],
+                    ..Watched::default()
+                },
+                started: Some(Cluster::alone(l)),
+            });
+        }
+        let secret = match target {
+            Target::Parley => args
+                .secret
+                .clone()
+                .context("--secret (or PARLEY_SECRET) is needed to mint tokens for --url")?,
+            Target::Baseline => String::new(),
         };
-        let alone = super::sample(std::process::id()).unwrap();
-        let tree = super::sample_tree(std::process::id()).expect("own /proc entry");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(busy >= 0.1, "the child never got busy");
-        assert!(
-            tree.cpu_s >= alone.cpu_s + busy,
-            "{tree:?} {alone:?} {busy}"
-        );
-        assert!(tree.rss > 0);
+        Ok(Servers {
+            urls: args
+                .url
+                .iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
+            secret,
+            watched: Watched {
+                servers: args.server_pid.clone(),
+                postgres: args.postgres_pid,
+                redis: args.redis_pid,
+            },
+            started: None,
+        })
     }
 }

@@ -1,5 +1,5 @@
-//! Counting: latency histograms, the live counters of one client process, and the events
-//! a client process reports to the run that started it.
+//! Counting: latency histograms, the live counters of one client process, the events a
+//! client process reports to the run that started it, and their sums over processes.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -199,6 +199,39 @@ impl Shared {
     pub fn connect_latencies(&self) -> Vec<(u64, u64)> {
         buckets(&self.connect.lock().expect("unpoisoned"))
     }
+
+    /// The totals so far, `delivered_in_window` of them while sending for `window_ms`.
+    pub fn result(&self, window_ms: u64, delivered_in_window: u64) -> ShardResult {
+        let n = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ShardResult {
+            connected: n(&self.connected),
+            connect_failed: n(&self.connect_failed),
+            sent: n(&self.sent),
+            window_ms,
+            delivered_in_window,
+            delivered: n(&self.delivered),
+            delivered_across_nodes: n(&self.across),
+            expected: n(&self.expected),
+            acked: n(&self.acked),
+            other_frames: n(&self.other),
+            lost: n(&self.lost),
+            duplicated: n(&self.duplicated),
+            reordered: 0,
+            inconsistent: n(&self.inconsistent),
+            races: n(&self.races),
+            recall_won: n(&self.recall_won),
+            read_won: n(&self.read_won),
+            errors: self.errors(),
+            latency: self.all_latencies(),
+            connect_latency: self.connect_latencies(),
+            send_lag: self.send_lags(),
+        }
+    }
+}
+
+/// A note on stderr that does not disturb the event stream on stdout.
+pub fn note(text: &str) {
+    eprintln!("\nparley-load: {text}");
 }
 
 /// What one client process reports, one JSON line each when it is a separate process.
@@ -297,4 +330,83 @@ pub struct ShardResult {
     /// How late scheduled sends left (`--rate` runs).
     #[serde(default)]
     pub send_lag: Vec<(u64, u64)>,
+}
+
+impl ShardResult {
+    /// Add another process's counters (not its histograms) to these.
+    fn add(&mut self, r: &ShardResult) {
+        self.connected += r.connected;
+        self.connect_failed += r.connect_failed;
+        self.sent += r.sent;
+        self.delivered += r.delivered;
+        self.delivered_across_nodes += r.delivered_across_nodes;
+        self.delivered_in_window += r.delivered_in_window;
+        self.expected += r.expected;
+        self.acked += r.acked;
+        self.other_frames += r.other_frames;
+        self.lost += r.lost;
+        self.duplicated += r.duplicated;
+        self.reordered += r.reordered;
+        self.inconsistent += r.inconsistent;
+        self.races += r.races;
+        self.recall_won += r.recall_won;
+        self.read_won += r.read_won;
+        for (code, n) in &r.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+    }
+}
+
+/// The results of every client process, added up.
+pub struct Merged {
+    /// Every counter, summed.
+    pub total: ShardResult,
+    /// Send→delivery latencies.
+    pub latency: Hist,
+    /// Connect→greeting latencies.
+    pub connect: Hist,
+    /// How late scheduled sends left.
+    pub send_lag: Hist,
+}
+
+impl Merged {
+    /// Add up `results`.
+    pub fn of(results: &[ShardResult]) -> Merged {
+        let mut m = Merged {
+            total: ShardResult::default(),
+            latency: hist(),
+            connect: hist(),
+            send_lag: hist(),
+        };
+        for r in results {
+            m.total.add(r);
+            add_buckets(&mut m.latency, &r.latency);
+            add_buckets(&mut m.connect, &r.connect_latency);
+            add_buckets(&mut m.send_lag, &r.send_lag);
+        }
+        m
+    }
+}
+
+/// One second of a run, summed over the client processes that have reported it.
+#[derive(Default)]
+pub struct TickSum {
+    /// Client processes that reported this second.
+    pub shards: usize,
+    /// Sends.
+    pub sent: u64,
+    /// Deliveries.
+    pub delivered: u64,
+    /// Latencies.
+    pub latency: Option<Hist>,
+}
+
+impl TickSum {
+    /// Add one process's second.
+    pub fn add(&mut self, sent: u64, delivered: u64, latency: &[(u64, u64)]) {
+        self.shards += 1;
+        self.sent += sent;
+        self.delivered += delivered;
+        add_buckets(self.latency.get_or_insert_with(hist), latency);
+    }
 }

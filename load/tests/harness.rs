@@ -2,6 +2,8 @@
 //! PostgreSQL and Redis included), checks every delivery and writes a report with the
 //! agreed keys.
 
+#![deny(clippy::too_many_lines)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

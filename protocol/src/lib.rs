@@ -2,10 +2,12 @@
 //! server pushes, as JSON text frames tagged by `type`.
 //!
 //! The normative description lives in `protocol/README.md`; the JSON Schemas in
-//! `protocol/schema/` are generated from these types.
+//! `protocol/schema/` are generated from these types. [`view`] reads server frames
+//! without copying, for clients that need only a few of their fields.
 
 #[cfg(feature = "token")]
 pub mod token;
+pub mod view;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
