@@ -5,6 +5,9 @@
 //! fans frames out; [`connection`] runs one socket; [`server`] routes, [`accept`] admits
 //! each TCP connection (against the caps of [`admission`]) and [`upgrade`] hands it over.
 
+// No function a reader must scroll through (the limit is in clippy.toml).
+#![deny(clippy::too_many_lines)]
+
 pub mod accept;
 pub mod admission;
 pub mod auth;

@@ -8,8 +8,8 @@
 
 use crate::core::Change;
 use parley_protocol::{
-    ConnectionState, ConversationKind, MessageKind, MessageView, NotificationPreview, ReadReceipts,
-    ReportTarget, ReportView, Settings, WhoCanMessage,
+    ConnectionState, ConversationKind, ConversationView, MessageKind, MessageView,
+    NotificationPreview, ReadReceipts, ReportTarget, ReportView, Settings, WhoCanMessage,
 };
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -199,6 +199,132 @@ pub fn write(
         }
     }
     match change {
+        Change::UserCreated { .. }
+        | Change::Settings { .. }
+        | Change::Relation { .. }
+        | Change::Block { .. } => write_directory(tx, change)?,
+        Change::ConversationCreated { conversation, at } => {
+            write_conversation(tx, conversation, *at)?;
+        }
+        Change::MessageStored {
+            message, client_id, ..
+        } => {
+            write_message(tx, message, client_id, now, deferred)?;
+        }
+        Change::ReadUpTo {
+            conversation,
+            user,
+            seq,
+        } => {
+            if let Some(c) = conversation_id(tx, conversation, deferred)? {
+                write_read(tx, c, user, *seq)?;
+            }
+        }
+        Change::Recalled {
+            conversation,
+            message,
+            at,
+        } => {
+            let removal = Removal::recall(*at);
+            if let Some(c) = conversation_id(tx, conversation, deferred)? {
+                return remove(tx, c, message, removal, purge_after);
+            }
+        }
+        Change::InmailDeleted {
+            conversation,
+            message,
+            purge,
+        } => {
+            let removal = Removal::inmail_delete(*purge, now);
+            if let Some(c) = conversation_id(tx, conversation, deferred)? {
+                return remove(tx, c, message, removal, purge_after);
+            }
+        }
+        Change::DeletedForMe {
+            conversation,
+            user,
+            message,
+        } => {
+            if let Some(c) = conversation_id(tx, conversation, deferred)? {
+                write_tombstone(tx, c, user, message)?;
+            }
+        }
+        Change::MemberFlags {
+            conversation,
+            user,
+            muted,
+            hidden,
+        } => {
+            if let Some(c) = conversation_id(tx, conversation, deferred)? {
+                write_flags(tx, c, user, *muted, *hidden)?;
+            }
+        }
+        Change::Reported { report } => write_report(tx, report)?,
+    }
+    Ok(Written::default())
+}
+
+/// How a message leaves everyone's view: a recall or an InMail delete.
+struct Removal {
+    /// The message's state afterwards.
+    state: i64,
+    /// The event that tells the conversation's members.
+    event: i64,
+    /// Whether its body goes (an InMail a CC still holds keeps it).
+    purge: bool,
+    /// When it happened.
+    at: i64,
+}
+
+impl Removal {
+    fn recall(at: i64) -> Removal {
+        Removal {
+            state: RECALLED,
+            event: RECALL,
+            purge: true,
+            at,
+        }
+    }
+
+    fn inmail_delete(purge: bool, at: i64) -> Removal {
+        Removal {
+            state: INMAIL_DELETED,
+            event: INMAIL_DELETE,
+            purge,
+            at,
+        }
+    }
+}
+
+/// Remove a message for everyone, with its event; whether its body is gone from disk now.
+fn remove(
+    tx: &Transaction,
+    c: i64,
+    message: &str,
+    removal: Removal,
+    purge_after: Option<i64>,
+) -> rusqlite::Result<Written> {
+    let Some(seq) = remove_message(tx, message, removal.state, removal.purge, purge_after)? else {
+        return Ok(Written::default());
+    };
+    event(
+        tx,
+        c,
+        removal.event,
+        None,
+        Some(seq),
+        Some(removal.at),
+        None,
+        true,
+    )?;
+    Ok(Written {
+        purged: removal.purge && purge_after.is_none(),
+    })
+}
+
+/// A change to users, their settings, relations or blocks.
+fn write_directory(tx: &Transaction, change: &Change) -> rusqlite::Result<()> {
+    match change {
         Change::UserCreated { user } => {
             tx.prepare_cached("INSERT OR IGNORE INTO users (handle) VALUES (?1)")?
                 .execute([user])?;
@@ -216,149 +342,111 @@ pub fn write(
         Change::Block {
             blocker,
             blocked,
-            on,
+            on: true,
         } => {
-            if *on {
-                write_relation(tx, blocker, blocked, ConnectionState::None)?;
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)",
-                )?
+            write_relation(tx, blocker, blocked, ConnectionState::None)?;
+            tx.prepare_cached("INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)")?
                 .execute([blocker, blocked])?;
-            } else {
-                tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
-                    .execute([blocker, blocked])?;
-            }
         }
-        Change::ConversationCreated { conversation, at } => {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO conversations (name, kind, title, created_at, last_activity) \
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                )?
-                .execute(params![
-                    conversation.id,
-                    conversation_kind(conversation.kind),
-                    conversation.title,
-                    at
-                ])?;
-            if inserted == 1 {
-                let id = tx.last_insert_rowid();
-                let mut member = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO members (conversation, user, ord) VALUES (?1, ?2, ?3)",
-                )?;
-                for (ord, user) in conversation.participants.iter().enumerate() {
-                    member.execute(params![id, user, ord as i64])?;
-                }
-            }
-        }
-        Change::MessageStored {
-            message, client_id, ..
+        Change::Block {
+            blocker,
+            blocked,
+            on: false,
         } => {
-            write_message(tx, message, client_id, now, deferred)?;
+            tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+                .execute([blocker, blocked])?;
         }
-        Change::ReadUpTo {
-            conversation,
-            user,
-            seq,
-        } => {
-            let Some(c) = conversation_id(tx, conversation, deferred)? else {
-                return Ok(Written::default());
-            };
-            let moved = tx
-                .prepare_cached(
-                    "UPDATE members SET read_seq = ?3 \
-                     WHERE conversation = ?1 AND user = ?2 AND read_seq < ?3",
-                )?
-                .execute(params![c, user, *seq as i64])?;
-            if moved == 1 {
-                event(tx, c, READ, Some(user), Some(*seq as i64), None, None, true)?;
-            }
-        }
-        Change::Recalled {
-            conversation,
-            message,
-            at,
-        } => {
-            let Some(c) = conversation_id(tx, conversation, deferred)? else {
-                return Ok(Written::default());
-            };
-            let Some(seq) = remove_message(tx, message, RECALLED, true, purge_after)? else {
-                return Ok(Written::default());
-            };
-            event(tx, c, RECALL, None, Some(seq), Some(*at), None, true)?;
-            return Ok(Written {
-                purged: purge_after.is_none(),
-            });
-        }
-        Change::InmailDeleted {
-            conversation,
-            message,
-            purge,
-        } => {
-            let Some(c) = conversation_id(tx, conversation, deferred)? else {
-                return Ok(Written::default());
-            };
-            let Some(seq) = remove_message(tx, message, INMAIL_DELETED, *purge, purge_after)?
-            else {
-                return Ok(Written::default());
-            };
-            event(tx, c, INMAIL_DELETE, None, Some(seq), Some(now), None, true)?;
-            return Ok(Written {
-                purged: *purge && purge_after.is_none(),
-            });
-        }
-        Change::DeletedForMe {
-            conversation,
-            user,
-            message,
-        } => {
-            let Some(c) = conversation_id(tx, conversation, deferred)? else {
-                return Ok(Written::default());
-            };
-            let seq: Option<i64> = tx
-                .prepare_cached("SELECT seq FROM messages WHERE id = ?1")?
-                .query_row([id_to_sql(message)], |r| r.get(0))
-                .optional()?;
-            let Some(seq) = seq else {
-                return Ok(Written::default());
-            };
-            let added = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO tombstones (conversation, user, seq) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![c, user, seq])?;
-            if added == 1 {
-                event(
-                    tx,
-                    c,
-                    DELETE_FOR_ME,
-                    Some(user),
-                    Some(seq),
-                    None,
-                    None,
-                    true,
-                )?;
-            }
-        }
-        Change::MemberFlags {
-            conversation,
-            user,
-            muted,
-            hidden,
-        } => {
-            let Some(c) = conversation_id(tx, conversation, deferred)? else {
-                return Ok(Written::default());
-            };
-            tx.prepare_cached(
-                "UPDATE members SET muted = ?3, hidden = ?4 WHERE conversation = ?1 AND user = ?2",
-            )?
-            .execute(params![c, user, *muted, *hidden])?;
-            let flags = (*muted as i64) | ((*hidden as i64) << 1);
-            event(tx, c, FLAGS, Some(user), None, None, Some(flags), false)?;
-        }
-        Change::Reported { report } => write_report(tx, report)?,
+        _ => unreachable!("not a directory change: {change:?}"),
     }
-    Ok(Written::default())
+    Ok(())
+}
+
+/// A new conversation and its members, once (a retried commit inserts nothing).
+fn write_conversation(
+    tx: &Transaction,
+    conversation: &ConversationView,
+    at: i64,
+) -> rusqlite::Result<()> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO conversations (name, kind, title, created_at, last_activity) \
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+        )?
+        .execute(params![
+            conversation.id,
+            conversation_kind(conversation.kind),
+            conversation.title,
+            at
+        ])?;
+    if inserted == 1 {
+        let id = tx.last_insert_rowid();
+        let mut member = tx.prepare_cached(
+            "INSERT OR IGNORE INTO members (conversation, user, ord) VALUES (?1, ?2, ?3)",
+        )?;
+        for (ord, user) in conversation.participants.iter().enumerate() {
+            member.execute(params![id, user, ord as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// A read position moved forward (never back), with its event.
+fn write_read(tx: &Transaction, c: i64, user: &str, seq: u64) -> rusqlite::Result<()> {
+    let moved = tx
+        .prepare_cached(
+            "UPDATE members SET read_seq = ?3 \
+             WHERE conversation = ?1 AND user = ?2 AND read_seq < ?3",
+        )?
+        .execute(params![c, user, seq as i64])?;
+    if moved == 1 {
+        event(tx, c, READ, Some(user), Some(seq as i64), None, None, true)?;
+    }
+    Ok(())
+}
+
+/// A message deleted for one user, with its event (a second delete adds nothing).
+fn write_tombstone(tx: &Transaction, c: i64, user: &str, message: &str) -> rusqlite::Result<()> {
+    let seq: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM messages WHERE id = ?1")?
+        .query_row([id_to_sql(message)], |r| r.get(0))
+        .optional()?;
+    let Some(seq) = seq else {
+        return Ok(());
+    };
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO tombstones (conversation, user, seq) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![c, user, seq])?;
+    if added == 1 {
+        event(
+            tx,
+            c,
+            DELETE_FOR_ME,
+            Some(user),
+            Some(seq),
+            None,
+            None,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// A member's mute and hide flags, with their event.
+fn write_flags(
+    tx: &Transaction,
+    c: i64,
+    user: &str,
+    muted: bool,
+    hidden: bool,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE members SET muted = ?3, hidden = ?4 WHERE conversation = ?1 AND user = ?2",
+    )?
+    .execute(params![c, user, muted, hidden])?;
+    let flags = (muted as i64) | ((hidden as i64) << 1);
+    event(tx, c, FLAGS, Some(user), None, None, Some(flags), false)
 }
 
 /// The stored number of the conversation named `name` on the wire.
