@@ -137,6 +137,54 @@ describe('with the ws package passed as the WebSocket option', () => {
   });
 });
 
+describe('when the server goes away', () => {
+  test('reconnects to the restarted server on its own and syncs what came meanwhile', async () => {
+    // Bob's next connect waits until Alice has written to him, so he misses it for sure.
+    let letBobIn;
+    const bobMayConnect = new Promise((resolve) => (letBobIn = resolve));
+    const options = { WebSocket, maxBackoffMs: 200 };
+    const alice = await signedIn('alice', options);
+    const bobName = fresh('bob');
+    let bobConnects = 0;
+    const bob = new ParleyClient(
+      async () => {
+        bobConnects += 1;
+        if (bobConnects > 1) await bobMayConnect;
+        return server.url(bobName);
+      },
+      { ...options, initialBackoffMs: 20 },
+    );
+    try {
+      const bobReady = next(bob, 'ready');
+      bob.connect();
+      await bobReady;
+      const asked = next(bob, 'connection_request');
+      await alice.connectTo(bobName);
+      await asked;
+      await bob.accept(alice.user);
+
+      const aliceBack = next(alice, 'ready', ({ reconnected }) => reconnected);
+      const bobWaiting = next(bob, 'status', (status) => status === 'waiting');
+      await server.restart();
+      await bobWaiting;
+      await aliceBack;
+      const { message: missed } = await alice.send({ to: bobName, body: 'sent while you were away' });
+
+      const replayed = next(bob, 'message', (f) => f.message.id === missed.id);
+      const bobBack = next(bob, 'ready');
+      letBobIn();
+      const [frame, { replayed: fromSync }] = await replayed;
+      assert.equal(fromSync, true);
+      assert.equal(frame.message.body, 'sent while you were away');
+      assert.equal((await bobBack)[0].reconnected, true);
+      assert.equal(bob.positions.get(missed.conversation), missed.seq);
+    } finally {
+      alice.close();
+      bob.close();
+    }
+  });
+});
+
 describe('with a global WebSocket and no option', () => {
   const saved = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
   const clients = [];

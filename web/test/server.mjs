@@ -20,6 +20,30 @@ export async function startServer() {
   }
   const dataDir = mkdtempSync(path.join(tmpdir(), 'parley-client-'));
   const secret = randomBytes(32).toString('hex');
+  let running;
+  try {
+    running = await launch(dataDir, secret);
+  } catch (e) {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    /** The WebSocket URL that signs `user` in, at the address the server has now. */
+    url: (user) => `ws://${running.addr}/ws?token=${token(secret, user)}`,
+    /** Stop the server, dropping every connection, and start it again on the same data
+     * (on another port). */
+    async restart() {
+      await running.stop();
+      running = await launch(dataDir, secret);
+    },
+    async stop() {
+      await running.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function launch(dataDir, secret) {
   const child = spawn(binary, ['serve', '--listen', '127.0.0.1:0', '--data', dataDir, '--secret', secret], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
@@ -30,15 +54,9 @@ export async function startServer() {
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill();
     await exited;
-    rmSync(dataDir, { recursive: true, force: true });
   };
   try {
-    const addr = await listeningAddress(child, () => stderr);
-    return {
-      /** The WebSocket URL that signs `user` in. */
-      url: (user) => `ws://${addr}/ws?token=${token(secret, user)}`,
-      stop,
-    };
+    return { addr: await listeningAddress(child, () => stderr), stop };
   } catch (e) {
     await stop();
     throw e;
