@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check parley has, in one command: formatting, lints, unit and end-to-end tests
 # (three-node cluster tests on PostgreSQL and Redis included, both installed when missing),
-# the conformance suite against a server it spawns on a free loopback port, and the web
-# chat page driven in headless Chromium.
+# the conformance suite against a server it spawns on a free loopback port, the web
+# chat page driven in headless Chromium, and the JavaScript client package's types and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +43,5 @@ step "conformance suite against a spawned server"
 target/debug/parley-conformance --spawn
 step "web chat in headless Chromium"
 bash scripts/browser-tests.sh
+step "JavaScript client: types and tests against a spawned server"
+bash scripts/client-tests.sh

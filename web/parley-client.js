@@ -1,6 +1,7 @@
 // parley-client.js — a small, dependency-free client for the parley WebSocket protocol.
 //
-// Copy this one file into any frontend. It speaks protocol version 1 as written in
+// Copy this one file into any frontend, or depend on the `parley-client` package (web/),
+// which adds TypeScript declarations. It speaks protocol version 1 as written in
 // protocol/README.md: it answers every request with a promise (matched by `id`), reads the
 // limits from `hello` instead of hard-coding them, reconnects with exponential backoff, and
 // on reconnect asks `sync` for everything missed since the positions it tracked, replaying
@@ -12,205 +13,96 @@
 //   client.on('ready', ({ sync }) => console.log('inbox', sync.inbox));
 //   client.connect();
 //   const ack = await client.send({ to: 'bob', body: 'Hello' });
+//
+// It opens sockets with the global `WebSocket` (browsers, Deno, Bun, Node 22 and later).
+// Elsewhere pass an implementation as the `WebSocket` option, such as the `ws` package's
+// on Node 20; with neither, `connect()` throws a TypeError saying so:
+//
+//   import { WebSocket } from 'ws';
+//   const client = new ParleyClient(url, { WebSocket });
 
 /** Protocol version this client speaks. */
 export const PROTOCOL_VERSION = 1;
 
 // ---------------------------------------------------------------------------------------
-// Shared shapes
+// Wire shapes. They come from protocol.d.ts, generated from the protocol's JSON Schemas
+// (`npm run types`), so they cannot drift from the server's; every other one is there too
+// (`import('parley-client/protocol')`).
 // ---------------------------------------------------------------------------------------
 
 /**
- * Every limit in force, announced in `hello`. A window of 0 disables its feature.
- * @typedef {object} Limits
- * @property {number} recall_window_ms How long after sending a message may be recalled.
- * @property {number} inmail_delete_window_ms How long after sending an InMail may be deleted for everyone.
- * @property {number} recall_per_conversation Recalls per sender per conversation per period.
- * @property {number} recall_period_ms The period that allowance covers.
- * @property {number} recall_throttle_messages Senders above this many messages in the throttle window cannot recall.
- * @property {number} recall_throttle_window_ms The throttle window.
- * @property {number} max_body_chars Longest message body, in characters (code points).
- * @property {number} max_frame_bytes Largest frame the server accepts, in bytes.
- * @property {number} max_sessions_per_user Live sessions one user may hold.
- * @property {number} requests_per_second Sustained requests per second per user.
- * @property {number} request_burst Burst above the sustained rate.
- * @property {number} ping_interval_ms How often the server pings an idle connection.
- * @property {number} idle_timeout_ms A connection silent this long is closed.
+ * @typedef {import('./protocol.js').Request} Request
+ * @typedef {import('./protocol.js').ServerFrame} ServerFrame
+ * @typedef {import('./protocol.js').HelloFrame} HelloFrame
+ * @typedef {import('./protocol.js').ErrorFrame} ErrorFrame
+ * @typedef {import('./protocol.js').ErrorCode} ErrorCode
+ * @typedef {import('./protocol.js').Limits} Limits
+ * @typedef {import('./protocol.js').Settings} Settings
+ * @typedef {import('./protocol.js').MessageView} MessageView
+ * @typedef {import('./protocol.js').ConversationView} ConversationView
+ * @typedef {import('./protocol.js').ConversationUpdate} ConversationUpdate
+ * @typedef {import('./protocol.js').ReportTarget} ReportTarget
+ * @typedef {import('./protocol.js').AckResult} AckResult
+ * @typedef {import('./protocol.js').OkResult} OkResult
+ * @typedef {import('./protocol.js').SentResult} SentResult
+ * @typedef {import('./protocol.js').ConversationResult} ConversationResult
+ * @typedef {import('./protocol.js').ConnectionResult} ConnectionResult
+ * @typedef {import('./protocol.js').SettingsResult} SettingsResult
+ * @typedef {import('./protocol.js').ReportedResult} ReportedResult
+ * @typedef {import('./protocol.js').ReportsResult} ReportsResult
+ * @typedef {import('./protocol.js').ProfileResult} ProfileResult
+ * @typedef {import('./protocol.js').SyncResult} SyncResult
+ * @typedef {import('./protocol.js').HistoryResult} HistoryResult
  */
 
 /**
- * @typedef {'everyone'|'connections'} WhoCanMessage
- * @typedef {'on'|'off'} ReadReceipts
- * @typedef {'full'|'sender_only'|'off'} NotificationPreview
- * @typedef {'none'|'requested'|'incoming'|'connected'} ConnectionState
- * @typedef {'direct'|'group'|'inmail'} ConversationKind
- * @typedef {'message'|'inmail'} MessageKind
- * @typedef {'visible'|'recalled'|'deleted'} MessageState
- * @typedef {'marker'|'silent'} RemovalMode
- * @typedef {'expired'|'read'} RecallClosedReason
- * @typedef {'recalled'|'deleted'|'read'} RetractReason
+ * The ack result each request type is answered with (protocol/README.md, "Requests and
+ * answers"). A request type the schemas gain without an entry here fails the type check.
+ * @typedef {{
+ *   send: SentResult, inmail: SentResult, create_group: ConversationResult,
+ *   read: OkResult, recall: OkResult, delete_inmail: OkResult, delete_for_me: OkResult,
+ *   connect: ConnectionResult, accept: ConnectionResult, decline: ConnectionResult,
+ *   disconnect: ConnectionResult, block: OkResult, unblock: OkResult,
+ *   report: ReportedResult, list_reports: ReportsResult, mute: OkResult, hide: OkResult,
+ *   settings: SettingsResult, typing: OkResult, lookup: ProfileResult, sync: SyncResult,
+ *   history: HistoryResult,
+ * }} Answers
  */
 
 /**
- * A user's settings.
- * @typedef {object} Settings
- * @property {WhoCanMessage} who_can_message
- * @property {ReadReceipts} read_receipts
- * @property {NotificationPreview} notification_preview
+ * The fields of a request of type `T` besides `id` and `type`.
+ * @template {Request['type']} T
+ * @typedef {Omit<Extract<Request, {type: T}>, 'id' | 'type'>} RequestFields
  */
 
 /**
- * A message as the viewer sees it.
- * @typedef {object} MessageView
- * @property {string} id Server-made id.
- * @property {string} conversation Conversation id.
- * @property {number} seq Position in the conversation (shared with state changes).
- * @property {string} sender
- * @property {number} sent_at Server send time, ms since the epoch.
- * @property {MessageKind} kind
- * @property {MessageState} state
- * @property {string} [body] Absent for recall markers and tombstones.
- * @property {string} [reply_to] Parent message id.
- * @property {string} [to] InMail primary recipient.
- * @property {string[]} [cc] InMail copied recipients.
- * @property {number} [recall_until] When the recall window closes (messages).
- * @property {number} [delete_until] When the InMail delete window closes (InMail).
+ * An event handler property that each implementation may declare with its own, richer
+ * event type: TypeScript compares the parameters of methods both ways, which a plain
+ * function type would not allow.
+ * @template E
+ * @typedef {{handle(event: E): void}['handle']} EventHandler
  */
 
 /**
- * @typedef {object} ConversationView
- * @property {string} id
- * @property {ConversationKind} kind
- * @property {string[]} participants Creator first.
- * @property {string} [title] Group title.
+ * The part of the WebSocket API this client uses, which the browser's, Node 22's global
+ * and the `ws` package's all provide.
+ * @typedef {{
+ *   send(data: string): void,
+ *   close(code?: number, reason?: string): void,
+ *   onmessage: EventHandler<{data: unknown}> | null,
+ *   onclose: EventHandler<{code: number, reason: string}> | null,
+ *   onerror: EventHandler<unknown> | null,
+ * }} WebSocketLike
+ * @typedef {new (url: string) => WebSocketLike} WebSocketConstructor
  */
 
-/**
- * One row of the inbox.
- * @typedef {object} InboxEntry
- * @property {ConversationView} conversation
- * @property {MessageView} [last_message]
- * @property {number} unread
- * @property {boolean} muted
- * @property {boolean} hidden
- */
-
-/**
- * What changed in one conversation since a position.
- * @typedef {object} ConversationUpdate
- * @property {ConversationView} conversation
- * @property {Array<MessageFrame|ReadFrame|RecalledFrame|DeletedViewFrame>} frames
- * @property {number} pos The position these frames bring you to.
- * @property {boolean} more Whether more changes follow.
- */
-
-/**
- * @typedef {object} Receipt
- * @property {string} user
- * @property {string} message
- * @property {number} seq
- */
-
-/**
- * @typedef {object} NotificationView
- * @property {string} conversation
- * @property {string} message
- * @property {string} [sender] Absent when the preview setting is `off`.
- * @property {string} [preview] Present only when the preview setting is `full`.
- * @property {number} sent_at
- */
-
-/**
- * @typedef {{kind: 'message', conversation: string, message: string} | {kind: 'user', user: string}} ReportTarget
- */
-
-/**
- * @typedef {object} ReportView
- * @property {string} id
- * @property {string} reporter
- * @property {ReportTarget} target
- * @property {string} reason
- * @property {number} at
- * @property {MessageView} [snapshot]
- */
-
-// ---------------------------------------------------------------------------------------
-// Requests (client → server). Each carries a client-chosen `id`, answered by one
-// `ack` or `error` with the same id.
-// ---------------------------------------------------------------------------------------
-
-/**
- * @typedef {{id: string, type: 'send', conversation?: string, to?: string, body: string, reply_to?: string}} SendRequest
- * @typedef {{id: string, type: 'inmail', to: string, cc?: string[], body: string}} InmailRequest
- * @typedef {{id: string, type: 'create_group', members: string[], title?: string}} CreateGroupRequest
- * @typedef {{id: string, type: 'read', conversation: string, message: string}} ReadRequest
- * @typedef {{id: string, type: 'recall', conversation: string, message: string}} RecallRequest
- * @typedef {{id: string, type: 'delete_inmail', conversation: string, message: string}} DeleteInmailRequest
- * @typedef {{id: string, type: 'delete_for_me', conversation: string, message: string}} DeleteForMeRequest
- * @typedef {{id: string, type: 'connect', user: string}} ConnectRequest
- * @typedef {{id: string, type: 'accept', user: string}} AcceptRequest
- * @typedef {{id: string, type: 'decline', user: string}} DeclineRequest
- * @typedef {{id: string, type: 'disconnect', user: string}} DisconnectRequest
- * @typedef {{id: string, type: 'block', user: string}} BlockRequest
- * @typedef {{id: string, type: 'unblock', user: string}} UnblockRequest
- * @typedef {{id: string, type: 'report', target: ReportTarget, reason: string}} ReportRequest
- * @typedef {{id: string, type: 'list_reports'}} ListReportsRequest
- * @typedef {{id: string, type: 'mute', conversation: string, muted: boolean}} MuteRequest
- * @typedef {{id: string, type: 'hide', conversation: string, hidden: boolean}} HideRequest
- * @typedef {{id: string, type: 'settings', who_can_message?: WhoCanMessage, read_receipts?: ReadReceipts, notification_preview?: NotificationPreview}} SettingsRequest
- * @typedef {{id: string, type: 'typing', conversation: string}} TypingRequest
- * @typedef {{id: string, type: 'lookup', user: string}} LookupRequest
- * @typedef {{id: string, type: 'sync', positions?: Object<string, number>}} SyncRequest
- * @typedef {{id: string, type: 'history', conversation: string, before?: number, limit?: number}} HistoryRequest
- *
- * @typedef {SendRequest|InmailRequest|CreateGroupRequest|ReadRequest|RecallRequest|DeleteInmailRequest|DeleteForMeRequest|ConnectRequest|AcceptRequest|DeclineRequest|DisconnectRequest|BlockRequest|UnblockRequest|ReportRequest|ListReportsRequest|MuteRequest|HideRequest|SettingsRequest|TypingRequest|LookupRequest|SyncRequest|HistoryRequest} Request
- */
-
-// ---------------------------------------------------------------------------------------
-// Acknowledgement results, by `kind`.
-// ---------------------------------------------------------------------------------------
-
-/**
- * @typedef {{kind: 'ok'}} OkResult
- * @typedef {{kind: 'sent', message: MessageView}} SentResult
- * @typedef {{kind: 'conversation', conversation: ConversationView}} ConversationResult
- * @typedef {{kind: 'connection', user: string, state: ConnectionState}} ConnectionResult
- * @typedef {{kind: 'settings', settings: Settings}} SettingsResult
- * @typedef {{kind: 'reported', report: string}} ReportedResult
- * @typedef {{kind: 'reports', reports: ReportView[]}} ReportsResult
- * @typedef {{kind: 'profile', user: string, connection: ConnectionState, inmail_allowed: boolean}} ProfileResult
- * @typedef {{kind: 'sync', inbox: InboxEntry[], notifications: NotificationView[], connections: string[], incoming_requests: string[], outgoing_requests: string[], blocked: string[], settings: Settings, updates?: ConversationUpdate[]}} SyncResult
- * @typedef {{kind: 'history', conversation: ConversationView, messages: MessageView[], receipts: Receipt[], more: boolean}} HistoryResult
- *
- * @typedef {OkResult|SentResult|ConversationResult|ConnectionResult|SettingsResult|ReportedResult|ReportsResult|ProfileResult|SyncResult|HistoryResult} AckResult
- */
-
-// ---------------------------------------------------------------------------------------
-// Server frames (server → client), by `type`.
-// ---------------------------------------------------------------------------------------
-
-/**
- * @typedef {{type: 'hello', protocol: number, user: string, session: string, server_time: number, limits: Limits, settings: Settings}} HelloFrame
- * @typedef {{type: 'ack', id: string, result: AckResult}} AckFrame
- * @typedef {{type: 'error', id?: string, code: string, message: string}} ErrorFrame
- * @typedef {{type: 'message', message: MessageView}} MessageFrame
- * @typedef {{type: 'read', conversation: string, user: string, message: string, seq: number, pos: number}} ReadFrame
- * @typedef {{type: 'recalled', conversation: string, message: string, mode: RemovalMode, pos: number}} RecalledFrame
- * @typedef {{type: 'deleted-view', conversation: string, message: string, pos: number}} DeletedViewFrame
- * @typedef {{type: 'recall_closed', conversation: string, message: string, reason: RecallClosedReason}} RecallClosedFrame
- * @typedef {{type: 'blocked', user: string}} BlockedFrame
- * @typedef {{type: 'unblocked', user: string}} UnblockedFrame
- * @typedef {{type: 'connection_request', from: string}} ConnectionRequestFrame
- * @typedef {{type: 'connected', user: string}} ConnectedFrame
- * @typedef {{type: 'disconnected', user: string}} DisconnectedFrame
- * @typedef {{type: 'conversation', conversation: ConversationView}} ConversationFrame
- * @typedef {{type: 'conversation_state', conversation: string, muted: boolean, hidden: boolean}} ConversationStateFrame
- * @typedef {{type: 'settings', settings: Settings}} SettingsFrame
- * @typedef {{type: 'notification', notification: NotificationView}} NotificationFrame
- * @typedef {{type: 'notification_retracted', conversation: string, messages: string[], reason: RetractReason}} NotificationRetractedFrame
- * @typedef {{type: 'typing', conversation: string, user: string}} TypingFrame
- *
- * @typedef {HelloFrame|AckFrame|ErrorFrame|MessageFrame|ReadFrame|RecalledFrame|DeletedViewFrame|RecallClosedFrame|BlockedFrame|UnblockedFrame|ConnectionRequestFrame|ConnectedFrame|DisconnectedFrame|ConversationFrame|ConversationStateFrame|SettingsFrame|NotificationFrame|NotificationRetractedFrame|TypingFrame} ServerFrame
+/** A request waiting for its answer.
+ * @typedef {object} Pending
+ * @property {Request} request
+ * @property {string} text The request as sent, so a retry carries the same bytes and id.
+ * @property {(result: AckResult) => void} resolve
+ * @property {(error: ParleyError) => void} reject
+ * @property {ReturnType<typeof setTimeout> | null} timer
  */
 
 /**
@@ -225,14 +117,17 @@ export const PROTOCOL_VERSION = 1;
  * @property {number} [maxBackoffMs=30000] Longest reconnect delay.
  * @property {number} [requestTimeoutMs=15000] A request with no answer this long fails with `timeout`.
  * @property {number} [maxSyncRounds=20] Follow-up syncs allowed while updates say `more`.
- * @property {typeof WebSocket} [WebSocket] WebSocket implementation (defaults to the global one).
+ * @property {WebSocketConstructor} [WebSocket] WebSocket implementation: the global one
+ *   when left out, which Node has only from version 22 (pass the `ws` package's before).
  */
+
+/** @typedef {'disconnected'|'timeout'|'closed'|'body_too_long'|'frame_too_large'} ClientErrorCode */
 
 /** A refused or failed request. `code` is a protocol error code, or one of the client's own:
  * `disconnected`, `timeout`, `closed`, `body_too_long`, `frame_too_large`. */
 export class ParleyError extends Error {
   /**
-   * @param {string} code
+   * @param {ErrorCode | ClientErrorCode} code
    * @param {string} message
    * @param {string} [id] The request id, when there was one.
    */
@@ -250,11 +145,10 @@ const FATAL_ERRORS = new Set(['unauthorized']);
 /** Requests not re-sent after a reconnect: a retried recall or InMail delete whose first
  * attempt succeeded answers `not_found`, typing is stale by then, and every new session
  * syncs anyway. Everything else is safe to retry with its id (protocol/README.md). */
+/** @type {Set<Request['type']>} */
 const NOT_RESENT = new Set(['recall', 'delete_inmail', 'typing', 'sync']);
+/** @param {Request['type']} type */
 const resendable = (type) => !NOT_RESENT.has(type);
-
-/** Frame types that move a conversation's position. */
-const POSITIONED = new Set(['read', 'recalled', 'deleted-view']);
 
 /** A request id unique across tabs, devices and reloads: the server deduplicates `send` by
  * id, so reusing an old one would silently return the old message. */
@@ -264,7 +158,8 @@ function newRequestId() {
   return 'c-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-/** Length in characters as the server counts them (Unicode scalar values). */
+/** Length in characters as the server counts them (Unicode scalar values).
+ * @param {string} text */
 export function bodyLength(text) {
   let n = 0;
   for (const _ of text) n += 1;
@@ -298,10 +193,11 @@ export class ParleyClient {
       maxSyncRounds: 20,
       ...options,
     };
+    /** @type {WebSocketConstructor | undefined} */
     this._WS = options.WebSocket || globalThis.WebSocket;
-    /** @type {Map<string, Set<Function>>} */
+    /** @type {Map<string, Set<(...args: any[]) => void>>} */
     this._handlers = new Map();
-    /** @type {Map<string, {request: Request, resolve: Function, reject: Function, timer: any}>} */
+    /** @type {Map<string, Pending>} */
     this._pending = new Map();
     /** @type {Map<string, number>} last position seen per conversation */
     this.positions = new Map();
@@ -309,8 +205,10 @@ export class ParleyClient {
     this.hello = null;
     /** @type {ConnectionStatus} */
     this.status = 'idle';
+    /** @type {WebSocketLike | null} */
     this._ws = null;
     this._attempt = 0;
+    /** @type {ReturnType<typeof setTimeout> | null} */
     this._retryTimer = null;
     this._wanted = false;
     this._synced = false;
@@ -326,11 +224,13 @@ export class ParleyClient {
    * @param {(...args: any[]) => void} handler
    */
   on(event, handler) {
-    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
-    this._handlers.get(event).add(handler);
+    let handlers = this._handlers.get(event);
+    if (!handlers) this._handlers.set(event, (handlers = new Set()));
+    handlers.add(handler);
     return () => this._handlers.get(event)?.delete(handler);
   }
 
+  /** @param {string} event @param {...unknown} args */
   _emit(event, ...args) {
     for (const handler of this._handlers.get(event) || []) {
       try {
@@ -342,6 +242,7 @@ export class ParleyClient {
     }
   }
 
+  /** @param {ConnectionStatus} status @param {object} [detail] */
   _setStatus(status, detail) {
     this.status = status;
     this._emit('status', status, detail);
@@ -370,20 +271,25 @@ export class ParleyClient {
     return this.status === 'open' && this._synced;
   }
 
+  /** @param {string} conversation @param {number} pos */
   _track(conversation, pos) {
-    if (typeof pos !== 'number') return;
     if ((this.positions.get(conversation) || 0) < pos) this.positions.set(conversation, pos);
   }
 
+  /** Move a conversation's position past a frame that carries one. @param {ServerFrame} frame */
   _trackFrame(frame) {
     if (frame.type === 'message') this._track(frame.message.conversation, frame.message.seq);
-    else if (POSITIONED.has(frame.type)) this._track(frame.conversation, frame.pos);
+    else if (frame.type === 'read' || frame.type === 'recalled' || frame.type === 'deleted-view') {
+      this._track(frame.conversation, frame.pos);
+    }
   }
 
   // -- connection -------------------------------------------------------------------------
 
-  /** Open the connection (and keep it open until {@link ParleyClient#close}). */
+  /** Open the connection (and keep it open until {@link ParleyClient#close}).
+   * @throws {TypeError} when there is no WebSocket implementation to open it with. */
   connect() {
+    if (!this._WS) throw noWebSocket();
     this._wanted = true;
     if (this._ws || this._retryTimer || this._opening) return;
     this._open();
@@ -393,7 +299,7 @@ export class ParleyClient {
    * kept, so a later {@link ParleyClient#connect} resyncs from where this one stopped. */
   close() {
     this._wanted = false;
-    clearTimeout(this._retryTimer);
+    if (this._retryTimer) clearTimeout(this._retryTimer);
     this._retryTimer = null;
     const ws = this._ws;
     this._ws = null;
@@ -404,8 +310,9 @@ export class ParleyClient {
 
   /** Drop the current socket and reconnect now (say, when the network comes back). */
   reconnect() {
+    if (!this._WS) throw noWebSocket();
     this._wanted = true;
-    clearTimeout(this._retryTimer);
+    if (this._retryTimer) clearTimeout(this._retryTimer);
     this._retryTimer = null;
     this._attempt = 0;
     const ws = this._ws;
@@ -434,7 +341,7 @@ export class ParleyClient {
       return;
     }
     this._opening = false;
-    if (!this._wanted) return;
+    if (!this._wanted || !this._WS) return;
     let ws;
     try {
       ws = new this._WS(url);
@@ -446,7 +353,7 @@ export class ParleyClient {
     }
     this._ws = ws;
     ws.onmessage = (event) => {
-      if (this._ws === ws) this._onText(event.data);
+      if (this._ws === ws) this._onText(String(event.data));
     };
     ws.onclose = (event) => {
       if (this._ws !== ws) return;
@@ -457,7 +364,8 @@ export class ParleyClient {
     ws.onerror = () => {};
   }
 
-  /** The socket is gone: fail what cannot be retried, then back off and reconnect. */
+  /** The socket is gone: fail what cannot be retried, then back off and reconnect.
+   * @param {number} [code] @param {string} [reason] */
   _lost(code, reason) {
     this._synced = false;
     this._failPending(
@@ -466,7 +374,7 @@ export class ParleyClient {
       'the connection was lost before an answer came',
     );
     for (const p of this._pending.values()) {
-      clearTimeout(p.timer);
+      if (p.timer) clearTimeout(p.timer);
       p.timer = null;
     }
     if (!this._wanted) {
@@ -485,16 +393,19 @@ export class ParleyClient {
     this._retryTimer = setTimeout(() => this._open(), delay);
   }
 
+  /** @param {(p: Pending) => boolean} which @param {ClientErrorCode} code @param {string} message */
   _failPending(which, code, message) {
     for (const [id, p] of [...this._pending]) {
       if (!which(p)) continue;
-      clearTimeout(p.timer);
+      if (p.timer) clearTimeout(p.timer);
       this._pending.delete(id);
       p.reject(new ParleyError(code, message, id));
     }
   }
 
+  /** @param {string} text */
   _onText(text) {
+    /** @type {ServerFrame} */
     let frame;
     try {
       frame = JSON.parse(text);
@@ -504,15 +415,16 @@ export class ParleyClient {
     }
     if (frame.type === 'hello') return this._onHello(frame);
     if (frame.type === 'ack' || (frame.type === 'error' && frame.id)) {
-      const p = this._pending.get(frame.id);
+      const id = /** @type {string} */ (frame.id);
+      const p = this._pending.get(id);
       if (p) {
-        this._pending.delete(frame.id);
-        clearTimeout(p.timer);
+        this._pending.delete(id);
+        if (p.timer) clearTimeout(p.timer);
         if (frame.type === 'ack') {
           if (frame.result.kind === 'sent') this._trackFrame({ type: 'message', message: frame.result.message });
           p.resolve(frame.result);
         } else {
-          p.reject(new ParleyError(frame.code, frame.message, frame.id));
+          p.reject(new ParleyError(frame.code, frame.message, id));
         }
         return;
       }
@@ -524,6 +436,7 @@ export class ParleyClient {
     this._dispatch(frame, false);
   }
 
+  /** @param {ServerFrame} frame @param {boolean} replayed */
   _dispatch(frame, replayed) {
     this._trackFrame(frame);
     const info = { replayed };
@@ -531,6 +444,7 @@ export class ParleyClient {
     this._emit(frame.type, frame, info);
   }
 
+  /** @param {HelloFrame} hello */
   async _onHello(hello) {
     if (hello.protocol !== PROTOCOL_VERSION) {
       console.warn(`parley: server speaks protocol ${hello.protocol}, this client ${PROTOCOL_VERSION}`);
@@ -559,14 +473,16 @@ export class ParleyClient {
   }
 
   /** Sync; on a reconnect, from the tracked positions, replaying updates until none has
-   * `more`. */
+   * `more`.
+   * @param {boolean} withPositions
+   * @returns {Promise<SyncResult>} the first answer, whose inbox is the current one */
   async _resync(withPositions) {
     let rounds = 0;
-    let sync;
+    /** @type {SyncResult | null} */
     let first = null;
     for (;;) {
       const req = withPositions ? { positions: Object.fromEntries(this.positions) } : {};
-      sync = await this.request('sync', req);
+      const sync = await this.request('sync', req);
       if (!first) {
         first = sync;
         // Everything up to each inbox row's last message is reflected in this answer.
@@ -592,16 +508,18 @@ export class ParleyClient {
 
   /**
    * Send one request and wait for its answer.
-   * @param {Request['type']} type
-   * @param {object} [fields] The request's fields besides `id` and `type`.
-   * @returns {Promise<AckResult>} the ack's result; rejects with {@link ParleyError}.
+   * @template {Request['type']} T
+   * @param {T} type
+   * @param {RequestFields<T>} [fields] The request's fields besides `id` and `type`.
+   * @returns {Promise<Answers[T]>} the ack's result; rejects with {@link ParleyError}.
    */
-  request(type, fields = {}) {
+  request(type, fields) {
     const id = newRequestId();
-    /** @type {Request} */
-    const request = { id, type, ...fields };
+    // What `fields` may hold is tied to `type` by RequestFields, which TypeScript cannot
+    // follow through the spread.
+    const request = /** @type {Request} */ ({ id, type, ...fields });
     const limits = this.limits;
-    if (limits && typeof request.body === 'string') {
+    if (limits && 'body' in request && typeof request.body === 'string') {
       const n = bodyLength(request.body);
       if (n === 0 || n > limits.max_body_chars) {
         return Promise.reject(
@@ -620,70 +538,89 @@ export class ParleyClient {
       return Promise.reject(new ParleyError('disconnected', 'not connected; try again shortly'));
     }
     return new Promise((resolve, reject) => {
-      const p = { request, text, resolve, reject, timer: null };
+      // The server answers a request of type T with Answers[T].
+      const settle = /** @type {(result: AckResult) => void} */ (resolve);
+      /** @type {Pending} */
+      const p = { request, text, resolve: settle, reject, timer: null };
       this._pending.set(id, p);
       // Requests made while offline wait for the next session, which transmits them.
       if (open) this._transmit(id, p);
     });
   }
 
+  /** @param {string} id @param {Pending} p */
   _transmit(id, p) {
-    clearTimeout(p.timer);
+    if (p.timer) clearTimeout(p.timer);
     p.timer = setTimeout(() => {
       if (this._pending.delete(id)) {
         p.reject(new ParleyError('timeout', 'no answer from the server', id));
       }
     }, this._opts.requestTimeoutMs);
-    this._ws.send(p.text);
+    this._ws?.send(p.text);
   }
 
+  // Each helper below is `request` with its fields spelled out; the answer types follow
+  // from Answers.
+
   /** Send a message into a conversation (`conversation`) or to a connected user (`to`).
-   * @param {{conversation?: string, to?: string, body: string, reply_to?: string}} f
-   * @returns {Promise<SentResult>} */
+   * @param {RequestFields<'send'>} f */
   send(f) { return this.request('send', f); }
-  /** Send an InMail. @param {{to: string, cc?: string[], body: string}} f @returns {Promise<SentResult>} */
+  /** Send an InMail. @param {RequestFields<'inmail'>} f */
   inmail(f) { return this.request('inmail', f); }
-  /** Create a group. @param {{members: string[], title?: string}} f @returns {Promise<ConversationResult>} */
+  /** Create a group. @param {RequestFields<'create_group'>} f */
   createGroup(f) { return this.request('create_group', f); }
-  /** Mark read up to a message. @returns {Promise<OkResult>} */
+  /** Mark read up to a message. @param {string} conversation @param {string} message */
   read(conversation, message) { return this.request('read', { conversation, message }); }
-  /** Recall a message for everyone. @returns {Promise<OkResult>} */
+  /** Recall a message for everyone. @param {string} conversation @param {string} message */
   recall(conversation, message) { return this.request('recall', { conversation, message }); }
-  /** Delete an InMail for sender and primary recipient. @returns {Promise<OkResult>} */
+  /** Delete an InMail for sender and primary recipient. @param {string} conversation @param {string} message */
   deleteInmail(conversation, message) { return this.request('delete_inmail', { conversation, message }); }
-  /** Delete a message from your own view. @returns {Promise<OkResult>} */
+  /** Delete a message from your own view. @param {string} conversation @param {string} message */
   deleteForMe(conversation, message) { return this.request('delete_for_me', { conversation, message }); }
-  /** Ask to connect. @returns {Promise<ConnectionResult>} */
+  /** Ask to connect. @param {string} user */
   connectTo(user) { return this.request('connect', { user }); }
-  /** Accept a connection request. @returns {Promise<ConnectionResult>} */
+  /** Accept a connection request. @param {string} user */
   accept(user) { return this.request('accept', { user }); }
-  /** Decline a connection request. @returns {Promise<ConnectionResult>} */
+  /** Decline a connection request. @param {string} user */
   decline(user) { return this.request('decline', { user }); }
-  /** Remove a connection or withdraw a request. @returns {Promise<ConnectionResult>} */
+  /** Remove a connection or withdraw a request. @param {string} user */
   disconnectFrom(user) { return this.request('disconnect', { user }); }
-  /** Block a user. @returns {Promise<OkResult>} */
+  /** Block a user. @param {string} user */
   block(user) { return this.request('block', { user }); }
-  /** Unblock a user. @returns {Promise<OkResult>} */
+  /** Unblock a user. @param {string} user */
   unblock(user) { return this.request('unblock', { user }); }
-  /** Report a message or a user. @param {ReportTarget} target @returns {Promise<ReportedResult>} */
+  /** Report a message or a user. @param {ReportTarget} target @param {string} reason */
   report(target, reason) { return this.request('report', { target, reason }); }
-  /** List reports (admins). @returns {Promise<ReportsResult>} */
-  listReports() { return this.request('list_reports'); }
-  /** Mute or unmute a conversation. @returns {Promise<OkResult>} */
+  /** List reports (admins). */
+  listReports() { return this.request('list_reports', {}); }
+  /** Mute or unmute a conversation. @param {string} conversation @param {boolean} muted */
   mute(conversation, muted) { return this.request('mute', { conversation, muted }); }
-  /** Hide or unhide a conversation. @returns {Promise<OkResult>} */
+  /** Hide or unhide a conversation. @param {string} conversation @param {boolean} hidden */
   hide(conversation, hidden) { return this.request('hide', { conversation, hidden }); }
-  /** Change settings. @param {Partial<Settings>} settings @returns {Promise<SettingsResult>} */
+  /** Change settings. @param {Partial<Settings>} settings */
   updateSettings(settings) { return this.request('settings', settings); }
-  /** Say you are typing. @returns {Promise<OkResult>} */
+  /** Say you are typing. @param {string} conversation */
   typing(conversation) { return this.request('typing', { conversation }); }
-  /** Look a user up. @returns {Promise<ProfileResult>} */
+  /** Look a user up. @param {string} user */
   lookup(user) { return this.request('lookup', { user }); }
-  /** Page back through a conversation. @returns {Promise<HistoryResult>} */
+  /** Page back through a conversation.
+   * @param {string} conversation
+   * @param {{before?: number, limit?: number}} [page] */
   history(conversation, { before, limit } = {}) {
+    /** @type {RequestFields<'history'>} */
     const fields = { conversation };
     if (before !== undefined) fields.before = before;
     if (limit !== undefined) fields.limit = limit;
     return this.request('history', fields);
   }
+}
+
+/** What `connect()` throws when there is nothing to open a socket with, instead of failing
+ * and retrying forever. */
+function noWebSocket() {
+  return new TypeError(
+    'parley: no WebSocket implementation: this runtime has no global WebSocket (Node has one ' +
+      'only from version 22), so pass one as an option: ' +
+      "new ParleyClient(url, { WebSocket }) with import { WebSocket } from 'ws'",
+  );
 }
