@@ -187,7 +187,7 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     const res = await fetch(`${base}static/parley-client.js`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type'), /javascript/);
-    assert.match(await res.text(), /@typedef \{.*\} RecalledFrame/);
+    assert.match(await res.text(), /export class ParleyClient \{/);
     assert.equal((await fetch(`${base}demo/token?user=not%20a%20handle`)).status, 400);
 
     const page = await newPerson();
