@@ -1,5 +1,8 @@
 //! The `parley` command: run the server, mint tokens.
 
+// No function a reader must scroll through (the limit is in clippy.toml).
+#![deny(clippy::too_many_lines)]
+
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use parley::cluster::{Broker, Ledger, LedgerOptions};
@@ -525,88 +528,8 @@ async fn serve(args: ServeArgs, logs: parley::logs::Logs) -> anyhow::Result<()> 
         Ok(files) => tracing::debug!(files, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let secret = auth::load_or_create_secret(args.secret.secret.as_deref(), &args.secret.data)?;
-    let mut limits = default_limits();
-    limits.recall_window_ms = ms(args.recall_window);
-    limits.inmail_delete_window_ms = ms(args.inmail_delete_window);
-    limits.recall_per_conversation = args.recall_per_conversation;
-    limits.recall_period_ms = ms(args.recall_period);
-    limits.recall_throttle_messages = args.recall_throttle_messages;
-    limits.recall_throttle_window_ms = ms(args.recall_throttle_window);
-    limits.max_body_chars = args.max_body_chars;
-    limits.max_frame_bytes = args.max_frame_bytes;
-    limits.max_sessions_per_user = args.max_sessions_per_user;
-    limits.requests_per_second = args.requests_per_second;
-    limits.request_burst = args.request_burst;
-    limits.ping_interval_ms = ms(args.ping_interval);
-    limits.idle_timeout_ms = ms(args.idle_timeout);
-    let config = Config {
-        listen: args.listen,
-        secret,
-        data: args.secret.data,
-        limits,
-        max_queue_bytes: args.max_queue_bytes,
-        cache_entries: args.cache_entries,
-        shutdown_grace: args.shutdown_grace,
-        connections_per_ip_per_second: args.connections_per_ip_per_second,
-        edge: parley::admission::EdgeLimits {
-            header_timeout: args.header_timeout,
-            max_handshakes: args.max_handshakes.max(1),
-            max_handshakes_per_ip: args.max_handshakes_per_ip.max(1),
-            max_connections: args.max_connections,
-        },
-        allowed_origins: args.allowed_origins,
-        trusted_proxies: args.trusted_proxies,
-        metrics_listen: args.metrics_listen,
-        tls: match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(parley::tls::Tls::from_files(cert, key)?),
-            _ => None,
-        },
-    };
-    let hub = match args.store {
-        StoreKind::Postgres => {
-            let url = args
-                .database_url
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("--store postgres needs --database-url"))?;
-            let options = LedgerOptions {
-                pool_size: args.database_pool,
-                connect_timeout: args.database_connect_timeout,
-                request_timeout: args.database_timeout,
-                pool_wait: args.database_pool_wait,
-            };
-            let ledger = Ledger::connect(url, options).await?;
-            let broker = match &args.broker_url {
-                Some(url) => Some(
-                    Broker::connect(
-                        url,
-                        args.broker_ca.as_deref(),
-                        &args.broker_channel,
-                        args.broker_timeout,
-                    )
-                    .await?,
-                ),
-                None => None,
-            };
-            Hub::start_node(
-                config.limits,
-                ledger,
-                broker,
-                config.max_queue_bytes,
-                config.cache_entries,
-            )
-            .await?
-        }
-        kind => {
-            let store = local_store(kind, &config, args.durability, args.retention)?;
-            Hub::start(
-                config.limits,
-                store,
-                config.max_queue_bytes,
-                config.cache_entries,
-            )?
-        }
-    };
+    let config = server_config(&args)?;
+    let hub = start_hub(&args, &config).await?;
     let mut server = Server::bind_with_hub(&config, hub)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start on {}: {e}", config.listen))?;
@@ -636,6 +559,98 @@ async fn serve(args: ServeArgs, logs: parley::logs::Logs) -> anyhow::Result<()> 
     server.run(shutdown_signal(reloadable)).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The limits `hello` announces, from the flags.
+fn limits_of(args: &ServeArgs) -> parley_protocol::Limits {
+    let mut limits = default_limits();
+    limits.recall_window_ms = ms(args.recall_window);
+    limits.inmail_delete_window_ms = ms(args.inmail_delete_window);
+    limits.recall_per_conversation = args.recall_per_conversation;
+    limits.recall_period_ms = ms(args.recall_period);
+    limits.recall_throttle_messages = args.recall_throttle_messages;
+    limits.recall_throttle_window_ms = ms(args.recall_throttle_window);
+    limits.max_body_chars = args.max_body_chars;
+    limits.max_frame_bytes = args.max_frame_bytes;
+    limits.max_sessions_per_user = args.max_sessions_per_user;
+    limits.requests_per_second = args.requests_per_second;
+    limits.request_burst = args.request_burst;
+    limits.ping_interval_ms = ms(args.ping_interval);
+    limits.idle_timeout_ms = ms(args.idle_timeout);
+    limits
+}
+
+/// The server's configuration from the flags (the secret read or made on the way).
+fn server_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let secret = auth::load_or_create_secret(args.secret.secret.as_deref(), &args.secret.data)?;
+    Ok(Config {
+        listen: args.listen,
+        secret,
+        data: args.secret.data.clone(),
+        limits: limits_of(args),
+        max_queue_bytes: args.max_queue_bytes,
+        cache_entries: args.cache_entries,
+        shutdown_grace: args.shutdown_grace,
+        connections_per_ip_per_second: args.connections_per_ip_per_second,
+        edge: parley::admission::EdgeLimits {
+            header_timeout: args.header_timeout,
+            max_handshakes: args.max_handshakes.max(1),
+            max_handshakes_per_ip: args.max_handshakes_per_ip.max(1),
+            max_connections: args.max_connections,
+        },
+        allowed_origins: args.allowed_origins.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
+        metrics_listen: args.metrics_listen,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(parley::tls::Tls::from_files(cert, key)?),
+            _ => None,
+        },
+    })
+}
+
+/// The hub over the store the flags name: a cluster node on PostgreSQL (and Redis), or a
+/// single process on its own store.
+async fn start_hub(args: &ServeArgs, config: &Config) -> anyhow::Result<Arc<Hub>> {
+    if args.store != StoreKind::Postgres {
+        let store = local_store(args.store, config, args.durability, args.retention)?;
+        return Ok(Hub::start(
+            config.limits,
+            store,
+            config.max_queue_bytes,
+            config.cache_entries,
+        )?);
+    }
+    let url = args
+        .database_url
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--store postgres needs --database-url"))?;
+    let options = LedgerOptions {
+        pool_size: args.database_pool,
+        connect_timeout: args.database_connect_timeout,
+        request_timeout: args.database_timeout,
+        pool_wait: args.database_pool_wait,
+    };
+    let ledger = Ledger::connect(url, options).await?;
+    let broker = match &args.broker_url {
+        Some(url) => Some(
+            Broker::connect(
+                url,
+                args.broker_ca.as_deref(),
+                &args.broker_channel,
+                args.broker_timeout,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Hub::start_node(
+        config.limits,
+        ledger,
+        broker,
+        config.max_queue_bytes,
+        config.cache_entries,
+    )
+    .await?)
 }
 
 /// The single-process store `kind` names.
