@@ -9,7 +9,14 @@ const TOKEN_KEY = 'parley.token';
 const TYPING_SHOWN_MS = 4000;
 /** Least time between two `typing` requests of ours. */
 const TYPING_EVERY_MS = 3000;
-const HISTORY_PAGE = 50;
+/** Messages per history request: the server's largest page. */
+const HISTORY_PAGE = 100;
+/** Most messages the DOM holds at once; the rest of the history stays in memory. */
+const WINDOW_MAX = 150;
+/** Messages added to the window each time scrolling reaches one of its ends. */
+const WINDOW_STEP = 50;
+/** How near an end of the list (in pixels) scrolling widens the window. */
+const EDGE_PX = 400;
 
 const $ = (id) => document.getElementById(id);
 
@@ -58,6 +65,10 @@ const state = {
   /** Notification toasts by message id. */
   toasts: new Map(),
   sendingSeq: 0,
+  /** The rendered window onto the open thread (see windowOf). */
+  win: null,
+  /** A message arrived below the part of the thread in view. */
+  unseenBelow: false,
 };
 
 /**
@@ -148,6 +159,15 @@ function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/** The time of day, and the date too unless it is today. */
+function stamp(ms) {
+  const d = new Date(ms);
+  if (d.toDateString() === new Date().toDateString()) return clock(ms);
+  const sameYear = d.getFullYear() === new Date().getFullYear();
+  const date = d.toLocaleDateString([], { day: 'numeric', month: 'short', year: sameYear ? undefined : 'numeric' });
+  return `${date}, ${clock(ms)}`;
+}
+
 /** Time left until a deadline on the server's clock; never more than the whole window,
  * which the clock estimate taken from `hello` could otherwise suggest. */
 function timeLeft(until, windowMs) {
@@ -209,7 +229,11 @@ function explain(err) {
 // Toasts
 // ---------------------------------------------------------------------------------------
 
-function toast(text, { kind = 'info', key, onclick, ttl = 6000 } = {}) {
+/** Most toasts shown at once; a new one retires the oldest. */
+const MAX_TOASTS = 3;
+
+/** A note in the strip under the top bar: it takes its own space, so it never covers a control. */
+function toast(text, { kind = 'info', key, onclick, ttl = kind === 'error' ? 6000 : 4000 } = {}) {
   const el = h(
     'div',
     { class: `toast ${kind}`, testid: 'toast', role: kind === 'error' ? 'alert' : 'status' },
@@ -218,6 +242,11 @@ function toast(text, { kind = 'info', key, onclick, ttl = 6000 } = {}) {
   );
   $('toasts').append(el);
   if (key) state.toasts.set(key, el);
+  el.toastKey = key;
+  while ($('toasts').children.length > MAX_TOASTS) {
+    const oldest = $('toasts').firstElementChild;
+    dropToast(oldest, oldest.toastKey);
+  }
   if (ttl) setTimeout(() => dropToast(el, key), ttl);
   return el;
 }
@@ -260,24 +289,40 @@ function renderTitle() {
   document.title = total ? `(${total}) parley` : 'parley';
 }
 
+/** Conversation rows by conversation id, rebuilt only when what they show changes. */
+const convRows = new Map();
+
 function renderList() {
-  const list = $('conversation-list');
   const rows = [...state.convs.values()]
     .filter((c) => !c.hidden)
     .sort((a, b) => b.activity - a.activity);
-  list.replaceChildren(
-    ...rows.map((c) => {
-      const unread = unreadOf(c);
-      const open = state.open === c.view.id;
-      const last = c.last;
-      let preview = '';
-      if (last) {
-        const who = last.sender === state.me ? 'You: ' : c.view.kind === 'group' ? `${last.sender}: ` : '';
-        preview =
-          last.state === 'recalled' ? `${last.sender === state.me ? 'You' : last.sender} recalled a message`
-          : last.state === 'deleted' ? 'This message has been deleted'
-          : who + (last.body || '');
-      }
+  const items = rows.map((c) => {
+    const row = {
+      title: convTitle(c),
+      with: others(c).join(','),
+      kind: c.view.kind,
+      open: state.open === c.view.id,
+      unread: unreadOf(c),
+      preview: previewOf(c),
+      muted: c.muted,
+    };
+    return { key: c.view.id, sig: JSON.stringify(row), build: () => convRow(c, row) };
+  });
+  reconcile($('conversation-list'), items, convRows);
+  $('conv-empty').hidden = rows.length > 0;
+  renderTitle();
+}
+
+function previewOf(c) {
+  const last = c.last;
+  if (!last) return '';
+  const who = last.sender === state.me ? 'You: ' : c.view.kind === 'group' ? `${last.sender}: ` : '';
+  return last.state === 'recalled' ? `${last.sender === state.me ? 'You' : last.sender} recalled a message`
+    : last.state === 'deleted' ? 'This message has been deleted'
+    : who + (last.body || '');
+}
+
+function convRow(c, { title, with: withUsers, kind, open, unread, preview, muted }) {
       return h(
         'li',
         {},
@@ -287,27 +332,23 @@ function renderList() {
             type: 'button',
             class: `conv${open ? ' open' : ''}${unread ? ' unread' : ''}`,
             testid: 'conversation',
-            dataset: { conversation: c.view.id, with: others(c).join(',') },
+            dataset: { conversation: c.view.id, with: withUsers },
             'aria-current': open ? 'true' : null,
             onclick: () => openConversation(c.view.id),
           },
           h(
             'span',
             { class: 'conv-top' },
-            h('span', { class: 'conv-name', testid: 'conversation-name' }, convTitle(c)),
-            c.view.kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
-            c.muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
+            h('span', { class: 'conv-name', testid: 'conversation-name', dir: 'auto' }, title),
+            kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
+            muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
             unread
               ? h('span', { class: 'count', testid: 'unread', 'aria-label': `${unread} unread` }, String(unread))
               : null,
           ),
-          h('span', { class: 'conv-preview', testid: 'conversation-preview' }, preview || 'No messages yet'),
+          h('span', { class: 'conv-preview', testid: 'conversation-preview', dir: 'auto' }, preview || 'No messages yet'),
         ),
       );
-    }),
-  );
-  $('conv-empty').hidden = rows.length > 0;
-  renderTitle();
 }
 
 function personRow(user, ...actions) {
@@ -558,6 +599,14 @@ function inmailDeleteOpen(m) {
   );
 }
 
+/** The line quoting the message `m` replies to, if it is a reply. */
+function replyText(c, m) {
+  if (!m.reply_to) return null;
+  const p = c.msgs?.get(m.reply_to);
+  const text = !p ? 'an earlier message' : p.state === 'visible' ? p.body : p.state === 'recalled' ? 'a recalled message' : 'a deleted message';
+  return `↪ ${p && p.state === 'visible' ? `${p.sender}: ` : ''}${text}`;
+}
+
 function renderMessage(c, m, seenBy) {
   const mine = m.sender === state.me;
   const client = state.client;
@@ -567,13 +616,9 @@ function renderMessage(c, m, seenBy) {
       ? h('p', { class: 'marker', testid: 'recalled-marker' }, mine ? 'You recalled this message' : `${m.sender} recalled this message`)
       : m.state === 'deleted'
         ? h('p', { class: 'marker', testid: 'tombstone' }, 'This message has been deleted')
-        : h('p', { class: 'body', testid: 'message-body' }, m.body || '');
-  let parent = null;
-  if (m.reply_to) {
-    const p = c.msgs?.get(m.reply_to);
-    const text = !p ? 'an earlier message' : p.state === 'visible' ? p.body : p.state === 'recalled' ? 'a recalled message' : 'a deleted message';
-    parent = h('p', { class: 'reply-to' }, `↪ ${p && p.state === 'visible' ? `${p.sender}: ` : ''}${text}`);
-  }
+        : h('p', { class: 'body', testid: 'message-body', dir: 'auto' }, m.body || '');
+  const parentText = replyText(c, m);
+  const parent = parentText ? h('p', { class: 'reply-to', dir: 'auto' }, parentText) : null;
   const actions = [];
   if (recallOpen(c, m)) {
     actions.push(
@@ -591,6 +636,8 @@ function renderMessage(c, m, seenBy) {
               m.state = 'recalled';
               delete m.body;
               afterChange(c);
+              // The button is gone with the message's text: focus stays on the message.
+              rendered.get(m.id)?.el.focus();
             } catch (err) {
               if (err instanceof ParleyError && ['already_read', 'recall_window_closed'].includes(err.code)) {
                 state.recallClosed.add(m.id);
@@ -652,6 +699,7 @@ function renderMessage(c, m, seenBy) {
     {
       class: `msg${mine ? ' mine' : ''} ${m.state}`,
       testid: 'message',
+      tabindex: '-1',
       dataset: { messageId: m.id, state: m.state, sender: m.sender, seq: m.seq },
     },
     h(
@@ -660,7 +708,7 @@ function renderMessage(c, m, seenBy) {
       h('p', { class: 'meta' },
         h('span', { class: 'sender' }, mine ? 'You' : m.sender),
         ' · ',
-        h('time', { datetime: new Date(m.sent_at).toISOString() }, clock(m.sent_at)),
+        h('time', { datetime: new Date(m.sent_at).toISOString(), title: new Date(m.sent_at).toLocaleString() }, stamp(m.sent_at)),
         m.kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
         m.kind === 'inmail' && m.cc?.length ? h('span', { class: 'hint' }, ` to ${m.to}, copy to ${m.cc.join(', ')}`) : null,
       ),
@@ -699,15 +747,37 @@ function renderThread({ focus = false, bottom = false } = {}) {
   $('thread-empty').hidden = shown;
   $('thread-body').hidden = !shown;
   document.body.classList.toggle('thread-open', shown);
-  if (!shown) {
-    $('messages').replaceChildren();
-    return;
-  }
-  const scroller = $('messages-scroll');
-  const atBottom = bottom || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
-
-  const actions = [];
   const other = c ? otherOne(c) : draft;
+  if (shown) renderThreadHead(c, draft, other);
+  renderMessages(c, other, { bottom });
+  if (!shown) return;
+  renderTyping();
+
+  // Nothing can be sent to someone we blocked; say so instead of offering a dead composer.
+  const blocked = other && c?.view.kind !== 'group' && state.blocked.has(other);
+  $('composer').hidden = Boolean(blocked);
+  $('blocked-note').hidden = !blocked;
+  $('blocked-note').textContent = blocked ? `You blocked ${other}. Unblock them to send messages again.` : '';
+  renderComposer();
+  if (focus) $('composer-input').focus();
+}
+
+/** Title and actions of the open thread; the buttons are rebuilt only when what they offer
+ * changes, so a frame never takes focus from one of them. */
+function renderThreadHead(c, draft, other) {
+  if (c) {
+    $('thread-title').textContent = convTitle(c);
+    const sub = c.view.kind === 'inmail' ? 'InMail' : c.view.kind === 'group' ? `Group · ${c.view.participants.join(', ')}` : 'Direct message';
+    $('thread-sub').textContent = c.muted ? `${sub} · muted` : sub;
+  } else {
+    $('thread-title').textContent = draft;
+    $('thread-sub').textContent = 'New direct message';
+  }
+  const sig = JSON.stringify([c?.view.id, c?.muted, other, other && state.blocked.has(other)]);
+  const box = $('thread-actions');
+  if (box.dataset.sig === sig) return;
+  box.dataset.sig = sig;
+  const actions = [];
   if (c) {
     actions.push(act(c.muted ? 'Unmute' : 'Mute', 'mute', async () => {
       await state.client.mute(c.view.id, !c.muted);
@@ -729,43 +799,240 @@ function renderThread({ focus = false, bottom = false } = {}) {
     actions.push(act('Report', 'thread-report', () => openReport({ kind: 'user', user: other }, `Report ${other}`), 'small quiet'));
   }
   actions.push(h('button', { type: 'button', class: 'small quiet', testid: 'close-thread', 'aria-label': 'Close conversation', onclick: closeThread }, 'Close'));
-  $('thread-actions').replaceChildren(...actions);
+  box.replaceChildren(...actions);
+}
 
-  if (c) {
-    $('thread-title').textContent = convTitle(c);
-    const sub = c.view.kind === 'inmail' ? 'InMail' : c.view.kind === 'group' ? `Group · ${c.view.participants.join(', ')}` : 'Direct message';
-    $('thread-sub').textContent = c.muted ? `${sub} · muted` : sub;
-  } else {
-    $('thread-title').textContent = draft;
-    $('thread-sub').textContent = 'New direct message';
-  }
-
-  const list = c ? sortedMessages(c) : [];
-  const seen = c ? seenLabels(c, list) : new Map();
-  const items = list.map((m) => renderMessage(c, m, seen.get(m.id)));
-  for (const p of c?.pending || []) {
-    items.push(h('li', { class: 'msg mine pending', testid: 'message', dataset: { state: 'pending' } },
-      h('div', { class: 'bubble' }, h('p', { class: 'meta' }, 'You · sending…'), h('p', { class: 'body' }, p.body))));
-  }
-  if (!items.length) {
-    items.push(h('li', { class: 'thread-hint hint' }, c && !c.msgs ? 'Loading…' : `Say hello to ${other || 'everyone'}.`));
-  }
-  $('messages').replaceChildren(...items);
-  $('load-earlier').hidden = !(c && c.more);
-
-  // Typing line
+function renderTyping() {
+  const c = openConv();
   const now = Date.now();
   const typers = c ? [...c.typing].filter(([, until]) => until > now).map(([u]) => u) : [];
-  $('typing').textContent = typers.length ? `${typers.join(', ')} ${typers.length === 1 ? 'is' : 'are'} typing…` : '';
+  const text = typers.length ? `${typers.join(', ')} ${typers.length === 1 ? 'is' : 'are'} typing…` : '';
+  if ($('typing').textContent !== text) $('typing').textContent = text;
+}
 
-  // Nothing can be sent to someone we blocked; say so instead of offering a dead composer.
-  const blocked = other && c?.view.kind !== 'group' && state.blocked.has(other);
-  $('composer').hidden = Boolean(blocked);
-  $('blocked-note').hidden = !blocked;
-  $('blocked-note').textContent = blocked ? `You blocked ${other}. Unblock them to send messages again.` : '';
-  renderComposer();
-  if (atBottom) scroller.scrollTop = scroller.scrollHeight;
-  if (focus) $('composer-input').focus();
+// ---------------------------------------------------------------------------------------
+// The message list: a window of at most WINDOW_MAX rendered messages, rendered by key
+// ---------------------------------------------------------------------------------------
+
+/** Rendered messages of the open thread: key → element and the signature it was built from. */
+const rendered = new Map();
+
+function scrollerAtBottom() {
+  const s = $('messages-scroll');
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 40;
+}
+
+/** The window onto `c`'s loaded messages: from seq `from`, up to seq `to` or, when `tail`,
+ * up to the newest (new messages join it). A new thread starts at its newest messages. */
+function windowOf(c) {
+  if (state.win?.conv !== c.view.id) {
+    state.win = { conv: c.view.id, from: -Infinity, to: Infinity, tail: true };
+    state.unseenBelow = false;
+    rendered.clear();
+    $('messages').replaceChildren();
+  }
+  return state.win;
+}
+
+/** The messages of `list` inside the window, at most WINDOW_MAX (the oldest dropped while
+ * following the tail, else the newest); the window's bounds follow what is kept. */
+function windowSlice(w, list) {
+  let slice = list.filter((m) => m.seq >= w.from && (w.tail || m.seq <= w.to));
+  if (slice.length > WINDOW_MAX) slice = w.tail ? slice.slice(-WINDOW_MAX) : slice.slice(0, WINDOW_MAX);
+  if (slice.length) {
+    w.from = slice[0].seq;
+    if (!w.tail) w.to = slice[slice.length - 1].seq;
+  }
+  return slice;
+}
+
+function messageItems(c, other) {
+  if (!c) return [{ key: 'hint', sig: `draft:${other}`, build: () => hintItem(`Say hello to ${other}.`) }];
+  const list = sortedMessages(c);
+  const slice = windowSlice(windowOf(c), list);
+  const seen = seenLabels(c, list);
+  const items = slice.map((m) => {
+    const seenBy = seen.get(m.id);
+    const sig = JSON.stringify([m.state, m.body, seenBy, recallOpen(c, m), inmailDeleteOpen(m), replyText(c, m)]);
+    return { key: m.id, sig, build: () => renderMessage(c, m, seenBy) };
+  });
+  if (state.win.tail) {
+    for (const p of c.pending) items.push({ key: `pending:${p.key}`, sig: '', build: () => pendingItem(p) });
+  }
+  if (!items.length) {
+    const text = c.msgs ? `Say hello to ${other || 'everyone'}.` : 'Loading…';
+    items.push({ key: 'hint', sig: text, build: () => hintItem(text) });
+  }
+  return items;
+}
+
+function hintItem(text) {
+  return h('li', { class: 'thread-hint hint' }, text);
+}
+
+function pendingItem(p) {
+  return h('li', { class: 'msg mine pending', testid: 'message', dataset: { state: 'pending' } },
+    h('div', { class: 'bubble' }, h('p', { class: 'meta' }, 'You · sending…'), h('p', { class: 'body', dir: 'auto' }, p.body)));
+}
+
+/**
+ * Bring the list in line with the state, touching only messages that changed. Whoever was
+ * at the bottom stays there; anyone else keeps the message they were looking at in place.
+ */
+function renderMessages(c, other, { bottom = false } = {}) {
+  const scroller = $('messages-scroll');
+  if (!c && !other) {
+    state.win = null;
+    rendered.clear();
+    $('messages').replaceChildren();
+    return;
+  }
+  if (!c) state.win = null;
+  const stick = bottom || ((!state.win || state.win.tail) && scrollerAtBottom());
+  const anchor = stick ? null : captureAnchor(scroller);
+  reconcile($('messages'), messageItems(c, other), rendered, scroller);
+  if (stick) {
+    scroller.scrollTop = scroller.scrollHeight;
+    state.unseenBelow = false;
+  } else {
+    restoreAnchor(scroller, anchor);
+  }
+  renderHistoryEdges(c);
+}
+
+/** The first rendered element still in view, and where it is, to put it back after a change. */
+function captureAnchor(scroller) {
+  const top = scroller.getBoundingClientRect().top;
+  for (const el of $('messages').children) {
+    const r = el.getBoundingClientRect();
+    if (r.bottom > top) return { el, offset: r.top - top };
+  }
+  return null;
+}
+
+function restoreAnchor(scroller, anchor) {
+  if (!anchor?.el.isConnected) return;
+  const moved = anchor.el.getBoundingClientRect().top - scroller.getBoundingClientRect().top - anchor.offset;
+  if (moved) scroller.scrollTop += moved;
+}
+
+/** What lies beyond the rendered window: older history being fetched, or newer messages. */
+function renderHistoryEdges(c) {
+  const status = $('history-status');
+  const loading = Boolean(c?.loadingEarlier);
+  status.hidden = !loading;
+  status.textContent = loading ? 'Loading earlier messages…' : '';
+  const jump = $('jump-newest');
+  const below = Boolean(c && state.win && (!state.win.tail || state.unseenBelow));
+  jump.hidden = !below;
+  jump.textContent = state.unseenBelow ? 'New messages ↓' : 'Newest messages ↓';
+}
+
+/** Scrolling near an end of the window widens it that way, fetching older pages as needed. */
+function onMessagesScroll() {
+  const c = openConv();
+  if (!c || !state.win) return;
+  const s = $('messages-scroll');
+  if (s.scrollTop < EDGE_PX) showEarlier(c);
+  else if (s.scrollHeight - s.scrollTop - s.clientHeight < EDGE_PX) showLater(c);
+  if (state.unseenBelow && state.win.tail && scrollerAtBottom()) {
+    state.unseenBelow = false;
+    renderHistoryEdges(c);
+  }
+}
+
+function showEarlier(c) {
+  const w = state.win;
+  const list = sortedMessages(c);
+  const start = list.findIndex((m) => m.seq >= w.from);
+  if (start > 0) {
+    const newStart = Math.max(0, start - WINDOW_STEP);
+    w.from = list[newStart].seq;
+    // Widening past the cap lets go of the newest end; windowSlice trims it.
+    if (list.length - newStart > WINDOW_MAX) w.tail = false;
+    renderMessages(c, otherOne(c));
+  } else if (c.more && !c.loadingEarlier && list.length) {
+    loadEarlier(c, list[0].seq);
+  }
+}
+
+function showLater(c) {
+  const w = state.win;
+  if (w.tail) return;
+  const list = sortedMessages(c);
+  const end = list.findIndex((m) => m.seq > w.to);
+  if (end === -1 || end + WINDOW_STEP >= list.length) {
+    w.tail = true;
+  } else {
+    w.to = list[end + WINDOW_STEP - 1].seq;
+  }
+  const last = w.tail ? list.length : end + WINDOW_STEP;
+  w.from = list[Math.max(0, last - WINDOW_MAX)].seq;
+  renderMessages(c, otherOne(c));
+}
+
+async function loadEarlier(c, beforeSeq) {
+  c.loadingEarlier = true;
+  renderHistoryEdges(c);
+  try {
+    await loadHistory(c, beforeSeq);
+  } finally {
+    c.loadingEarlier = false;
+    if (state.open === c.view.id) {
+      renderHistoryEdges(c);
+      // Still at the top (a short page): keep going without waiting for another scroll.
+      if ($('messages-scroll').scrollTop < EDGE_PX) showEarlier(c);
+    }
+  }
+}
+
+/** Whoever reads the newest messages keeps reading them when the list's box changes size
+ * (a toast appearing above it, a phone's keyboard). */
+function keepBottomOnResize(scroller) {
+  let wasAtBottom = true;
+  scroller.addEventListener('scroll', () => { wasAtBottom = scrollerAtBottom(); }, { passive: true });
+  new ResizeObserver(() => {
+    if (wasAtBottom && state.win?.tail) scroller.scrollTop = scroller.scrollHeight;
+  }).observe(scroller);
+}
+
+function jumpToNewest() {
+  const c = openConv();
+  if (!c) return;
+  state.win = { conv: c.view.id, from: -Infinity, to: Infinity, tail: true };
+  renderMessages(c, otherOne(c), { bottom: true });
+}
+
+/**
+ * Make `parent`'s children the elements of `items`, in order, reusing each key's element
+ * while its signature is unchanged. Untouched elements are never moved or rebuilt, so a
+ * selection in them survives; focus inside a rebuilt one moves to its successor.
+ * @param {Array<{key: string, sig: string, build: () => Element}>} items
+ * @param {Map<string, {el: Element, sig: string}>} cache the elements of the last call
+ */
+function reconcile(parent, items, cache, fallbackFocus) {
+  const active = document.activeElement;
+  let focusKey = null;
+  for (const [key, { el }] of cache) if (el.contains(active)) focusKey = key;
+  const wanted = new Map();
+  for (const { key, sig, build } of items) {
+    const had = cache.get(key);
+    wanted.set(key, had && had.sig === sig ? had : { el: build(), sig });
+  }
+  for (const [key, { el }] of cache) if (wanted.get(key)?.el !== el) el.remove();
+  let cursor = parent.firstElementChild;
+  for (const { el } of wanted.values()) {
+    if (el === cursor) cursor = cursor.nextElementSibling;
+    else parent.insertBefore(el, cursor);
+  }
+  cache.clear();
+  for (const [key, entry] of wanted) cache.set(key, entry);
+  if (focusKey !== null && !active.isConnected) {
+    const el = cache.get(focusKey)?.el;
+    const testid = active.dataset?.testid;
+    const same = el && testid ? el.querySelector(`[data-testid="${testid}"]`) : null;
+    (same || el || fallbackFocus)?.focus();
+  }
 }
 
 function renderComposer() {
@@ -816,7 +1083,8 @@ function tick() {
   const c = openConv();
   const typingShown = $('typing').textContent !== '';
   const typingNow = c && [...c.typing.values()].some((until) => until > Date.now());
-  if (expired || (typingShown && !typingNow)) renderThread();
+  if (expired) renderThread();
+  else if (typingShown && !typingNow) renderTyping();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -838,7 +1106,7 @@ async function submitComposer(e) {
   const key = ++state.sendingSeq;
   if (c) {
     c.pending.push({ key, body });
-    renderThread({ bottom: true });
+    jumpToNewest();
   }
   try {
     const fields = c ? { conversation: c.view.id, body } : { to: draft, body };
@@ -855,7 +1123,7 @@ async function submitComposer(e) {
       renderThread({ bottom: true });
     } else {
       afterChange(target);
-      $('messages-scroll').scrollTop = $('messages-scroll').scrollHeight;
+      jumpToNewest();
     }
   } catch (err) {
     if (c) c.pending = c.pending.filter((p) => p.key !== key);
@@ -1007,6 +1275,7 @@ const handlers = {
     if (m.sender !== state.me) c.typing.delete(m.sender);
     if (!replayed && state.open === c.view.id && m.state === 'visible') {
       announce(`${m.sender === state.me ? 'You' : m.sender}: ${m.body}`);
+      if (!(state.win?.tail && scrollerAtBottom())) state.unseenBelow = true;
     }
     afterChange(c);
     maybeRead(c);
@@ -1074,7 +1343,7 @@ const handlers = {
   connection_request(f) {
     state.incoming.add(f.from);
     renderPeople();
-    toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 15000 });
+    toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 8000 });
   },
   connected(f) {
     dropToastFor(`request:${f.user}`);
@@ -1111,7 +1380,7 @@ const handlers = {
     // Someone we blocked stays silent here, typing included.
     if (!c || f.user === state.me || state.blocked.has(f.user)) return;
     c.typing.set(f.user, Date.now() + TYPING_SHOWN_MS);
-    if (state.open === c.view.id) renderThread();
+    if (state.open === c.view.id) renderTyping();
   },
 };
 
@@ -1120,7 +1389,7 @@ function onNotification({ notification: n }) {
   if (state.open === n.conversation && document.visibilityState === 'visible') return;
   if (c?.muted || state.toasts.has(n.message)) return;
   const text = n.sender ? (n.preview ? `${n.sender}: ${n.preview}` : `New message from ${n.sender}`) : 'New message';
-  toast(text, { key: n.message, ttl: 10000, onclick: () => openConversation(n.conversation) });
+  toast(text, { key: n.message, ttl: 6000, onclick: () => openConversation(n.conversation) });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1253,11 +1522,9 @@ function main() {
     state.replyTo = null;
     renderComposer();
   });
-  $('load-earlier').addEventListener('click', () => {
-    const c = openConv();
-    const first = c && sortedMessages(c)[0];
-    if (first) loadHistory(c, first.seq);
-  });
+  $('messages-scroll').addEventListener('scroll', onMessagesScroll, { passive: true });
+  keepBottomOnResize($('messages-scroll'));
+  $('jump-newest').addEventListener('click', jumpToNewest);
   document.addEventListener('visibilitychange', () => maybeRead(openConv()));
   window.addEventListener('online', () => state.client?.reconnect());
   setInterval(tick, 1000);

@@ -37,6 +37,9 @@ async function startServer() {
   // The in-memory store keeps each run independent where the server offers a choice.
   const help = execFileSync(binary, ['serve', '--help'], { encoding: 'utf8' });
   if (/--store\b/.test(help) && /\bmemory\b/.test(help)) args.push('--store', 'memory');
+  // Seeding a long thread sends thousands of requests in seconds; no test here is about
+  // the request rate limit.
+  args.push('--requests-per-second', '0');
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
@@ -154,6 +157,58 @@ async function sendInOpen(page, text) {
   await page.getByTestId('composer').fill(text);
   await page.getByTestId('send').click();
   await message(page, text).and(page.locator('[data-state="visible"]')).waitFor();
+}
+
+/**
+ * A page that is no chat window, only a signed-in client module at `window.client`: it
+ * sends as `handle` over its own socket, as fast as the server takes it, without clicking.
+ */
+async function clientPage(handle) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
+  await page.goto(`${base}static/parley-client.js`);
+  await page.evaluate(async (user) => {
+    const { ParleyClient } = await import('/static/parley-client.js');
+    const token = (await (await fetch(`/demo/token?user=${user}`)).text()).trim();
+    const client = new ParleyClient(() => `ws://${location.host}/ws?token=${token}`);
+    await new Promise((resolve) => {
+      client.on('ready', resolve);
+      client.connect();
+    });
+    window.client = client;
+  }, handle);
+  return page;
+}
+
+/** Send `n` messages "Seed #1." … from the client page to `to`; the conversation's id. */
+async function seedThread(sender, to, n) {
+  return sender.evaluate(async ({ to, n }) => {
+    const { message } = await window.client.send({ to, body: 'Seed #1.' });
+    for (let i = 2; i <= n; i += 100) {
+      const batch = Array.from({ length: Math.min(100, n - i + 1) }, (_, k) =>
+        window.client.send({ conversation: message.conversation, body: `Seed #${i + k}.` }));
+      await Promise.all(batch);
+    }
+    return message.conversation;
+  }, { to, n });
+}
+
+/** The bodies of the messages in the DOM (the rendered window). */
+function renderedBodies(page) {
+  return page.getByTestId('messages').getByTestId('message-body').allTextContents();
+}
+
+async function assertPageDoesNotScroll(page, what) {
+  const m = await page.evaluate(() => ({
+    scrollHeight: document.scrollingElement.scrollHeight,
+    innerHeight,
+    statusTop: document.getElementById('status').getBoundingClientRect().top,
+    composerBottom: document.getElementById('composer').getBoundingClientRect().bottom,
+  }));
+  assert.ok(m.scrollHeight <= m.innerHeight, `${what}: the page is ${m.scrollHeight} px tall in a ${m.innerHeight} px window`);
+  assert.ok(m.statusTop >= 0, `${what}: the top bar is in view`);
+  assert.ok(m.composerBottom <= m.innerHeight, `${what}: the composer ends at ${m.composerBottom} of ${m.innerHeight}`);
 }
 
 before(async () => {
@@ -519,6 +574,108 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     assert.ok(replayed.some((f) => f.type === 'recalled' && f.message === recalled[0].message.id));
     await o.context().close();
     await p.context().close();
+  });
+
+  test('a 2,000-message thread: only the list scrolls, windowed, loaded by scrolling up', { timeout: 4 * TEST_TIMEOUT }, async () => {
+    const [uma, vic] = handles('uma', 'vic');
+    const u = await signIn(uma);
+    const v0 = await signIn(vic);
+    await connect(u, uma, v0, vic);
+    // Vic comes back after the seeding, to open a long history rather than watch it arrive.
+    await u.context().close();
+    await v0.context().close();
+    const seeder = await clientPage(uma);
+    const conversation = await seedThread(seeder, vic, 2000);
+
+    const v = await signIn(vic);
+    await conversationWith(v, uma).click();
+    await message(v, 'Seed #2000.').getByTestId('message-body').waitFor();
+
+    // Scrolling to the top widens the window in place: the message at the top stays put.
+    const scroller = v.getByTestId('messages-scroll');
+    const top = await scroller.evaluate((el) => {
+      el.scrollTop = 0;
+      const first = document.querySelector('[data-testid="messages"] [data-testid="message"]');
+      return { id: first.dataset.messageId, y: first.getBoundingClientRect().top };
+    });
+    await v.waitForFunction((id) => document.querySelector('[data-testid="messages"] [data-testid="message"]').dataset.messageId !== id, top.id);
+    const { y, scrollTop } = await v.evaluate((id) => ({
+      y: document.querySelector(`[data-message-id="${id}"]`).getBoundingClientRect().top,
+      scrollTop: document.querySelector('[data-testid="messages-scroll"]').scrollTop,
+    }), top.id);
+    assert.ok(Math.abs(y - top.y) <= 2, `the message in view moved from ${top.y} to ${y}`);
+    assert.ok(scrollTop > 0, 'earlier messages were added above the one in view');
+
+    // Keep scrolling up, as a reader would: message 1 comes without a click.
+    await v.waitForFunction(() => {
+      const bodies = [...document.querySelectorAll('[data-testid="message-body"]')];
+      if (bodies.some((b) => b.textContent === 'Seed #1.')) return true;
+      document.querySelector('[data-testid="messages-scroll"]').scrollTop = 0;
+      return false;
+    }, null, { polling: 100, timeout: 90_000 });
+    const windowAtTop = await renderedBodies(v);
+    assert.ok(windowAtTop.length <= 150, `the DOM holds ${windowAtTop.length} messages`);
+    assert.equal(windowAtTop[0], 'Seed #1.');
+    assert.ok(!windowAtTop.includes('Seed #2000.'), 'the newest are out of the DOM at the top');
+
+    // Both sizes: the page never scrolls, the top bar and the composer stay in view.
+    for (const size of [{ width: 1280, height: 800 }, { width: 375, height: 740 }]) {
+      await v.setViewportSize(size);
+      await assertPageDoesNotScroll(v, `${size.width}×${size.height}, 2,000 loaded`);
+    }
+    await v.setViewportSize({ width: 1280, height: 800 });
+
+    await v.getByTestId('jump-newest').click();
+    await message(v, 'Seed #2000.').getByTestId('message-body').waitFor();
+    await v.getByTestId('jump-newest').waitFor({ state: 'hidden' });
+
+    // Select one message's text, focus another's Reply button, and watch for long tasks.
+    await v.evaluate(() => {
+      window.__longTasks = [];
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) window.__longTasks.push(Math.round(e.duration));
+      }).observe({ type: 'longtask' });
+      const body = (text) => [...document.querySelectorAll('[data-testid="message-body"]')].find((b) => b.textContent === text);
+      body('Seed #1999.').closest('[data-testid="message"]').querySelector('[data-testid="reply"]').focus();
+      const range = document.createRange();
+      range.selectNodeContents(body('Seed #1998.'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      window.__seenAt = new Promise((resolve) => {
+        new MutationObserver((_, obs) => {
+          if (body('Live #1.')) {
+            obs.disconnect();
+            resolve(Date.now());
+          }
+        }).observe(document.getElementById('messages'), { childList: true, subtree: true });
+      });
+    });
+    const sentAt = await seeder.evaluate(async (conversation) => {
+      const t0 = Date.now();
+      await window.client.send({ conversation, body: 'Live #1.' });
+      return t0;
+    }, conversation);
+    const seenAt = await v.evaluate(() => window.__seenAt);
+    assert.ok(seenAt - sentAt <= 100, `the message showed ${seenAt - sentAt} ms after it was sent`);
+    await seeder.evaluate((conversation) => window.client.typing(conversation), conversation);
+    await v.getByTestId('typing').filter({ hasText: `${uma} is typing` }).waitFor();
+
+    const after = await v.evaluate(() => ({
+      selected: getSelection().toString(),
+      focused: document.activeElement.dataset.testid,
+      focusedIn: document.activeElement.closest('[data-testid="message"]')?.textContent,
+      longTasks: window.__longTasks,
+    }));
+    assert.equal(after.selected, 'Seed #1998.');
+    assert.equal(after.focused, 'reply');
+    assert.match(after.focusedIn, /Seed #1999\./);
+    assert.deepEqual(after.longTasks, [], 'no main-thread task over 50 ms');
+    const windowAtBottom = await renderedBodies(v);
+    assert.ok(windowAtBottom.length <= 150, `the DOM holds ${windowAtBottom.length} messages`);
+    assert.equal(windowAtBottom.at(-1), 'Live #1.');
+    await assertPageDoesNotScroll(v, 'after a new message');
+    await seeder.context().close();
+    await v.context().close();
   });
 
   test('no page threw an uncaught error', () => {
