@@ -382,6 +382,7 @@ function applyConnection({ user, state: st }) {
   if (st === 'incoming') state.incoming.add(user);
   if (st === 'requested') state.outgoing.add(user);
   renderPeople();
+  renderThread();
 }
 
 /** Connection requests, each answered with the new state. */
@@ -753,11 +754,7 @@ function renderThread({ focus = false, bottom = false } = {}) {
   if (!shown) return;
   renderTyping();
 
-  // Nothing can be sent to someone we blocked; say so instead of offering a dead composer.
-  const blocked = other && c?.view.kind !== 'group' && state.blocked.has(other);
-  $('composer').hidden = Boolean(blocked);
-  $('blocked-note').hidden = !blocked;
-  $('blocked-note').textContent = blocked ? `You blocked ${other}. Unblock them to send messages again.` : '';
+  renderComposerGate(c, draft, other);
   renderComposer();
   if (focus) $('composer-input').focus();
 }
@@ -800,6 +797,42 @@ function renderThreadHead(c, draft, other) {
   }
   actions.push(h('button', { type: 'button', class: 'small quiet', testid: 'close-thread', 'aria-label': 'Close conversation', onclick: closeThread }, 'Close'));
   box.replaceChildren(...actions);
+}
+
+/**
+ * Offer the composer only when a send can succeed: not to someone we blocked, and in a
+ * direct conversation not without a connection (a block ends it, an unblock does not bring
+ * it back). Instead, say what to do; the note and any stale error go once it no longer holds.
+ */
+function renderComposerGate(c, draft, other) {
+  const blocked = Boolean(other && c?.view.kind !== 'group' && state.blocked.has(other));
+  const direct = Boolean(other && (draft || c?.view.kind === 'direct'));
+  const unconnected = direct && !blocked && !state.connections.has(other);
+  const gate = blocked ? 'blocked' : unconnected ? relationOf(other) : 'open';
+  const note = $('blocked-note');
+  $('composer').hidden = gate !== 'open';
+  note.hidden = gate === 'open';
+  const sig = `${gate}:${other}`;
+  if (note.dataset.sig === sig) return;
+  if (note.dataset.sig) $('composer-error').textContent = '';
+  note.dataset.sig = sig;
+  const inmail = act('Send an InMail', 'gate-inmail', () => openInmail(other), 'small quiet');
+  const content = {
+    open: [],
+    blocked: [`You blocked ${other}. Unblock them to send messages again.`],
+    none: [`You and ${other} are not connected, so direct messages can’t reach them. Connect again, or send an InMail. `,
+      act('Connect', 'gate-connect', () => relation.connect(other), 'small primary'), ' ', inmail],
+    requested: [`You asked to connect with ${other}. You can message them here once they accept; meanwhile, `, inmail],
+    incoming: [`${other} asked to connect with you. Accept to message them here. `,
+      act('Accept', 'gate-accept', () => relation.accept(other), 'small primary')],
+  }[gate];
+  note.replaceChildren(...content);
+}
+
+function relationOf(user) {
+  if (state.outgoing.has(user)) return 'requested';
+  if (state.incoming.has(user)) return 'incoming';
+  return 'none';
 }
 
 function renderTyping() {
@@ -1129,6 +1162,9 @@ async function submitComposer(e) {
     if (c) c.pending = c.pending.filter((p) => p.key !== key);
     if (!input.value) input.value = body;
     $('composer-error').textContent = explain(err);
+    // The server knows better: the connection is gone (ended by a block, say).
+    const other = c ? otherOne(c) : draft;
+    if (err instanceof ParleyError && err.code === 'not_connected' && other) state.connections.delete(other);
     renderThread();
   }
 }
@@ -1343,6 +1379,7 @@ const handlers = {
   connection_request(f) {
     state.incoming.add(f.from);
     renderPeople();
+    renderThread();
     toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 8000 });
   },
   connected(f) {
@@ -1351,6 +1388,7 @@ const handlers = {
     state.incoming.delete(f.user);
     state.outgoing.delete(f.user);
     renderPeople();
+    renderThread();
     if (state.profile?.user === f.user) lookup(f.user);
   },
   disconnected(f) {
@@ -1358,6 +1396,7 @@ const handlers = {
     state.incoming.delete(f.user);
     state.outgoing.delete(f.user);
     renderPeople();
+    renderThread();
     if (state.profile?.user === f.user) lookup(f.user);
   },
   conversation_state(f) {

@@ -678,6 +678,71 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await v.context().close();
   });
 
+  test('toasts: at most three, over no control, dismissable, gone in seconds', { timeout: TEST_TIMEOUT }, async () => {
+    const [wes, xia] = handles('wes', 'xia');
+    const w = await signIn(wes);
+    const x = await signIn(xia);
+    await connect(w, wes, x, xia);
+    await sendDirect(w, xia, 'Note 1');
+    for (const n of [2, 3, 4]) await sendInOpen(w, `Note ${n}`);
+    await x.getByTestId('toast').filter({ hasText: 'Note 4' }).waitFor();
+    assert.equal(await x.getByTestId('toast').count(), 3);
+    assert.equal(await x.getByTestId('toast').filter({ hasText: 'Note 1' }).count(), 0, 'the oldest made way');
+
+    // Block from the profile while the toasts are up: none of them hides a control.
+    await x.getByTestId('lookup-input').fill(wes);
+    await x.getByTestId('lookup').click();
+    await x.getByTestId('profile-block').click();
+    await x.getByTestId('toast').filter({ hasText: `You blocked ${wes}` }).waitFor();
+    const overlaps = await x.evaluate(() => {
+      const toasts = [...document.querySelectorAll('[data-testid="toast"]')].map((t) => t.getBoundingClientRect());
+      const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+      return [...document.querySelectorAll('button, input, select, textarea, a[href]')]
+        .filter((el) => !el.closest('#toasts') && el.getClientRects().length)
+        .filter((el) => toasts.some((t) => hit(t, el.getBoundingClientRect())))
+        .map((el) => el.textContent || el.id);
+    });
+    assert.deepEqual(overlaps, [], 'controls under a toast');
+    await x.getByTestId('blocked-list').getByTestId('unblock').click();
+
+    const first = x.getByTestId('toast').first();
+    const text = await first.textContent();
+    await first.getByRole('button', { name: 'Dismiss' }).click();
+    await x.getByTestId('toast').filter({ hasText: text.replace('×', '') }).waitFor({ state: 'detached' });
+    // The rest retire by themselves within a few seconds.
+    await x.getByTestId('toast').first().waitFor({ state: 'detached', timeout: 7000 });
+    await w.context().close();
+    await x.context().close();
+  });
+
+  test('after an unblock the thread says to connect again, and the composer returns once connected', { timeout: TEST_TIMEOUT }, async () => {
+    const [yan, zoe] = handles('yan', 'zoe');
+    const y = await signIn(yan);
+    const z = await signIn(zoe);
+    await connect(y, yan, z, zoe);
+    await sendDirect(y, zoe, 'Coffee later?');
+    await conversationWith(z, yan).click();
+    await z.getByTestId('thread-block').click();
+    await z.getByTestId('blocked-note').filter({ hasText: `You blocked ${yan}` }).waitFor();
+    await z.getByTestId('thread-unblock').click();
+
+    // The block ended the connection; the unblock did not bring it back: no dead composer.
+    const note = z.getByTestId('blocked-note');
+    await note.filter({ hasText: 'not connected' }).waitFor();
+    assert.equal(await z.getByTestId('composer').isVisible(), false);
+    await note.getByTestId('gate-connect').click();
+    await note.filter({ hasText: 'once they accept' }).waitFor();
+    await y.getByTestId('requests').locator(`[data-user="${zoe}"]`).getByTestId('accept-request').click();
+
+    await z.getByTestId('composer').waitFor();
+    await note.waitFor({ state: 'hidden' });
+    assert.equal(await z.getByTestId('composer-error').textContent(), '');
+    await sendInOpen(z, 'Sorry, yes: coffee at 3.');
+    await message(y, 'coffee at 3').getByTestId('message-body').waitFor();
+    await y.context().close();
+    await z.context().close();
+  });
+
   test('no page threw an uncaught error', () => {
     assert.deepEqual(pageErrors, []);
   });
