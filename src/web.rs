@@ -56,10 +56,19 @@ pub fn check_demo_address(addr: std::net::SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Routes for the page; with `demo_secret`, also the demo sign-in.
+/// Routes for the page; with `demo_secret`, also the demo sign-in. `/demo/mode` answers
+/// `on` or `off` either way, so the page learns which sign-in to offer without a failing
+/// request (which a browser reports as an error in its console).
 pub fn router(demo_secret: Option<Arc<[u8]>>) -> Router {
+    let mode = if demo_secret.is_some() { "on\n" } else { "off\n" };
     let router = Router::new()
         .route("/", get(|| async { file("index.html") }))
+        .route(
+            "/demo/mode",
+            get(move || async move {
+                ([(header::CACHE_CONTROL, "no-store")], mode).into_response()
+            }),
+        )
         .route(
             "/static/{name}",
             get(|Path(name): Path<String>| async move { file(&name) }),

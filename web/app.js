@@ -1441,9 +1441,8 @@ function showSignin(message = '') {
   $('signin-error').textContent = message;
   for (const id of ['whoami', 'open-settings', 'sign-out']) $(id).hidden = true;
   renderStatus('idle');
-  fetch('/demo/token', { cache: 'no-store' }).then((r) => {
-    // The demo endpoint answers 400 to a missing handle, and does not exist otherwise.
-    const demo = r.status === 400;
+  fetch('/demo/mode', { cache: 'no-store' }).then((r) => (r.ok ? r.text() : 'off')).then((mode) => {
+    const demo = mode.trim() === 'on';
     $('demo-form').hidden = !demo;
     if (demo) $('handle').focus();
     else $('token').focus();

@@ -743,6 +743,64 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await z.context().close();
   });
 
+  test('details: no console errors, right-to-left text, dates, one main landmark, focus after Recall, settings on a phone', { timeout: TEST_TIMEOUT }, async () => {
+    const [ada, ben] = handles('ada', 'ben');
+    const consoleErrors = [];
+    const context = await browser.newContext({ viewport: { width: 1180, height: 720 }, locale: 'en-GB' });
+    const a = await context.newPage();
+    a.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push(m.text());
+    });
+    a.on('pageerror', (e) => pageErrors.push(`${a.url()}: ${e.message}`));
+    await a.goto(base);
+    await signIn(ada, a);
+    const b = await signIn(ben);
+    await connect(a, ada, b, ben);
+    assert.equal(await a.locator('main:visible').count(), 1, 'one main landmark in the list view');
+
+    const arabic = 'هل أنت متاح يوم الجمعة؟';
+    await sendDirect(a, ben, arabic);
+    assert.equal(await a.locator('main:visible').count(), 1, 'one main landmark in the thread view');
+    assert.equal(await message(a, arabic).getByTestId('message-body').evaluate((el) => getComputedStyle(el).direction), 'rtl');
+    assert.equal(await a.getByTestId('composer').getAttribute('dir'), 'auto');
+
+    // Recall takes its button away; focus stays on the message rather than falling to <body>.
+    await sendInOpen(a, 'Wrong chat, sorry');
+    await message(a, 'Wrong chat').getByTestId('recall').click();
+    await a.getByTestId('recalled-marker').waitFor();
+    assert.deepEqual(await a.evaluate(() => [document.activeElement.dataset.testid, document.activeElement.dataset.state]), ['message', 'recalled']);
+    assert.deepEqual(consoleErrors, [], 'console errors while signing in and chatting');
+
+    // Seen on a later day, a message's time carries its date.
+    await b.clock.setFixedTime(Date.now() + 3 * 24 * 3600 * 1000);
+    await b.reload();
+    await b.locator('body[data-ready="true"]').waitFor();
+    await conversationWith(b, ada).click();
+    const stamp = await message(b, arabic).locator('time').textContent();
+    assert.match(stamp, /[A-Za-z]{3}.*\d\d:\d\d/, `"${stamp}" names the day`);
+
+    // On a phone the read-receipts choice fits its box.
+    await b.setViewportSize({ width: 375, height: 740 });
+    await b.getByTestId('close-thread').click();
+    await b.getByTestId('open-settings').click();
+    const fit = await b.getByTestId('setting-read-receipts').evaluate((select) => {
+      const probe = document.createElement('span');
+      probe.style.font = getComputedStyle(select).font;
+      probe.style.position = 'absolute';
+      probe.style.whiteSpace = 'nowrap';
+      probe.textContent = select.selectedOptions[0].textContent;
+      document.body.append(probe);
+      const text = probe.getBoundingClientRect().width;
+      probe.remove();
+      const box = select.getBoundingClientRect();
+      return { text, room: select.clientWidth - 40, right: box.right, width: innerWidth };
+    });
+    assert.ok(fit.text <= fit.room, `the choice is ${fit.text} px in ${fit.room} px`);
+    assert.ok(fit.right <= fit.width);
+    await context.close();
+    await b.context().close();
+  });
+
   test('no page threw an uncaught error', () => {
     assert.deepEqual(pageErrors, []);
   });
