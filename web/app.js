@@ -1207,6 +1207,37 @@ async function submitInmail(e) {
   }
 }
 
+function openGroupDialog() {
+  $('group-name').value = '';
+  $('group-error').textContent = '';
+  const people = [...state.connections].sort();
+  $('group-members').replaceChildren(...people.map((u) =>
+    h('li', {}, h('label', {}, h('input', { type: 'checkbox', value: u, testid: 'group-member', dataset: { user: u } }), u))));
+  $('group-none').hidden = people.length >= 2;
+  $('group-dialog').showModal();
+  $('group-name').focus();
+}
+
+async function submitGroup(e) {
+  e.preventDefault();
+  const members = [...$('group-members').querySelectorAll('input:checked')].map((i) => i.value);
+  if (members.length < 2) {
+    $('group-error').textContent = 'Pick at least two people: a group is three or more.';
+    return;
+  }
+  const title = $('group-name').value.trim();
+  try {
+    const { conversation } = await state.client.createGroup(title ? { members, title } : { members });
+    const c = ensureConv(conversation);
+    if (!c.msgs) c.msgs = new Map();
+    c.activity = Math.max(c.activity, state.client.serverNow());
+    $('group-dialog').close();
+    openConversation(c.view.id);
+  } catch (err) {
+    $('group-error').textContent = explain(err);
+  }
+}
+
 let reportTarget = null;
 function openReport(target, what) {
   reportTarget = target;
@@ -1539,6 +1570,9 @@ function main() {
   $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
   $('new-inmail').addEventListener('click', () => openInmail());
   $('inmail-form').addEventListener('submit', submitInmail);
+  $('new-group').addEventListener('click', openGroupDialog);
+  $('group-form').addEventListener('submit', submitGroup);
+  $('group-cancel').addEventListener('click', () => $('group-dialog').close());
   $('inmail-cancel').addEventListener('click', () => $('inmail-dialog').close());
   $('report-form').addEventListener('submit', submitReport);
   $('report-cancel').addEventListener('click', () => $('report-dialog').close());

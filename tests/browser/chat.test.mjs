@@ -801,6 +801,38 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await b.context().close();
   });
 
+  test('a group started from the page reaches everyone in it', { timeout: TEST_TIMEOUT }, async () => {
+    const [gus, hana, ira] = handles('gus', 'hana', 'ira');
+    const g = await signIn(gus);
+    const hn = await signIn(hana);
+    const ir = await signIn(ira);
+    await connect(g, gus, hn, hana);
+    await connect(g, gus, ir, ira);
+
+    await g.getByTestId('new-group').click();
+    await g.getByTestId('group-name').fill('Offsite planning');
+    await g.getByTestId('group-member').and(g.locator(`[data-user="${hana}"]`)).check();
+    // One member is not a group: the page says so before asking the server.
+    await g.getByTestId('group-create').click();
+    await g.getByTestId('group-error').filter({ hasText: 'at least two' }).waitFor();
+    await g.getByTestId('group-member').and(g.locator(`[data-user="${ira}"]`)).check();
+    await g.getByTestId('group-create').click();
+
+    await g.getByTestId('thread-title').filter({ hasText: 'Offsite planning' }).waitFor();
+    assert.match(await g.locator('#thread-sub').textContent(), new RegExp(`Group · .*${hana}.*${ira}`));
+    await sendInOpen(g, 'Welcome, both of you!');
+    for (const p of [hn, ir]) {
+      const row = p.getByTestId('conversation').filter({ hasText: 'Offsite planning' });
+      await row.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+      await row.click();
+      await message(p, 'Welcome, both of you!').getByTestId('message-body').waitFor();
+    }
+    await sendInOpen(ir, 'Thanks!');
+    await message(hn, 'Thanks!').getByTestId('message-body').waitFor();
+    await message(g, 'Thanks!').getByTestId('message-body').waitFor();
+    for (const p of [g, hn, ir]) await p.context().close();
+  });
+
   test('no page threw an uncaught error', () => {
     assert.deepEqual(pageErrors, []);
   });
