@@ -86,6 +86,7 @@ const state = {
  * @property {Map<string, object>|null} msgs loaded messages, or null
  * @property {boolean} more
  * @property {Map<string, number>} receipts
+ * @property {Map<string, number>} recalls our recalls here: message id → when (server clock)
  * @property {Map<string, number>} typing user → until
  * @property {Array<{key: number, body: string}>} pending
  */
@@ -107,6 +108,7 @@ function ensureConv(view) {
       msgs: null,
       more: false,
       receipts: new Map(),
+      recalls: new Map(),
       typing: new Map(),
       pending: [],
     };
@@ -141,8 +143,49 @@ function sortedMessages(c) {
 
 function upsertMessage(c, m) {
   if (c.msgs) c.msgs.set(m.id, m);
+  if (m.sender === state.me) noteOwnMessage(c, m);
   if (!c.last || m.seq >= c.last.seq) c.last = m;
   c.activity = Math.max(c.activity, m.sent_at);
+}
+
+// ---------------------------------------------------------------------------------------
+// Recall limits: the page offers Recall only where the server would allow it. It knows the
+// limits from `hello` and its user's messages and recalls from what it has seen.
+// ---------------------------------------------------------------------------------------
+
+/** Send times of the user's own messages, every conversation and session: the throttle. */
+const ownSends = new Map();
+
+function noteOwnMessage(c, m) {
+  ownSends.set(m.id, m.sent_at);
+  // A recall seen only as a marker happened within the recall window after sending; count
+  // it from the window's end, so the allowance is never thought free too early.
+  if (m.state === 'recalled' && !c.recalls.has(m.id)) c.recalls.set(m.id, m.sent_at + (state.limits?.recall_window_ms ?? 0));
+}
+
+function noteOwnRecall(c, id) {
+  c.recalls.set(id, state.client.serverNow());
+}
+
+/** The per-conversation allowance is used up (`recall_limit_reached` would follow). */
+function recallAllowanceUsed(c) {
+  const { recall_per_conversation: allowed, recall_period_ms: period } = state.limits;
+  if (allowed === 0) return true;
+  if (period === 0) return false;
+  const since = state.client.serverNow() - period;
+  let used = 0;
+  for (const at of c.recalls.values()) if (at > since) used += 1;
+  return used >= allowed;
+}
+
+/** More messages sent lately than the throttle allows (`recall_throttled` would follow). */
+function recallThrottled() {
+  const { recall_throttle_messages: most, recall_throttle_window_ms: windowMs } = state.limits;
+  if (windowMs === 0) return false;
+  const since = state.client.serverNow() - windowMs;
+  let sent = 0;
+  for (const at of ownSends.values()) if (at > since) sent += 1;
+  return sent > most;
 }
 
 function readByOthersUpTo(c) {
@@ -586,7 +629,9 @@ function recallOpen(c, m) {
     typeof m.recall_until === 'number' &&
     state.client.serverNow() < m.recall_until &&
     !state.recallClosed.has(m.id) &&
-    readByOthersUpTo(c) < m.seq
+    readByOthersUpTo(c) < m.seq &&
+    !recallAllowanceUsed(c) &&
+    !recallThrottled()
   );
 }
 
@@ -634,6 +679,7 @@ function renderMessage(c, m, seenBy) {
             e.currentTarget.disabled = true;
             try {
               await client.recall(cid, m.id);
+              noteOwnRecall(c, m.id);
               m.state = 'recalled';
               delete m.body;
               afterChange(c);
@@ -1116,6 +1162,12 @@ function tick() {
   const c = openConv();
   const typingShown = $('typing').textContent !== '';
   const typingNow = c && [...c.typing.values()].some((until) => until > Date.now());
+  // Recall returns to messages still in their window once the throttle lifts.
+  const throttled = recallThrottled();
+  if (throttled !== state.throttled) {
+    state.throttled = throttled;
+    expired = true;
+  }
   if (expired) renderThread();
   else if (typingShown && !typingNow) renderTyping();
 }
@@ -1369,6 +1421,7 @@ const handlers = {
       if (m) {
         m.state = 'recalled';
         delete m.body;
+        if (m.sender === state.me) noteOwnRecall(c, m.id);
         if (!replayed && state.open === c.view.id) announce(`${m.sender} recalled a message`);
       }
       c.unreadLive.delete(f.message);

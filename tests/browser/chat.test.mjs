@@ -833,6 +833,38 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     for (const p of [g, hn, ir]) await p.context().close();
   });
 
+  test('Recall is offered only while it would succeed: the allowance and the throttle', { timeout: TEST_TIMEOUT }, async () => {
+    const [jon, kay] = handles('jon', 'kay');
+    const j = await signIn(jon);
+    const k = await signIn(kay);
+    await connect(j, jon, k, kay);
+    await sendDirect(j, kay, 'First thought');
+    await sendInOpen(j, 'Second thought');
+    const second = message(j, 'Second thought');
+    await second.getByTestId('recall').waitFor();
+    await message(j, 'First thought').getByTestId('recall').click();
+    await j.getByTestId('recalled-marker').waitFor();
+    // One recall per conversation a day (hello's limits): the other message, unread and in
+    // its window, no longer offers a recall the server would refuse.
+    await second.getByTestId('recall').waitFor({ state: 'detached' });
+    assert.equal(await j.getByTestId('toast').filter({ hasText: 'recall' }).count(), 0);
+
+    // The throttle: more than 30 messages in a minute, here sent from another session.
+    const [lou, mae] = handles('lou', 'mae');
+    const l = await signIn(lou);
+    const m = await signIn(mae);
+    await connect(l, lou, m, mae);
+    await sendDirect(l, mae, 'Hello before the flood');
+    const hello = message(l, 'Hello before the flood');
+    await hello.getByTestId('recall').waitFor();
+    const other = await clientPage(lou);
+    await seedThread(other, mae, 31);
+    await message(l, 'Seed #31.').waitFor();
+    await hello.getByTestId('recall').waitFor({ state: 'detached' });
+    assert.equal(await l.getByTestId('messages').getByTestId('recall').count(), 0);
+    for (const p of [j, k, l, m, other]) await p.context().close();
+  });
+
   test('no page threw an uncaught error', () => {
     assert.deepEqual(pageErrors, []);
   });
