@@ -1533,7 +1533,44 @@ function showSignin(message = '') {
   }, () => {});
 }
 
-function signOut(message) {
+// ---------------------------------------------------------------------------------------
+// One sign-in for all of the page's tabs. The token stays in each tab's sessionStorage
+// (gone with the tab), never in long-lived storage: a new tab asks the open ones for it
+// over a BroadcastChannel, which only pages of this origin can hear.
+// ---------------------------------------------------------------------------------------
+
+/** How long a new tab waits for another tab to answer before showing the sign-in form. */
+const ASK_TABS_MS = 400;
+
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('parley.session') : null;
+
+tabs?.addEventListener('message', (e) => {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (e.data?.type === 'ask' && token) tabs.postMessage({ type: 'token', token });
+  if (e.data?.type === 'sign-out' && token) signOut('', { tellTabs: false });
+});
+
+/** The token of another open tab of this page, or null when none answers in time. */
+function askOtherTabs() {
+  if (!tabs) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const done = (token) => {
+      clearTimeout(timer);
+      tabs.removeEventListener('message', onAnswer);
+      resolve(token);
+    };
+    const onAnswer = (e) => {
+      if (e.data?.type === 'token' && typeof e.data.token === 'string') done(e.data.token);
+    };
+    const timer = setTimeout(() => done(null), ASK_TABS_MS);
+    tabs.addEventListener('message', onAnswer);
+    tabs.postMessage({ type: 'ask' });
+  });
+}
+
+/** Signing out of one tab signs out of all: otherwise a new tab would be handed the token back. */
+function signOut(message, { tellTabs = true } = {}) {
+  if (tellTabs) tabs?.postMessage({ type: 'sign-out' });
   state.client?.close();
   sessionStorage.removeItem(TOKEN_KEY);
   if (message) sessionStorage.setItem('parley.notice', message);
@@ -1666,7 +1703,8 @@ function main() {
   sessionStorage.removeItem('parley.notice');
   const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
   if (token) start(token);
-  else showSignin(notice || '');
+  else if (notice) showSignin(notice);
+  else askOtherTabs().then((shared) => (shared ? start(shared) : showSignin()));
 }
 
 main();

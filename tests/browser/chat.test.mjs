@@ -865,6 +865,25 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     for (const p of [j, k, l, m, other]) await p.context().close();
   });
 
+  test('a second tab is signed in without the form; signing out of one signs out of both', { timeout: TEST_TIMEOUT }, async () => {
+    const [nat] = handles('nat');
+    const first = await signIn(nat);
+    const second = await first.context().newPage();
+    second.on('pageerror', (e) => pageErrors.push(`${second.url()}: ${e.message}`));
+    await second.goto(base);
+    await second.locator('body[data-ready="true"]').waitFor();
+    assert.equal(await second.getByTestId('whoami').textContent(), nat);
+    assert.equal(await second.getByTestId('signin').isVisible(), false);
+    await second.getByTestId('status').and(second.locator('[data-status="open"]')).waitFor();
+    // Shared, not persisted: the token is nowhere in long-lived storage.
+    assert.equal(await second.evaluate(() => localStorage.length), 0);
+
+    await second.getByTestId('sign-out').click();
+    await first.getByTestId('demo-form').waitFor();
+    await second.getByTestId('demo-form').waitFor();
+    await first.context().close();
+  });
+
   test('no page threw an uncaught error', () => {
     assert.deepEqual(pageErrors, []);
   });
