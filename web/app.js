@@ -169,6 +169,7 @@ function noteOwnRecall(c, id) {
 
 /** The per-conversation allowance is used up (`recall_limit_reached` would follow). */
 function recallAllowanceUsed(c) {
+  if (!state.limits) return false;
   const { recall_per_conversation: allowed, recall_period_ms: period } = state.limits;
   if (allowed === 0) return true;
   if (period === 0) return false;
@@ -180,6 +181,8 @@ function recallAllowanceUsed(c) {
 
 /** More messages sent lately than the throttle allows (`recall_throttled` would follow). */
 function recallThrottled() {
+  // Before hello there are no limits to count against, and nothing to recall either.
+  if (!state.limits) return false;
   const { recall_throttle_messages: most, recall_throttle_window_ms: windowMs } = state.limits;
   if (windowMs === 0) return false;
   const since = state.client.serverNow() - windowMs;

@@ -8,7 +8,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,7 @@ const shotsDir = process.env.UPDATE_SCREENSHOTS
   : path.join(here, 'screenshots');
 const chromiumPath = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 const TEST_TIMEOUT = 60_000;
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 let server;
 let dataDir;
@@ -882,6 +884,58 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     await first.getByTestId('demo-form').waitFor();
     await second.getByTestId('demo-form').waitFor();
     await first.context().close();
+  });
+
+  test('axe-core finds no accessibility violation in any view, at either size', { timeout: 2 * TEST_TIMEOUT }, async () => {
+    const [oda, pia] = handles('oda', 'pia');
+    // The page's CSP admits only its own scripts; the checker comes from the test.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-GB', bypassCSP: true });
+    context.setDefaultTimeout(10_000);
+    const o = await context.newPage();
+    o.on('pageerror', (e) => pageErrors.push(`${o.url()}: ${e.message}`));
+    const audit = async (view) => {
+      if (!(await o.evaluate(() => Boolean(window.axe)))) await o.evaluate(axeSource);
+      const { passes, violations } = await o.evaluate(async () => {
+        const result = await window.axe.run(document);
+        return {
+          passes: result.passes.length,
+          violations: result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
+        };
+      });
+      assert.ok(passes > 0, `axe checked nothing in ${view}`);
+      assert.deepEqual(violations, [], `axe violations in ${view}`);
+    };
+    await o.goto(base);
+    await o.getByTestId('demo-form').waitFor();
+    await audit('sign-in');
+    await signIn(oda, o);
+    const p = await signIn(pia);
+    await connect(o, oda, p, pia);
+    await sendDirect(p, oda, 'Are the slides ready?');
+    await conversationWith(o, pia).getByTestId('unread').waitFor();
+    await audit('conversation list');
+    await conversationWith(o, pia).click();
+    await sendInOpen(o, 'Nearly: ten minutes.');
+    await audit('thread');
+    for (const [open, dialog, close] of [
+      ['open-settings', 'settings-dialog', '#settings-cancel'],
+      ['new-inmail', 'inmail-dialog', '#inmail-cancel'],
+      ['new-group', 'group-dialog', '#group-cancel'],
+    ]) {
+      await o.getByTestId(open).click();
+      await o.getByTestId(dialog).waitFor();
+      await audit(dialog);
+      await o.locator(close).click();
+    }
+    await message(o, 'slides ready').getByTestId('report-message').click();
+    await audit('report-dialog');
+    await o.locator('#report-cancel').click();
+    await o.setViewportSize({ width: 375, height: 740 });
+    await audit('thread on a phone');
+    await o.getByTestId('close-thread').click();
+    await audit('conversation list on a phone');
+    await context.close();
+    await p.context().close();
   });
 
   test('no page threw an uncaught error', () => {
