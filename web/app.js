@@ -369,32 +369,32 @@ function previewOf(c) {
 }
 
 function convRow(c, { title, with: withUsers, kind, open, unread, preview, muted }) {
-      return h(
-        'li',
-        {},
-        h(
-          'button',
-          {
-            type: 'button',
-            class: `conv${open ? ' open' : ''}${unread ? ' unread' : ''}`,
-            testid: 'conversation',
-            dataset: { conversation: c.view.id, with: withUsers },
-            'aria-current': open ? 'true' : null,
-            onclick: () => openConversation(c.view.id),
-          },
-          h(
-            'span',
-            { class: 'conv-top' },
-            h('span', { class: 'conv-name', testid: 'conversation-name', dir: 'auto' }, title),
-            kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
-            muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
-            unread
-              ? h('span', { class: 'count', testid: 'unread', 'aria-label': `${unread} unread` }, String(unread))
-              : null,
-          ),
-          h('span', { class: 'conv-preview', testid: 'conversation-preview', dir: 'auto' }, preview || 'No messages yet'),
-        ),
-      );
+  return h(
+    'li',
+    {},
+    h(
+      'button',
+      {
+        type: 'button',
+        class: `conv${open ? ' open' : ''}${unread ? ' unread' : ''}`,
+        testid: 'conversation',
+        dataset: { conversation: c.view.id, with: withUsers },
+        'aria-current': open ? 'true' : null,
+        onclick: () => openConversation(c.view.id),
+      },
+      h(
+        'span',
+        { class: 'conv-top' },
+        h('span', { class: 'conv-name', testid: 'conversation-name', dir: 'auto' }, title),
+        kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
+        muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
+        unread
+          ? h('span', { class: 'count', testid: 'unread', 'aria-label': `${unread} unread` }, String(unread))
+          : null,
+      ),
+      h('span', { class: 'conv-preview', testid: 'conversation-preview', dir: 'auto' }, preview || 'No messages yet'),
+    ),
+  );
 }
 
 function personRow(user, ...actions) {

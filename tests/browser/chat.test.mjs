@@ -676,6 +676,18 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     assert.ok(windowAtBottom.length <= 150, `the DOM holds ${windowAtBottom.length} messages`);
     assert.equal(windowAtBottom.at(-1), 'Live #1.');
     await assertPageDoesNotScroll(v, 'after a new message');
+
+    // Scrolled up, a new message does not pull the reader down: a control offers to go.
+    await scroller.evaluate((el) => { el.scrollTop = 0; });
+    await v.waitForFunction(() => document.querySelector('[data-testid="messages-scroll"]').scrollTop > 0);
+    const readingAt = await scroller.evaluate((el) => el.scrollTop);
+    await seeder.evaluate((conversation) => window.client.send({ conversation, body: 'Live #2.' }), conversation);
+    const jump = v.getByTestId('jump-newest').filter({ hasText: 'New messages ↓' });
+    await jump.waitFor();
+    assert.equal(await scroller.evaluate((el) => el.scrollTop), readingAt, 'the reader stays where they were');
+    await jump.click();
+    await message(v, 'Live #2.').getByTestId('message-body').waitFor();
+    assert.ok(await scroller.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 40), 'at the bottom');
     await seeder.context().close();
     await v.context().close();
   });
