@@ -69,6 +69,8 @@ const state = {
   win: null,
   /** A message arrived below the part of the thread in view. */
   unseenBelow: false,
+  /** Whether the recall throttle held at the last tick (Recall returns when it lifts). */
+  throttled: false,
 };
 
 /**
@@ -656,78 +658,77 @@ function replyText(c, m) {
   return `↪ ${p && p.state === 'visible' ? `${p.sender}: ` : ''}${text}`;
 }
 
-function renderMessage(c, m, seenBy) {
+/** Recall with its countdown, and what a click does: the message becomes a marker. */
+function recallButton(c, m) {
+  const client = state.client;
+  const cid = c.view.id;
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'small warn',
+      testid: 'recall',
+      title: 'Recall for everyone, while nobody has read it',
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try {
+          await client.recall(cid, m.id);
+          noteOwnRecall(c, m.id);
+          m.state = 'recalled';
+          delete m.body;
+          afterChange(c);
+          // The button is gone with the message's text: focus stays on the message.
+          rendered.get(m.id)?.el.focus();
+        } catch (err) {
+          if (err instanceof ParleyError && ['already_read', 'recall_window_closed'].includes(err.code)) {
+            state.recallClosed.add(m.id);
+          }
+          fail(err);
+          renderThread();
+        }
+      },
+    },
+    'Recall ',
+    h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until, window: state.limits.recall_window_ms } }, countdown(timeLeft(m.recall_until, state.limits.recall_window_ms))),
+  );
+}
+
+/** Delete for everyone, for an InMail of ours still in its window. */
+function deleteInmailButton(c, m) {
+  const client = state.client;
+  const cid = c.view.id;
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'small warn',
+      testid: 'delete-inmail',
+      title: 'Delete this InMail for you and its recipient',
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try {
+          await client.deleteInmail(cid, m.id);
+          removeMessage(c, m.id);
+          afterChange(c);
+        } catch (err) {
+          fail(err);
+          renderThread();
+        }
+      },
+    },
+    'Delete for everyone ',
+    h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until, window: state.limits.inmail_delete_window_ms } }, countdown(timeLeft(m.delete_until, state.limits.inmail_delete_window_ms))),
+  );
+}
+
+/** The buttons under a message: only those that can succeed right now. */
+function messageActions(c, m) {
   const mine = m.sender === state.me;
   const client = state.client;
   const cid = c.view.id;
-  const body =
-    m.state === 'recalled'
-      ? h('p', { class: 'marker', testid: 'recalled-marker' }, mine ? 'You recalled this message' : `${m.sender} recalled this message`)
-      : m.state === 'deleted'
-        ? h('p', { class: 'marker', testid: 'tombstone' }, 'This message has been deleted')
-        : h('p', { class: 'body', testid: 'message-body', dir: 'auto' }, m.body || '');
-  const parentText = replyText(c, m);
-  const parent = parentText ? h('p', { class: 'reply-to', dir: 'auto' }, parentText) : null;
   const actions = [];
-  if (recallOpen(c, m)) {
-    actions.push(
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'small warn',
-          testid: 'recall',
-          title: 'Recall for everyone, while nobody has read it',
-          onclick: async (e) => {
-            e.currentTarget.disabled = true;
-            try {
-              await client.recall(cid, m.id);
-              noteOwnRecall(c, m.id);
-              m.state = 'recalled';
-              delete m.body;
-              afterChange(c);
-              // The button is gone with the message's text: focus stays on the message.
-              rendered.get(m.id)?.el.focus();
-            } catch (err) {
-              if (err instanceof ParleyError && ['already_read', 'recall_window_closed'].includes(err.code)) {
-                state.recallClosed.add(m.id);
-              }
-              fail(err);
-              renderThread();
-            }
-          },
-        },
-        'Recall ',
-        h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until, window: state.limits.recall_window_ms } }, countdown(timeLeft(m.recall_until, state.limits.recall_window_ms))),
-      ),
-    );
-  }
-  if (inmailDeleteOpen(m)) {
-    actions.push(
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'small warn',
-          testid: 'delete-inmail',
-          title: 'Delete this InMail for you and its recipient',
-          onclick: async (e) => {
-            e.currentTarget.disabled = true;
-            try {
-              await client.deleteInmail(cid, m.id);
-              removeMessage(c, m.id);
-              afterChange(c);
-            } catch (err) {
-              fail(err);
-              renderThread();
-            }
-          },
-        },
-        'Delete for everyone ',
-        h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until, window: state.limits.inmail_delete_window_ms } }, countdown(timeLeft(m.delete_until, state.limits.inmail_delete_window_ms))),
-      ),
-    );
-  }
+  if (recallOpen(c, m)) actions.push(recallButton(c, m));
+  if (inmailDeleteOpen(m)) actions.push(deleteInmailButton(c, m));
   if (m.state === 'visible') {
     actions.push(
       act('Reply', 'reply', () => {
@@ -744,6 +745,20 @@ function renderMessage(c, m, seenBy) {
     );
     if (!mine) actions.push(act('Report', 'report-message', () => openReport({ kind: 'message', conversation: cid, message: m.id }, `Report this message from ${m.sender}`), 'small quiet'));
   }
+  return actions;
+}
+
+function renderMessage(c, m, seenBy) {
+  const mine = m.sender === state.me;
+  const body =
+    m.state === 'recalled'
+      ? h('p', { class: 'marker', testid: 'recalled-marker' }, mine ? 'You recalled this message' : `${m.sender} recalled this message`)
+      : m.state === 'deleted'
+        ? h('p', { class: 'marker', testid: 'tombstone' }, 'This message has been deleted')
+        : h('p', { class: 'body', testid: 'message-body', dir: 'auto' }, m.body || '');
+  const parentText = replyText(c, m);
+  const parent = parentText ? h('p', { class: 'reply-to', dir: 'auto' }, parentText) : null;
+  const actions = messageActions(c, m);
   const li = h(
     'li',
     {
