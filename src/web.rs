@@ -174,4 +174,19 @@ mod tests {
         assert_eq!(file("../Cargo.toml").status(), StatusCode::NOT_FOUND);
         assert_eq!(file("nope.js").status(), StatusCode::NOT_FOUND);
     }
+
+    /// The page's sign-in probe: always a 200, saying whether demo sign-in exists.
+    #[tokio::test]
+    async fn demo_mode_answers_in_both_modes() {
+        use tower::ServiceExt;
+        for (secret, want) in [(Some(Arc::from(&b"secret"[..])), "on\n"), (None, "off\n")] {
+            let request = axum::http::Request::get("/demo/mode")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router(secret).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+            assert_eq!(&body[..], want.as_bytes());
+        }
+    }
 }
