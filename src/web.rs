@@ -56,10 +56,19 @@ pub fn check_demo_address(addr: std::net::SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Routes for the page; with `demo_secret`, also the demo sign-in.
+/// Routes for the page; with `demo_secret`, also the demo sign-in. `/demo/mode` answers
+/// `on` or `off` either way, so the page learns which sign-in to offer without a failing
+/// request (which a browser reports as an error in its console).
 pub fn router(demo_secret: Option<Arc<[u8]>>) -> Router {
+    let mode = if demo_secret.is_some() { "on\n" } else { "off\n" };
     let router = Router::new()
         .route("/", get(|| async { file("index.html") }))
+        .route(
+            "/demo/mode",
+            get(move || async move {
+                ([(header::CACHE_CONTROL, "no-store")], mode).into_response()
+            }),
+        )
         .route(
             "/static/{name}",
             get(|Path(name): Path<String>| async move { file(&name) }),
@@ -164,5 +173,20 @@ mod tests {
         }
         assert_eq!(file("../Cargo.toml").status(), StatusCode::NOT_FOUND);
         assert_eq!(file("nope.js").status(), StatusCode::NOT_FOUND);
+    }
+
+    /// The page's sign-in probe: always a 200, saying whether demo sign-in exists.
+    #[tokio::test]
+    async fn demo_mode_answers_in_both_modes() {
+        use tower::ServiceExt;
+        for (secret, want) in [(Some(Arc::from(&b"secret"[..])), "on\n"), (None, "off\n")] {
+            let request = axum::http::Request::get("/demo/mode")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router(secret).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+            assert_eq!(&body[..], want.as_bytes());
+        }
     }
 }

@@ -9,7 +9,14 @@ const TOKEN_KEY = 'parley.token';
 const TYPING_SHOWN_MS = 4000;
 /** Least time between two `typing` requests of ours. */
 const TYPING_EVERY_MS = 3000;
-const HISTORY_PAGE = 50;
+/** Messages per history request: the server's largest page. */
+const HISTORY_PAGE = 100;
+/** Most messages the DOM holds at once; the rest of the history stays in memory. */
+const WINDOW_MAX = 150;
+/** Messages added to the window each time scrolling reaches one of its ends. */
+const WINDOW_STEP = 50;
+/** How near an end of the list (in pixels) scrolling widens the window. */
+const EDGE_PX = 400;
 
 const $ = (id) => document.getElementById(id);
 
@@ -58,6 +65,12 @@ const state = {
   /** Notification toasts by message id. */
   toasts: new Map(),
   sendingSeq: 0,
+  /** The rendered window onto the open thread (see windowOf). */
+  win: null,
+  /** A message arrived below the part of the thread in view. */
+  unseenBelow: false,
+  /** Whether the recall throttle held at the last tick (Recall returns when it lifts). */
+  throttled: false,
 };
 
 /**
@@ -75,6 +88,7 @@ const state = {
  * @property {Map<string, object>|null} msgs loaded messages, or null
  * @property {boolean} more
  * @property {Map<string, number>} receipts
+ * @property {Map<string, number>} recalls our recalls here: message id → when (server clock)
  * @property {Map<string, number>} typing user → until
  * @property {Array<{key: number, body: string}>} pending
  */
@@ -96,6 +110,7 @@ function ensureConv(view) {
       msgs: null,
       more: false,
       receipts: new Map(),
+      recalls: new Map(),
       typing: new Map(),
       pending: [],
     };
@@ -130,8 +145,52 @@ function sortedMessages(c) {
 
 function upsertMessage(c, m) {
   if (c.msgs) c.msgs.set(m.id, m);
+  if (m.sender === state.me) noteOwnMessage(c, m);
   if (!c.last || m.seq >= c.last.seq) c.last = m;
   c.activity = Math.max(c.activity, m.sent_at);
+}
+
+// ---------------------------------------------------------------------------------------
+// Recall limits: the page offers Recall only where the server would allow it. It knows the
+// limits from `hello` and its user's messages and recalls from what it has seen.
+// ---------------------------------------------------------------------------------------
+
+/** Send times of the user's own messages, every conversation and session: the throttle. */
+const ownSends = new Map();
+
+function noteOwnMessage(c, m) {
+  ownSends.set(m.id, m.sent_at);
+  // A recall seen only as a marker happened within the recall window after sending; count
+  // it from the window's end, so the allowance is never thought free too early.
+  if (m.state === 'recalled' && !c.recalls.has(m.id)) c.recalls.set(m.id, m.sent_at + (state.limits?.recall_window_ms ?? 0));
+}
+
+function noteOwnRecall(c, id) {
+  c.recalls.set(id, state.client.serverNow());
+}
+
+/** The per-conversation allowance is used up (`recall_limit_reached` would follow). */
+function recallAllowanceUsed(c) {
+  if (!state.limits) return false;
+  const { recall_per_conversation: allowed, recall_period_ms: period } = state.limits;
+  if (allowed === 0) return true;
+  if (period === 0) return false;
+  const since = state.client.serverNow() - period;
+  let used = 0;
+  for (const at of c.recalls.values()) if (at > since) used += 1;
+  return used >= allowed;
+}
+
+/** More messages sent lately than the throttle allows (`recall_throttled` would follow). */
+function recallThrottled() {
+  // Before hello there are no limits to count against, and nothing to recall either.
+  if (!state.limits) return false;
+  const { recall_throttle_messages: most, recall_throttle_window_ms: windowMs } = state.limits;
+  if (windowMs === 0) return false;
+  const since = state.client.serverNow() - windowMs;
+  let sent = 0;
+  for (const at of ownSends.values()) if (at > since) sent += 1;
+  return sent > most;
 }
 
 function readByOthersUpTo(c) {
@@ -146,6 +205,15 @@ function readByOthersUpTo(c) {
 
 function clock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+}
+
+/** The time of day, and the date too unless it is today. */
+function stamp(ms) {
+  const d = new Date(ms);
+  if (d.toDateString() === new Date().toDateString()) return clock(ms);
+  const sameYear = d.getFullYear() === new Date().getFullYear();
+  const date = d.toLocaleDateString([], { day: 'numeric', month: 'short', year: sameYear ? undefined : 'numeric' });
+  return `${date}, ${clock(ms)}`;
 }
 
 /** Time left until a deadline on the server's clock; never more than the whole window,
@@ -209,7 +277,11 @@ function explain(err) {
 // Toasts
 // ---------------------------------------------------------------------------------------
 
-function toast(text, { kind = 'info', key, onclick, ttl = 6000 } = {}) {
+/** Most toasts shown at once; a new one retires the oldest. */
+const MAX_TOASTS = 3;
+
+/** A note in the strip under the top bar: it takes its own space, so it never covers a control. */
+function toast(text, { kind = 'info', key, onclick, ttl = kind === 'error' ? 6000 : 4000 } = {}) {
   const el = h(
     'div',
     { class: `toast ${kind}`, testid: 'toast', role: kind === 'error' ? 'alert' : 'status' },
@@ -218,6 +290,11 @@ function toast(text, { kind = 'info', key, onclick, ttl = 6000 } = {}) {
   );
   $('toasts').append(el);
   if (key) state.toasts.set(key, el);
+  el.toastKey = key;
+  while ($('toasts').children.length > MAX_TOASTS) {
+    const oldest = $('toasts').firstElementChild;
+    dropToast(oldest, oldest.toastKey);
+  }
   if (ttl) setTimeout(() => dropToast(el, key), ttl);
   return el;
 }
@@ -260,54 +337,66 @@ function renderTitle() {
   document.title = total ? `(${total}) parley` : 'parley';
 }
 
+/** Conversation rows by conversation id, rebuilt only when what they show changes. */
+const convRows = new Map();
+
 function renderList() {
-  const list = $('conversation-list');
   const rows = [...state.convs.values()]
     .filter((c) => !c.hidden)
     .sort((a, b) => b.activity - a.activity);
-  list.replaceChildren(
-    ...rows.map((c) => {
-      const unread = unreadOf(c);
-      const open = state.open === c.view.id;
-      const last = c.last;
-      let preview = '';
-      if (last) {
-        const who = last.sender === state.me ? 'You: ' : c.view.kind === 'group' ? `${last.sender}: ` : '';
-        preview =
-          last.state === 'recalled' ? `${last.sender === state.me ? 'You' : last.sender} recalled a message`
-          : last.state === 'deleted' ? 'This message has been deleted'
-          : who + (last.body || '');
-      }
-      return h(
-        'li',
-        {},
-        h(
-          'button',
-          {
-            type: 'button',
-            class: `conv${open ? ' open' : ''}${unread ? ' unread' : ''}`,
-            testid: 'conversation',
-            dataset: { conversation: c.view.id, with: others(c).join(',') },
-            'aria-current': open ? 'true' : null,
-            onclick: () => openConversation(c.view.id),
-          },
-          h(
-            'span',
-            { class: 'conv-top' },
-            h('span', { class: 'conv-name', testid: 'conversation-name' }, convTitle(c)),
-            c.view.kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
-            c.muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
-            unread
-              ? h('span', { class: 'count', testid: 'unread', 'aria-label': `${unread} unread` }, String(unread))
-              : null,
-          ),
-          h('span', { class: 'conv-preview', testid: 'conversation-preview' }, preview || 'No messages yet'),
-        ),
-      );
-    }),
-  );
+  const items = rows.map((c) => {
+    const row = {
+      title: convTitle(c),
+      with: others(c).join(','),
+      kind: c.view.kind,
+      open: state.open === c.view.id,
+      unread: unreadOf(c),
+      preview: previewOf(c),
+      muted: c.muted,
+    };
+    return { key: c.view.id, sig: JSON.stringify(row), build: () => convRow(c, row) };
+  });
+  reconcile($('conversation-list'), items, convRows);
   $('conv-empty').hidden = rows.length > 0;
   renderTitle();
+}
+
+function previewOf(c) {
+  const last = c.last;
+  if (!last) return '';
+  const who = last.sender === state.me ? 'You: ' : c.view.kind === 'group' ? `${last.sender}: ` : '';
+  return last.state === 'recalled' ? `${last.sender === state.me ? 'You' : last.sender} recalled a message`
+    : last.state === 'deleted' ? 'This message has been deleted'
+    : who + (last.body || '');
+}
+
+function convRow(c, { title, with: withUsers, kind, open, unread, preview, muted }) {
+  return h(
+    'li',
+    {},
+    h(
+      'button',
+      {
+        type: 'button',
+        class: `conv${open ? ' open' : ''}${unread ? ' unread' : ''}`,
+        testid: 'conversation',
+        dataset: { conversation: c.view.id, with: withUsers },
+        'aria-current': open ? 'true' : null,
+        onclick: () => openConversation(c.view.id),
+      },
+      h(
+        'span',
+        { class: 'conv-top' },
+        h('span', { class: 'conv-name', testid: 'conversation-name', dir: 'auto' }, title),
+        kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
+        muted ? h('span', { class: 'badge muted', testid: 'muted-badge', title: 'Muted' }, 'Muted') : null,
+        unread
+          ? h('span', { class: 'count', testid: 'unread', 'aria-label': `${unread} unread` }, String(unread))
+          : null,
+      ),
+      h('span', { class: 'conv-preview', testid: 'conversation-preview', dir: 'auto' }, preview || 'No messages yet'),
+    ),
+  );
 }
 
 function personRow(user, ...actions) {
@@ -341,6 +430,7 @@ function applyConnection({ user, state: st }) {
   if (st === 'incoming') state.incoming.add(user);
   if (st === 'requested') state.outgoing.add(user);
   renderPeople();
+  renderThread();
 }
 
 /** Connection requests, each answered with the new state. */
@@ -544,7 +634,9 @@ function recallOpen(c, m) {
     typeof m.recall_until === 'number' &&
     state.client.serverNow() < m.recall_until &&
     !state.recallClosed.has(m.id) &&
-    readByOthersUpTo(c) < m.seq
+    readByOthersUpTo(c) < m.seq &&
+    !recallAllowanceUsed(c) &&
+    !recallThrottled()
   );
 }
 
@@ -558,79 +650,85 @@ function inmailDeleteOpen(m) {
   );
 }
 
-function renderMessage(c, m, seenBy) {
+/** The line quoting the message `m` replies to, if it is a reply. */
+function replyText(c, m) {
+  if (!m.reply_to) return null;
+  const p = c.msgs?.get(m.reply_to);
+  const text = !p ? 'an earlier message' : p.state === 'visible' ? p.body : p.state === 'recalled' ? 'a recalled message' : 'a deleted message';
+  return `↪ ${p && p.state === 'visible' ? `${p.sender}: ` : ''}${text}`;
+}
+
+/** Recall with its countdown, and what a click does: the message becomes a marker. */
+function recallButton(c, m) {
+  const client = state.client;
+  const cid = c.view.id;
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'small warn',
+      testid: 'recall',
+      title: 'Recall for everyone, while nobody has read it',
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try {
+          await client.recall(cid, m.id);
+          noteOwnRecall(c, m.id);
+          m.state = 'recalled';
+          delete m.body;
+          afterChange(c);
+          // The button is gone with the message's text: focus stays on the message.
+          rendered.get(m.id)?.el.focus();
+        } catch (err) {
+          if (err instanceof ParleyError && ['already_read', 'recall_window_closed'].includes(err.code)) {
+            state.recallClosed.add(m.id);
+          }
+          fail(err);
+          renderThread();
+        }
+      },
+    },
+    'Recall ',
+    h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until, window: state.limits.recall_window_ms } }, countdown(timeLeft(m.recall_until, state.limits.recall_window_ms))),
+  );
+}
+
+/** Delete for everyone, for an InMail of ours still in its window. */
+function deleteInmailButton(c, m) {
+  const client = state.client;
+  const cid = c.view.id;
+  return h(
+    'button',
+    {
+      type: 'button',
+      class: 'small warn',
+      testid: 'delete-inmail',
+      title: 'Delete this InMail for you and its recipient',
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try {
+          await client.deleteInmail(cid, m.id);
+          removeMessage(c, m.id);
+          afterChange(c);
+        } catch (err) {
+          fail(err);
+          renderThread();
+        }
+      },
+    },
+    'Delete for everyone ',
+    h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until, window: state.limits.inmail_delete_window_ms } }, countdown(timeLeft(m.delete_until, state.limits.inmail_delete_window_ms))),
+  );
+}
+
+/** The buttons under a message: only those that can succeed right now. */
+function messageActions(c, m) {
   const mine = m.sender === state.me;
   const client = state.client;
   const cid = c.view.id;
-  const body =
-    m.state === 'recalled'
-      ? h('p', { class: 'marker', testid: 'recalled-marker' }, mine ? 'You recalled this message' : `${m.sender} recalled this message`)
-      : m.state === 'deleted'
-        ? h('p', { class: 'marker', testid: 'tombstone' }, 'This message has been deleted')
-        : h('p', { class: 'body', testid: 'message-body' }, m.body || '');
-  let parent = null;
-  if (m.reply_to) {
-    const p = c.msgs?.get(m.reply_to);
-    const text = !p ? 'an earlier message' : p.state === 'visible' ? p.body : p.state === 'recalled' ? 'a recalled message' : 'a deleted message';
-    parent = h('p', { class: 'reply-to' }, `↪ ${p && p.state === 'visible' ? `${p.sender}: ` : ''}${text}`);
-  }
   const actions = [];
-  if (recallOpen(c, m)) {
-    actions.push(
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'small warn',
-          testid: 'recall',
-          title: 'Recall for everyone, while nobody has read it',
-          onclick: async (e) => {
-            e.currentTarget.disabled = true;
-            try {
-              await client.recall(cid, m.id);
-              m.state = 'recalled';
-              delete m.body;
-              afterChange(c);
-            } catch (err) {
-              if (err instanceof ParleyError && ['already_read', 'recall_window_closed'].includes(err.code)) {
-                state.recallClosed.add(m.id);
-              }
-              fail(err);
-              renderThread();
-            }
-          },
-        },
-        'Recall ',
-        h('span', { class: 'countdown', testid: 'recall-countdown', dataset: { until: m.recall_until, window: state.limits.recall_window_ms } }, countdown(timeLeft(m.recall_until, state.limits.recall_window_ms))),
-      ),
-    );
-  }
-  if (inmailDeleteOpen(m)) {
-    actions.push(
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'small warn',
-          testid: 'delete-inmail',
-          title: 'Delete this InMail for you and its recipient',
-          onclick: async (e) => {
-            e.currentTarget.disabled = true;
-            try {
-              await client.deleteInmail(cid, m.id);
-              removeMessage(c, m.id);
-              afterChange(c);
-            } catch (err) {
-              fail(err);
-              renderThread();
-            }
-          },
-        },
-        'Delete for everyone ',
-        h('span', { class: 'countdown', testid: 'delete-countdown', dataset: { until: m.delete_until, window: state.limits.inmail_delete_window_ms } }, countdown(timeLeft(m.delete_until, state.limits.inmail_delete_window_ms))),
-      ),
-    );
-  }
+  if (recallOpen(c, m)) actions.push(recallButton(c, m));
+  if (inmailDeleteOpen(m)) actions.push(deleteInmailButton(c, m));
   if (m.state === 'visible') {
     actions.push(
       act('Reply', 'reply', () => {
@@ -647,11 +745,26 @@ function renderMessage(c, m, seenBy) {
     );
     if (!mine) actions.push(act('Report', 'report-message', () => openReport({ kind: 'message', conversation: cid, message: m.id }, `Report this message from ${m.sender}`), 'small quiet'));
   }
+  return actions;
+}
+
+function renderMessage(c, m, seenBy) {
+  const mine = m.sender === state.me;
+  const body =
+    m.state === 'recalled'
+      ? h('p', { class: 'marker', testid: 'recalled-marker' }, mine ? 'You recalled this message' : `${m.sender} recalled this message`)
+      : m.state === 'deleted'
+        ? h('p', { class: 'marker', testid: 'tombstone' }, 'This message has been deleted')
+        : h('p', { class: 'body', testid: 'message-body', dir: 'auto' }, m.body || '');
+  const parentText = replyText(c, m);
+  const parent = parentText ? h('p', { class: 'reply-to', dir: 'auto' }, parentText) : null;
+  const actions = messageActions(c, m);
   const li = h(
     'li',
     {
       class: `msg${mine ? ' mine' : ''} ${m.state}`,
       testid: 'message',
+      tabindex: '-1',
       dataset: { messageId: m.id, state: m.state, sender: m.sender, seq: m.seq },
     },
     h(
@@ -660,7 +773,7 @@ function renderMessage(c, m, seenBy) {
       h('p', { class: 'meta' },
         h('span', { class: 'sender' }, mine ? 'You' : m.sender),
         ' · ',
-        h('time', { datetime: new Date(m.sent_at).toISOString() }, clock(m.sent_at)),
+        h('time', { datetime: new Date(m.sent_at).toISOString(), title: new Date(m.sent_at).toLocaleString() }, stamp(m.sent_at)),
         m.kind === 'inmail' ? h('span', { class: 'badge' }, 'InMail') : null,
         m.kind === 'inmail' && m.cc?.length ? h('span', { class: 'hint' }, ` to ${m.to}, copy to ${m.cc.join(', ')}`) : null,
       ),
@@ -699,15 +812,33 @@ function renderThread({ focus = false, bottom = false } = {}) {
   $('thread-empty').hidden = shown;
   $('thread-body').hidden = !shown;
   document.body.classList.toggle('thread-open', shown);
-  if (!shown) {
-    $('messages').replaceChildren();
-    return;
-  }
-  const scroller = $('messages-scroll');
-  const atBottom = bottom || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
-
-  const actions = [];
   const other = c ? otherOne(c) : draft;
+  if (shown) renderThreadHead(c, draft, other);
+  renderMessages(c, other, { bottom });
+  if (!shown) return;
+  renderTyping();
+
+  renderComposerGate(c, draft, other);
+  renderComposer();
+  if (focus) $('composer-input').focus();
+}
+
+/** Title and actions of the open thread; the buttons are rebuilt only when what they offer
+ * changes, so a frame never takes focus from one of them. */
+function renderThreadHead(c, draft, other) {
+  if (c) {
+    $('thread-title').textContent = convTitle(c);
+    const sub = c.view.kind === 'inmail' ? 'InMail' : c.view.kind === 'group' ? `Group · ${c.view.participants.join(', ')}` : 'Direct message';
+    $('thread-sub').textContent = c.muted ? `${sub} · muted` : sub;
+  } else {
+    $('thread-title').textContent = draft;
+    $('thread-sub').textContent = 'New direct message';
+  }
+  const sig = JSON.stringify([c?.view.id, c?.muted, other, other && state.blocked.has(other)]);
+  const box = $('thread-actions');
+  if (box.dataset.sig === sig) return;
+  box.dataset.sig = sig;
+  const actions = [];
   if (c) {
     actions.push(act(c.muted ? 'Unmute' : 'Mute', 'mute', async () => {
       await state.client.mute(c.view.id, !c.muted);
@@ -729,43 +860,276 @@ function renderThread({ focus = false, bottom = false } = {}) {
     actions.push(act('Report', 'thread-report', () => openReport({ kind: 'user', user: other }, `Report ${other}`), 'small quiet'));
   }
   actions.push(h('button', { type: 'button', class: 'small quiet', testid: 'close-thread', 'aria-label': 'Close conversation', onclick: closeThread }, 'Close'));
-  $('thread-actions').replaceChildren(...actions);
+  box.replaceChildren(...actions);
+}
 
-  if (c) {
-    $('thread-title').textContent = convTitle(c);
-    const sub = c.view.kind === 'inmail' ? 'InMail' : c.view.kind === 'group' ? `Group · ${c.view.participants.join(', ')}` : 'Direct message';
-    $('thread-sub').textContent = c.muted ? `${sub} · muted` : sub;
-  } else {
-    $('thread-title').textContent = draft;
-    $('thread-sub').textContent = 'New direct message';
-  }
+/**
+ * Offer the composer only when a send can succeed: not to someone we blocked, and in a
+ * direct conversation not without a connection (a block ends it, an unblock does not bring
+ * it back). Instead, say what to do; the note and any stale error go once it no longer holds.
+ */
+function renderComposerGate(c, draft, other) {
+  const blocked = Boolean(other && c?.view.kind !== 'group' && state.blocked.has(other));
+  const direct = Boolean(other && (draft || c?.view.kind === 'direct'));
+  const unconnected = direct && !blocked && !state.connections.has(other);
+  const gate = blocked ? 'blocked' : unconnected ? relationOf(other) : 'open';
+  const note = $('blocked-note');
+  $('composer').hidden = gate !== 'open';
+  note.hidden = gate === 'open';
+  const sig = `${gate}:${other}`;
+  if (note.dataset.sig === sig) return;
+  if (note.dataset.sig) $('composer-error').textContent = '';
+  note.dataset.sig = sig;
+  const inmail = act('Send an InMail', 'gate-inmail', () => openInmail(other), 'small quiet');
+  const content = {
+    open: [],
+    blocked: [`You blocked ${other}. Unblock them to send messages again.`],
+    none: [`You and ${other} are not connected, so direct messages can’t reach them. Connect again, or send an InMail. `,
+      act('Connect', 'gate-connect', () => relation.connect(other), 'small primary'), ' ', inmail],
+    requested: [`You asked to connect with ${other}. You can message them here once they accept; meanwhile, `, inmail],
+    incoming: [`${other} asked to connect with you. Accept to message them here. `,
+      act('Accept', 'gate-accept', () => relation.accept(other), 'small primary')],
+  }[gate];
+  note.replaceChildren(...content);
+}
 
-  const list = c ? sortedMessages(c) : [];
-  const seen = c ? seenLabels(c, list) : new Map();
-  const items = list.map((m) => renderMessage(c, m, seen.get(m.id)));
-  for (const p of c?.pending || []) {
-    items.push(h('li', { class: 'msg mine pending', testid: 'message', dataset: { state: 'pending' } },
-      h('div', { class: 'bubble' }, h('p', { class: 'meta' }, 'You · sending…'), h('p', { class: 'body' }, p.body))));
-  }
-  if (!items.length) {
-    items.push(h('li', { class: 'thread-hint hint' }, c && !c.msgs ? 'Loading…' : `Say hello to ${other || 'everyone'}.`));
-  }
-  $('messages').replaceChildren(...items);
-  $('load-earlier').hidden = !(c && c.more);
+function relationOf(user) {
+  if (state.outgoing.has(user)) return 'requested';
+  if (state.incoming.has(user)) return 'incoming';
+  return 'none';
+}
 
-  // Typing line
+function renderTyping() {
+  const c = openConv();
   const now = Date.now();
   const typers = c ? [...c.typing].filter(([, until]) => until > now).map(([u]) => u) : [];
-  $('typing').textContent = typers.length ? `${typers.join(', ')} ${typers.length === 1 ? 'is' : 'are'} typing…` : '';
+  const text = typers.length ? `${typers.join(', ')} ${typers.length === 1 ? 'is' : 'are'} typing…` : '';
+  if ($('typing').textContent !== text) $('typing').textContent = text;
+}
 
-  // Nothing can be sent to someone we blocked; say so instead of offering a dead composer.
-  const blocked = other && c?.view.kind !== 'group' && state.blocked.has(other);
-  $('composer').hidden = Boolean(blocked);
-  $('blocked-note').hidden = !blocked;
-  $('blocked-note').textContent = blocked ? `You blocked ${other}. Unblock them to send messages again.` : '';
-  renderComposer();
-  if (atBottom) scroller.scrollTop = scroller.scrollHeight;
-  if (focus) $('composer-input').focus();
+// ---------------------------------------------------------------------------------------
+// The message list: a window of at most WINDOW_MAX rendered messages, rendered by key
+// ---------------------------------------------------------------------------------------
+
+/** Rendered messages of the open thread: key → element and the signature it was built from. */
+const rendered = new Map();
+
+function scrollerAtBottom() {
+  const s = $('messages-scroll');
+  return s.scrollHeight - s.scrollTop - s.clientHeight < 40;
+}
+
+/** The window onto `c`'s loaded messages: from seq `from`, up to seq `to` or, when `tail`,
+ * up to the newest (new messages join it). A new thread starts at its newest messages. */
+function windowOf(c) {
+  if (state.win?.conv !== c.view.id) {
+    state.win = { conv: c.view.id, from: -Infinity, to: Infinity, tail: true };
+    state.unseenBelow = false;
+    rendered.clear();
+    $('messages').replaceChildren();
+  }
+  return state.win;
+}
+
+/** The messages of `list` inside the window, at most WINDOW_MAX (the oldest dropped while
+ * following the tail, else the newest); the window's bounds follow what is kept. */
+function windowSlice(w, list) {
+  let slice = list.filter((m) => m.seq >= w.from && (w.tail || m.seq <= w.to));
+  if (slice.length > WINDOW_MAX) slice = w.tail ? slice.slice(-WINDOW_MAX) : slice.slice(0, WINDOW_MAX);
+  if (slice.length) {
+    w.from = slice[0].seq;
+    if (!w.tail) w.to = slice[slice.length - 1].seq;
+  }
+  return slice;
+}
+
+function messageItems(c, other) {
+  if (!c) return [{ key: 'hint', sig: `draft:${other}`, build: () => hintItem(`Say hello to ${other}.`) }];
+  const list = sortedMessages(c);
+  const slice = windowSlice(windowOf(c), list);
+  const seen = seenLabels(c, list);
+  const items = slice.map((m) => {
+    const seenBy = seen.get(m.id);
+    const sig = JSON.stringify([m.state, m.body, seenBy, recallOpen(c, m), inmailDeleteOpen(m), replyText(c, m)]);
+    return { key: m.id, sig, build: () => renderMessage(c, m, seenBy) };
+  });
+  if (state.win.tail) {
+    for (const p of c.pending) items.push({ key: `pending:${p.key}`, sig: '', build: () => pendingItem(p) });
+  }
+  if (!items.length) {
+    const text = c.msgs ? `Say hello to ${other || 'everyone'}.` : 'Loading…';
+    items.push({ key: 'hint', sig: text, build: () => hintItem(text) });
+  }
+  return items;
+}
+
+function hintItem(text) {
+  return h('li', { class: 'thread-hint hint' }, text);
+}
+
+function pendingItem(p) {
+  return h('li', { class: 'msg mine pending', testid: 'message', dataset: { state: 'pending' } },
+    h('div', { class: 'bubble' }, h('p', { class: 'meta' }, 'You · sending…'), h('p', { class: 'body', dir: 'auto' }, p.body)));
+}
+
+/**
+ * Bring the list in line with the state, touching only messages that changed. Whoever was
+ * at the bottom stays there; anyone else keeps the message they were looking at in place.
+ */
+function renderMessages(c, other, { bottom = false } = {}) {
+  const scroller = $('messages-scroll');
+  if (!c && !other) {
+    state.win = null;
+    rendered.clear();
+    $('messages').replaceChildren();
+    return;
+  }
+  if (!c) state.win = null;
+  const stick = bottom || ((!state.win || state.win.tail) && scrollerAtBottom());
+  const anchor = stick ? null : captureAnchor(scroller);
+  reconcile($('messages'), messageItems(c, other), rendered, scroller);
+  if (stick) {
+    scroller.scrollTop = scroller.scrollHeight;
+    state.unseenBelow = false;
+  } else {
+    restoreAnchor(scroller, anchor);
+  }
+  renderHistoryEdges(c);
+}
+
+/** The first rendered element still in view, and where it is, to put it back after a change. */
+function captureAnchor(scroller) {
+  const top = scroller.getBoundingClientRect().top;
+  for (const el of $('messages').children) {
+    const r = el.getBoundingClientRect();
+    if (r.bottom > top) return { el, offset: r.top - top };
+  }
+  return null;
+}
+
+function restoreAnchor(scroller, anchor) {
+  if (!anchor?.el.isConnected) return;
+  const moved = anchor.el.getBoundingClientRect().top - scroller.getBoundingClientRect().top - anchor.offset;
+  if (moved) scroller.scrollTop += moved;
+}
+
+/** What lies beyond the rendered window: older history being fetched, or newer messages. */
+function renderHistoryEdges(c) {
+  const status = $('history-status');
+  const loading = Boolean(c?.loadingEarlier);
+  status.hidden = !loading;
+  status.textContent = loading ? 'Loading earlier messages…' : '';
+  const jump = $('jump-newest');
+  const below = Boolean(c && state.win && (!state.win.tail || state.unseenBelow));
+  jump.hidden = !below;
+  jump.textContent = state.unseenBelow ? 'New messages ↓' : 'Newest messages ↓';
+}
+
+/** Scrolling near an end of the window widens it that way, fetching older pages as needed. */
+function onMessagesScroll() {
+  const c = openConv();
+  if (!c || !state.win) return;
+  const s = $('messages-scroll');
+  if (s.scrollTop < EDGE_PX) showEarlier(c);
+  else if (s.scrollHeight - s.scrollTop - s.clientHeight < EDGE_PX) showLater(c);
+  if (state.unseenBelow && state.win.tail && scrollerAtBottom()) {
+    state.unseenBelow = false;
+    renderHistoryEdges(c);
+  }
+}
+
+function showEarlier(c) {
+  const w = state.win;
+  const list = sortedMessages(c);
+  const start = list.findIndex((m) => m.seq >= w.from);
+  if (start > 0) {
+    const newStart = Math.max(0, start - WINDOW_STEP);
+    w.from = list[newStart].seq;
+    // Widening past the cap lets go of the newest end; windowSlice trims it.
+    if (list.length - newStart > WINDOW_MAX) w.tail = false;
+    renderMessages(c, otherOne(c));
+  } else if (c.more && !c.loadingEarlier && list.length) {
+    loadEarlier(c, list[0].seq);
+  }
+}
+
+function showLater(c) {
+  const w = state.win;
+  if (w.tail) return;
+  const list = sortedMessages(c);
+  const end = list.findIndex((m) => m.seq > w.to);
+  if (end === -1 || end + WINDOW_STEP >= list.length) {
+    w.tail = true;
+  } else {
+    w.to = list[end + WINDOW_STEP - 1].seq;
+  }
+  const last = w.tail ? list.length : end + WINDOW_STEP;
+  w.from = list[Math.max(0, last - WINDOW_MAX)].seq;
+  renderMessages(c, otherOne(c));
+}
+
+async function loadEarlier(c, beforeSeq) {
+  c.loadingEarlier = true;
+  renderHistoryEdges(c);
+  try {
+    await loadHistory(c, beforeSeq);
+  } finally {
+    c.loadingEarlier = false;
+    if (state.open === c.view.id) {
+      renderHistoryEdges(c);
+      // Still at the top (a short page): keep going without waiting for another scroll.
+      if ($('messages-scroll').scrollTop < EDGE_PX) showEarlier(c);
+    }
+  }
+}
+
+/** Whoever reads the newest messages keeps reading them when the list's box changes size
+ * (a toast appearing above it, a phone's keyboard). */
+function keepBottomOnResize(scroller) {
+  let wasAtBottom = true;
+  scroller.addEventListener('scroll', () => { wasAtBottom = scrollerAtBottom(); }, { passive: true });
+  new ResizeObserver(() => {
+    if (wasAtBottom && state.win?.tail) scroller.scrollTop = scroller.scrollHeight;
+  }).observe(scroller);
+}
+
+function jumpToNewest() {
+  const c = openConv();
+  if (!c) return;
+  state.win = { conv: c.view.id, from: -Infinity, to: Infinity, tail: true };
+  renderMessages(c, otherOne(c), { bottom: true });
+}
+
+/**
+ * Make `parent`'s children the elements of `items`, in order, reusing each key's element
+ * while its signature is unchanged. Untouched elements are never moved or rebuilt, so a
+ * selection in them survives; focus inside a rebuilt one moves to its successor.
+ * @param {Array<{key: string, sig: string, build: () => Element}>} items
+ * @param {Map<string, {el: Element, sig: string}>} cache the elements of the last call
+ */
+function reconcile(parent, items, cache, fallbackFocus) {
+  const active = document.activeElement;
+  let focusKey = null;
+  for (const [key, { el }] of cache) if (el.contains(active)) focusKey = key;
+  const wanted = new Map();
+  for (const { key, sig, build } of items) {
+    const had = cache.get(key);
+    wanted.set(key, had && had.sig === sig ? had : { el: build(), sig });
+  }
+  for (const [key, { el }] of cache) if (wanted.get(key)?.el !== el) el.remove();
+  let cursor = parent.firstElementChild;
+  for (const { el } of wanted.values()) {
+    if (el === cursor) cursor = cursor.nextElementSibling;
+    else parent.insertBefore(el, cursor);
+  }
+  cache.clear();
+  for (const [key, entry] of wanted) cache.set(key, entry);
+  if (focusKey !== null && !active.isConnected) {
+    const el = cache.get(focusKey)?.el;
+    const testid = active.dataset?.testid;
+    const same = el && testid ? el.querySelector(`[data-testid="${testid}"]`) : null;
+    (same || el || fallbackFocus)?.focus();
+  }
 }
 
 function renderComposer() {
@@ -816,7 +1180,14 @@ function tick() {
   const c = openConv();
   const typingShown = $('typing').textContent !== '';
   const typingNow = c && [...c.typing.values()].some((until) => until > Date.now());
-  if (expired || (typingShown && !typingNow)) renderThread();
+  // Recall returns to messages still in their window once the throttle lifts.
+  const throttled = recallThrottled();
+  if (throttled !== state.throttled) {
+    state.throttled = throttled;
+    expired = true;
+  }
+  if (expired) renderThread();
+  else if (typingShown && !typingNow) renderTyping();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -838,7 +1209,7 @@ async function submitComposer(e) {
   const key = ++state.sendingSeq;
   if (c) {
     c.pending.push({ key, body });
-    renderThread({ bottom: true });
+    jumpToNewest();
   }
   try {
     const fields = c ? { conversation: c.view.id, body } : { to: draft, body };
@@ -855,12 +1226,15 @@ async function submitComposer(e) {
       renderThread({ bottom: true });
     } else {
       afterChange(target);
-      $('messages-scroll').scrollTop = $('messages-scroll').scrollHeight;
+      jumpToNewest();
     }
   } catch (err) {
     if (c) c.pending = c.pending.filter((p) => p.key !== key);
     if (!input.value) input.value = body;
     $('composer-error').textContent = explain(err);
+    // The server knows better: the connection is gone (ended by a block, say).
+    const other = c ? otherOne(c) : draft;
+    if (err instanceof ParleyError && err.code === 'not_connected' && other) state.connections.delete(other);
     renderThread();
   }
 }
@@ -900,6 +1274,37 @@ async function submitInmail(e) {
     openConversation(c.view.id);
   } catch (err) {
     $('inmail-error').textContent = explain(err);
+  }
+}
+
+function openGroupDialog() {
+  $('group-name').value = '';
+  $('group-error').textContent = '';
+  const people = [...state.connections].sort();
+  $('group-members').replaceChildren(...people.map((u) =>
+    h('li', {}, h('label', {}, h('input', { type: 'checkbox', value: u, testid: 'group-member', dataset: { user: u } }), u))));
+  $('group-none').hidden = people.length >= 2;
+  $('group-dialog').showModal();
+  $('group-name').focus();
+}
+
+async function submitGroup(e) {
+  e.preventDefault();
+  const members = [...$('group-members').querySelectorAll('input:checked')].map((i) => i.value);
+  if (members.length < 2) {
+    $('group-error').textContent = 'Pick at least two people: a group is three or more.';
+    return;
+  }
+  const title = $('group-name').value.trim();
+  try {
+    const { conversation } = await state.client.createGroup(title ? { members, title } : { members });
+    const c = ensureConv(conversation);
+    if (!c.msgs) c.msgs = new Map();
+    c.activity = Math.max(c.activity, state.client.serverNow());
+    $('group-dialog').close();
+    openConversation(c.view.id);
+  } catch (err) {
+    $('group-error').textContent = explain(err);
   }
 }
 
@@ -1007,6 +1412,7 @@ const handlers = {
     if (m.sender !== state.me) c.typing.delete(m.sender);
     if (!replayed && state.open === c.view.id && m.state === 'visible') {
       announce(`${m.sender === state.me ? 'You' : m.sender}: ${m.body}`);
+      if (!(state.win?.tail && scrollerAtBottom())) state.unseenBelow = true;
     }
     afterChange(c);
     maybeRead(c);
@@ -1033,6 +1439,7 @@ const handlers = {
       if (m) {
         m.state = 'recalled';
         delete m.body;
+        if (m.sender === state.me) noteOwnRecall(c, m.id);
         if (!replayed && state.open === c.view.id) announce(`${m.sender} recalled a message`);
       }
       c.unreadLive.delete(f.message);
@@ -1074,7 +1481,8 @@ const handlers = {
   connection_request(f) {
     state.incoming.add(f.from);
     renderPeople();
-    toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 15000 });
+    renderThread();
+    toast(`${f.from} wants to connect with you.`, { key: `request:${f.from}`, ttl: 8000 });
   },
   connected(f) {
     dropToastFor(`request:${f.user}`);
@@ -1082,6 +1490,7 @@ const handlers = {
     state.incoming.delete(f.user);
     state.outgoing.delete(f.user);
     renderPeople();
+    renderThread();
     if (state.profile?.user === f.user) lookup(f.user);
   },
   disconnected(f) {
@@ -1089,6 +1498,7 @@ const handlers = {
     state.incoming.delete(f.user);
     state.outgoing.delete(f.user);
     renderPeople();
+    renderThread();
     if (state.profile?.user === f.user) lookup(f.user);
   },
   conversation_state(f) {
@@ -1111,7 +1521,7 @@ const handlers = {
     // Someone we blocked stays silent here, typing included.
     if (!c || f.user === state.me || state.blocked.has(f.user)) return;
     c.typing.set(f.user, Date.now() + TYPING_SHOWN_MS);
-    if (state.open === c.view.id) renderThread();
+    if (state.open === c.view.id) renderTyping();
   },
 };
 
@@ -1120,7 +1530,7 @@ function onNotification({ notification: n }) {
   if (state.open === n.conversation && document.visibilityState === 'visible') return;
   if (c?.muted || state.toasts.has(n.message)) return;
   const text = n.sender ? (n.preview ? `${n.sender}: ${n.preview}` : `New message from ${n.sender}`) : 'New message';
-  toast(text, { key: n.message, ttl: 10000, onclick: () => openConversation(n.conversation) });
+  toast(text, { key: n.message, ttl: 6000, onclick: () => openConversation(n.conversation) });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1133,16 +1543,52 @@ function showSignin(message = '') {
   $('signin-error').textContent = message;
   for (const id of ['whoami', 'open-settings', 'sign-out']) $(id).hidden = true;
   renderStatus('idle');
-  fetch('/demo/token', { cache: 'no-store' }).then((r) => {
-    // The demo endpoint answers 400 to a missing handle, and does not exist otherwise.
-    const demo = r.status === 400;
+  fetch('/demo/mode', { cache: 'no-store' }).then((r) => (r.ok ? r.text() : 'off')).then((mode) => {
+    const demo = mode.trim() === 'on';
     $('demo-form').hidden = !demo;
     if (demo) $('handle').focus();
     else $('token').focus();
   }, () => {});
 }
 
-function signOut(message) {
+// ---------------------------------------------------------------------------------------
+// One sign-in for all of the page's tabs. The token stays in each tab's sessionStorage
+// (gone with the tab), never in long-lived storage: a new tab asks the open ones for it
+// over a BroadcastChannel, which only pages of this origin can hear.
+// ---------------------------------------------------------------------------------------
+
+/** How long a new tab waits for another tab to answer before showing the sign-in form. */
+const ASK_TABS_MS = 400;
+
+const tabs = typeof BroadcastChannel === 'function' ? new BroadcastChannel('parley.session') : null;
+
+tabs?.addEventListener('message', (e) => {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (e.data?.type === 'ask' && token) tabs.postMessage({ type: 'token', token });
+  if (e.data?.type === 'sign-out' && token) signOut('', { tellTabs: false });
+});
+
+/** The token of another open tab of this page, or null when none answers in time. */
+function askOtherTabs() {
+  if (!tabs) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const done = (token) => {
+      clearTimeout(timer);
+      tabs.removeEventListener('message', onAnswer);
+      resolve(token);
+    };
+    const onAnswer = (e) => {
+      if (e.data?.type === 'token' && typeof e.data.token === 'string') done(e.data.token);
+    };
+    const timer = setTimeout(() => done(null), ASK_TABS_MS);
+    tabs.addEventListener('message', onAnswer);
+    tabs.postMessage({ type: 'ask' });
+  });
+}
+
+/** Signing out of one tab signs out of all: otherwise a new tab would be handed the token back. */
+function signOut(message, { tellTabs = true } = {}) {
+  if (tellTabs) tabs?.postMessage({ type: 'sign-out' });
   state.client?.close();
   sessionStorage.removeItem(TOKEN_KEY);
   if (message) sessionStorage.setItem('parley.notice', message);
@@ -1232,6 +1678,9 @@ function main() {
   $('settings-cancel').addEventListener('click', () => $('settings-dialog').close());
   $('new-inmail').addEventListener('click', () => openInmail());
   $('inmail-form').addEventListener('submit', submitInmail);
+  $('new-group').addEventListener('click', openGroupDialog);
+  $('group-form').addEventListener('submit', submitGroup);
+  $('group-cancel').addEventListener('click', () => $('group-dialog').close());
   $('inmail-cancel').addEventListener('click', () => $('inmail-dialog').close());
   $('report-form').addEventListener('submit', submitReport);
   $('report-cancel').addEventListener('click', () => $('report-dialog').close());
@@ -1253,11 +1702,9 @@ function main() {
     state.replyTo = null;
     renderComposer();
   });
-  $('load-earlier').addEventListener('click', () => {
-    const c = openConv();
-    const first = c && sortedMessages(c)[0];
-    if (first) loadHistory(c, first.seq);
-  });
+  $('messages-scroll').addEventListener('scroll', onMessagesScroll, { passive: true });
+  keepBottomOnResize($('messages-scroll'));
+  $('jump-newest').addEventListener('click', jumpToNewest);
   document.addEventListener('visibilitychange', () => maybeRead(openConv()));
   window.addEventListener('online', () => state.client?.reconnect());
   setInterval(tick, 1000);
@@ -1274,7 +1721,8 @@ function main() {
   sessionStorage.removeItem('parley.notice');
   const token = fromUrl || sessionStorage.getItem(TOKEN_KEY);
   if (token) start(token);
-  else showSignin(notice || '');
+  else if (notice) showSignin(notice);
+  else askOtherTabs().then((shared) => (shared ? start(shared) : showSignin()));
 }
 
 main();

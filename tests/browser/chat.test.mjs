@@ -8,7 +8,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,7 @@ const shotsDir = process.env.UPDATE_SCREENSHOTS
   : path.join(here, 'screenshots');
 const chromiumPath = process.env.PARLEY_CHROMIUM || '/usr/bin/chromium';
 const TEST_TIMEOUT = 60_000;
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 let server;
 let dataDir;
@@ -37,6 +39,9 @@ async function startServer() {
   // The in-memory store keeps each run independent where the server offers a choice.
   const help = execFileSync(binary, ['serve', '--help'], { encoding: 'utf8' });
   if (/--store\b/.test(help) && /\bmemory\b/.test(help)) args.push('--store', 'memory');
+  // Seeding a long thread sends thousands of requests in seconds; no test here is about
+  // the request rate limit.
+  args.push('--requests-per-second', '0');
   const child = spawn(binary, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
@@ -154,6 +159,58 @@ async function sendInOpen(page, text) {
   await page.getByTestId('composer').fill(text);
   await page.getByTestId('send').click();
   await message(page, text).and(page.locator('[data-state="visible"]')).waitFor();
+}
+
+/**
+ * A page that is no chat window, only a signed-in client module at `window.client`: it
+ * sends as `handle` over its own socket, as fast as the server takes it, without clicking.
+ */
+async function clientPage(handle) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
+  await page.goto(`${base}static/parley-client.js`);
+  await page.evaluate(async (user) => {
+    const { ParleyClient } = await import('/static/parley-client.js');
+    const token = (await (await fetch(`/demo/token?user=${user}`)).text()).trim();
+    const client = new ParleyClient(() => `ws://${location.host}/ws?token=${token}`);
+    await new Promise((resolve) => {
+      client.on('ready', resolve);
+      client.connect();
+    });
+    window.client = client;
+  }, handle);
+  return page;
+}
+
+/** Send `n` messages "Seed #1." … from the client page to `to`; the conversation's id. */
+async function seedThread(sender, to, n) {
+  return sender.evaluate(async ({ to, n }) => {
+    const { message } = await window.client.send({ to, body: 'Seed #1.' });
+    for (let i = 2; i <= n; i += 100) {
+      const batch = Array.from({ length: Math.min(100, n - i + 1) }, (_, k) =>
+        window.client.send({ conversation: message.conversation, body: `Seed #${i + k}.` }));
+      await Promise.all(batch);
+    }
+    return message.conversation;
+  }, { to, n });
+}
+
+/** The bodies of the messages in the DOM (the rendered window). */
+function renderedBodies(page) {
+  return page.getByTestId('messages').getByTestId('message-body').allTextContents();
+}
+
+async function assertPageDoesNotScroll(page, what) {
+  const m = await page.evaluate(() => ({
+    scrollHeight: document.scrollingElement.scrollHeight,
+    innerHeight,
+    statusTop: document.getElementById('status').getBoundingClientRect().top,
+    composerBottom: document.getElementById('composer').getBoundingClientRect().bottom,
+  }));
+  assert.ok(m.scrollHeight <= m.innerHeight, `${what}: the page is ${m.scrollHeight} px tall in a ${m.innerHeight} px window`);
+  assert.ok(m.statusTop >= 0, `${what}: the top bar is in view`);
+  assert.ok(m.composerBottom <= m.innerHeight, `${what}: the composer ends at ${m.composerBottom} of ${m.innerHeight}`);
 }
 
 before(async () => {
@@ -518,6 +575,378 @@ describe('web chat in a real browser', { timeout: 5 * TEST_TIMEOUT * 2 }, () => 
     assert.equal(recalled[0].message.body, undefined);
     assert.ok(replayed.some((f) => f.type === 'recalled' && f.message === recalled[0].message.id));
     await o.context().close();
+    await p.context().close();
+  });
+
+  test('a 2,000-message thread: only the list scrolls, windowed, loaded by scrolling up', { timeout: 4 * TEST_TIMEOUT }, async () => {
+    const [uma, vic] = handles('uma', 'vic');
+    const u = await signIn(uma);
+    const v0 = await signIn(vic);
+    await connect(u, uma, v0, vic);
+    // Vic comes back after the seeding, to open a long history rather than watch it arrive.
+    await u.context().close();
+    await v0.context().close();
+    const seeder = await clientPage(uma);
+    const conversation = await seedThread(seeder, vic, 2000);
+
+    const v = await signIn(vic);
+    await conversationWith(v, uma).click();
+    await message(v, 'Seed #2000.').getByTestId('message-body').waitFor();
+
+    // Scrolling to the top widens the window in place: the message at the top stays put.
+    const scroller = v.getByTestId('messages-scroll');
+    const top = await scroller.evaluate((el) => {
+      el.scrollTop = 0;
+      const first = document.querySelector('[data-testid="messages"] [data-testid="message"]');
+      return { id: first.dataset.messageId, y: first.getBoundingClientRect().top };
+    });
+    await v.waitForFunction((id) => document.querySelector('[data-testid="messages"] [data-testid="message"]').dataset.messageId !== id, top.id);
+    const { y, scrollTop } = await v.evaluate((id) => ({
+      y: document.querySelector(`[data-message-id="${id}"]`).getBoundingClientRect().top,
+      scrollTop: document.querySelector('[data-testid="messages-scroll"]').scrollTop,
+    }), top.id);
+    assert.ok(Math.abs(y - top.y) <= 2, `the message in view moved from ${top.y} to ${y}`);
+    assert.ok(scrollTop > 0, 'earlier messages were added above the one in view');
+
+    // Keep scrolling up, as a reader would: message 1 comes without a click.
+    await v.waitForFunction(() => {
+      const bodies = [...document.querySelectorAll('[data-testid="message-body"]')];
+      if (bodies.some((b) => b.textContent === 'Seed #1.')) return true;
+      document.querySelector('[data-testid="messages-scroll"]').scrollTop = 0;
+      return false;
+    }, null, { polling: 100, timeout: 90_000 });
+    const windowAtTop = await renderedBodies(v);
+    assert.ok(windowAtTop.length <= 150, `the DOM holds ${windowAtTop.length} messages`);
+    assert.equal(windowAtTop[0], 'Seed #1.');
+    assert.ok(!windowAtTop.includes('Seed #2000.'), 'the newest are out of the DOM at the top');
+
+    // Both sizes: the page never scrolls, the top bar and the composer stay in view.
+    for (const size of [{ width: 1280, height: 800 }, { width: 375, height: 740 }]) {
+      await v.setViewportSize(size);
+      await assertPageDoesNotScroll(v, `${size.width}×${size.height}, 2,000 loaded`);
+    }
+    await v.setViewportSize({ width: 1280, height: 800 });
+
+    await v.getByTestId('jump-newest').click();
+    await message(v, 'Seed #2000.').getByTestId('message-body').waitFor();
+    await v.getByTestId('jump-newest').waitFor({ state: 'hidden' });
+
+    // Select one message's text, focus another's Reply button, and watch for long tasks.
+    await v.evaluate(() => {
+      window.__longTasks = [];
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) window.__longTasks.push(Math.round(e.duration));
+      }).observe({ type: 'longtask' });
+      const body = (text) => [...document.querySelectorAll('[data-testid="message-body"]')].find((b) => b.textContent === text);
+      body('Seed #1999.').closest('[data-testid="message"]').querySelector('[data-testid="reply"]').focus();
+      const range = document.createRange();
+      range.selectNodeContents(body('Seed #1998.'));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      window.__seenAt = new Promise((resolve) => {
+        new MutationObserver((_, obs) => {
+          if (body('Live #1.')) {
+            obs.disconnect();
+            resolve(Date.now());
+          }
+        }).observe(document.getElementById('messages'), { childList: true, subtree: true });
+      });
+    });
+    const sentAt = await seeder.evaluate(async (conversation) => {
+      const t0 = Date.now();
+      await window.client.send({ conversation, body: 'Live #1.' });
+      return t0;
+    }, conversation);
+    const seenAt = await v.evaluate(() => window.__seenAt);
+    assert.ok(seenAt - sentAt <= 100, `the message showed ${seenAt - sentAt} ms after it was sent`);
+    await seeder.evaluate((conversation) => window.client.typing(conversation), conversation);
+    await v.getByTestId('typing').filter({ hasText: `${uma} is typing` }).waitFor();
+
+    const after = await v.evaluate(() => ({
+      selected: getSelection().toString(),
+      focused: document.activeElement.dataset.testid,
+      focusedIn: document.activeElement.closest('[data-testid="message"]')?.textContent,
+      longTasks: window.__longTasks,
+    }));
+    assert.equal(after.selected, 'Seed #1998.');
+    assert.equal(after.focused, 'reply');
+    assert.match(after.focusedIn, /Seed #1999\./);
+    assert.deepEqual(after.longTasks, [], 'no main-thread task over 50 ms');
+    const windowAtBottom = await renderedBodies(v);
+    assert.ok(windowAtBottom.length <= 150, `the DOM holds ${windowAtBottom.length} messages`);
+    assert.equal(windowAtBottom.at(-1), 'Live #1.');
+    await assertPageDoesNotScroll(v, 'after a new message');
+
+    // Scrolled up, a new message does not pull the reader down: a control offers to go.
+    await scroller.evaluate((el) => { el.scrollTop = 0; });
+    await v.waitForFunction(() => document.querySelector('[data-testid="messages-scroll"]').scrollTop > 0);
+    const readingAt = await scroller.evaluate((el) => el.scrollTop);
+    await seeder.evaluate((conversation) => window.client.send({ conversation, body: 'Live #2.' }), conversation);
+    const jump = v.getByTestId('jump-newest').filter({ hasText: 'New messages ↓' });
+    await jump.waitFor();
+    assert.equal(await scroller.evaluate((el) => el.scrollTop), readingAt, 'the reader stays where they were');
+    await jump.click();
+    await message(v, 'Live #2.').getByTestId('message-body').waitFor();
+    assert.ok(await scroller.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 40), 'at the bottom');
+    await seeder.context().close();
+    await v.context().close();
+  });
+
+  test('toasts: at most three, over no control, dismissable, gone in seconds', { timeout: TEST_TIMEOUT }, async () => {
+    const [wes, xia] = handles('wes', 'xia');
+    const w = await signIn(wes);
+    const x = await signIn(xia);
+    await connect(w, wes, x, xia);
+    await sendDirect(w, xia, 'Note 1');
+    for (const n of [2, 3, 4]) await sendInOpen(w, `Note ${n}`);
+    await x.getByTestId('toast').filter({ hasText: 'Note 4' }).waitFor();
+    assert.equal(await x.getByTestId('toast').count(), 3);
+    assert.equal(await x.getByTestId('toast').filter({ hasText: 'Note 1' }).count(), 0, 'the oldest made way');
+
+    // Block from the profile while the toasts are up: none of them hides a control.
+    await x.getByTestId('lookup-input').fill(wes);
+    await x.getByTestId('lookup').click();
+    await x.getByTestId('profile-block').click();
+    await x.getByTestId('toast').filter({ hasText: `You blocked ${wes}` }).waitFor();
+    const overlaps = await x.evaluate(() => {
+      const toasts = [...document.querySelectorAll('[data-testid="toast"]')].map((t) => t.getBoundingClientRect());
+      const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+      return [...document.querySelectorAll('button, input, select, textarea, a[href]')]
+        .filter((el) => !el.closest('#toasts') && el.getClientRects().length)
+        .filter((el) => toasts.some((t) => hit(t, el.getBoundingClientRect())))
+        .map((el) => el.textContent || el.id);
+    });
+    assert.deepEqual(overlaps, [], 'controls under a toast');
+    await x.getByTestId('blocked-list').getByTestId('unblock').click();
+
+    const first = x.getByTestId('toast').first();
+    const text = await first.textContent();
+    await first.getByRole('button', { name: 'Dismiss' }).click();
+    await x.getByTestId('toast').filter({ hasText: text.replace('×', '') }).waitFor({ state: 'detached' });
+    // The rest retire by themselves within a few seconds.
+    await x.getByTestId('toast').first().waitFor({ state: 'detached', timeout: 7000 });
+    await w.context().close();
+    await x.context().close();
+  });
+
+  test('after an unblock the thread says to connect again, and the composer returns once connected', { timeout: TEST_TIMEOUT }, async () => {
+    const [yan, zoe] = handles('yan', 'zoe');
+    const y = await signIn(yan);
+    const z = await signIn(zoe);
+    await connect(y, yan, z, zoe);
+    await sendDirect(y, zoe, 'Coffee later?');
+    await conversationWith(z, yan).click();
+    await z.getByTestId('thread-block').click();
+    await z.getByTestId('blocked-note').filter({ hasText: `You blocked ${yan}` }).waitFor();
+    await z.getByTestId('thread-unblock').click();
+
+    // The block ended the connection; the unblock did not bring it back: no dead composer.
+    const note = z.getByTestId('blocked-note');
+    await note.filter({ hasText: 'not connected' }).waitFor();
+    assert.equal(await z.getByTestId('composer').isVisible(), false);
+    await note.getByTestId('gate-connect').click();
+    await note.filter({ hasText: 'once they accept' }).waitFor();
+    await y.getByTestId('requests').locator(`[data-user="${zoe}"]`).getByTestId('accept-request').click();
+
+    await z.getByTestId('composer').waitFor();
+    await note.waitFor({ state: 'hidden' });
+    assert.equal(await z.getByTestId('composer-error').textContent(), '');
+    await sendInOpen(z, 'Sorry, yes: coffee at 3.');
+    await message(y, 'coffee at 3').getByTestId('message-body').waitFor();
+    await y.context().close();
+    await z.context().close();
+  });
+
+  test('details: no console errors, right-to-left text, dates, one main landmark, focus after Recall, settings on a phone', { timeout: TEST_TIMEOUT }, async () => {
+    const [ada, ben] = handles('ada', 'ben');
+    const consoleErrors = [];
+    const context = await browser.newContext({ viewport: { width: 1180, height: 720 }, locale: 'en-GB' });
+    const a = await context.newPage();
+    a.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push(m.text());
+    });
+    a.on('pageerror', (e) => pageErrors.push(`${a.url()}: ${e.message}`));
+    await a.goto(base);
+    await signIn(ada, a);
+    const b = await signIn(ben);
+    await connect(a, ada, b, ben);
+    assert.equal(await a.locator('main:visible').count(), 1, 'one main landmark in the list view');
+
+    const arabic = 'هل أنت متاح يوم الجمعة؟';
+    await sendDirect(a, ben, arabic);
+    assert.equal(await a.locator('main:visible').count(), 1, 'one main landmark in the thread view');
+    assert.equal(await message(a, arabic).getByTestId('message-body').evaluate((el) => getComputedStyle(el).direction), 'rtl');
+    assert.equal(await a.getByTestId('composer').getAttribute('dir'), 'auto');
+
+    // Recall takes its button away; focus stays on the message rather than falling to <body>.
+    await sendInOpen(a, 'Wrong chat, sorry');
+    await message(a, 'Wrong chat').getByTestId('recall').click();
+    await a.getByTestId('recalled-marker').waitFor();
+    assert.deepEqual(await a.evaluate(() => [document.activeElement.dataset.testid, document.activeElement.dataset.state]), ['message', 'recalled']);
+    assert.deepEqual(consoleErrors, [], 'console errors while signing in and chatting');
+
+    // Seen on a later day, a message's time carries its date.
+    await b.clock.setFixedTime(Date.now() + 3 * 24 * 3600 * 1000);
+    await b.reload();
+    await b.locator('body[data-ready="true"]').waitFor();
+    await conversationWith(b, ada).click();
+    const stamp = await message(b, arabic).locator('time').textContent();
+    assert.match(stamp, /[A-Za-z]{3}.*\d\d:\d\d/, `"${stamp}" names the day`);
+
+    // On a phone the read-receipts choice fits its box.
+    await b.setViewportSize({ width: 375, height: 740 });
+    await b.getByTestId('close-thread').click();
+    await b.getByTestId('open-settings').click();
+    const fit = await b.getByTestId('setting-read-receipts').evaluate((select) => {
+      const probe = document.createElement('span');
+      probe.style.font = getComputedStyle(select).font;
+      probe.style.position = 'absolute';
+      probe.style.whiteSpace = 'nowrap';
+      probe.textContent = select.selectedOptions[0].textContent;
+      document.body.append(probe);
+      const text = probe.getBoundingClientRect().width;
+      probe.remove();
+      const box = select.getBoundingClientRect();
+      return { text, room: select.clientWidth - 40, right: box.right, width: innerWidth };
+    });
+    assert.ok(fit.text <= fit.room, `the choice is ${fit.text} px in ${fit.room} px`);
+    assert.ok(fit.right <= fit.width);
+    await context.close();
+    await b.context().close();
+  });
+
+  test('a group started from the page reaches everyone in it', { timeout: TEST_TIMEOUT }, async () => {
+    const [gus, hana, ira] = handles('gus', 'hana', 'ira');
+    const g = await signIn(gus);
+    const hn = await signIn(hana);
+    const ir = await signIn(ira);
+    await connect(g, gus, hn, hana);
+    await connect(g, gus, ir, ira);
+
+    await g.getByTestId('new-group').click();
+    await g.getByTestId('group-name').fill('Offsite planning');
+    await g.getByTestId('group-member').and(g.locator(`[data-user="${hana}"]`)).check();
+    // One member is not a group: the page says so before asking the server.
+    await g.getByTestId('group-create').click();
+    await g.getByTestId('group-error').filter({ hasText: 'at least two' }).waitFor();
+    await g.getByTestId('group-member').and(g.locator(`[data-user="${ira}"]`)).check();
+    await g.getByTestId('group-create').click();
+
+    await g.getByTestId('thread-title').filter({ hasText: 'Offsite planning' }).waitFor();
+    assert.match(await g.locator('#thread-sub').textContent(), new RegExp(`Group · .*${hana}.*${ira}`));
+    await sendInOpen(g, 'Welcome, both of you!');
+    for (const p of [hn, ir]) {
+      const row = p.getByTestId('conversation').filter({ hasText: 'Offsite planning' });
+      await row.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+      await row.click();
+      await message(p, 'Welcome, both of you!').getByTestId('message-body').waitFor();
+    }
+    await sendInOpen(ir, 'Thanks!');
+    await message(hn, 'Thanks!').getByTestId('message-body').waitFor();
+    await message(g, 'Thanks!').getByTestId('message-body').waitFor();
+    for (const p of [g, hn, ir]) await p.context().close();
+  });
+
+  test('Recall is offered only while it would succeed: the allowance and the throttle', { timeout: TEST_TIMEOUT }, async () => {
+    const [jon, kay] = handles('jon', 'kay');
+    const j = await signIn(jon);
+    const k = await signIn(kay);
+    await connect(j, jon, k, kay);
+    await sendDirect(j, kay, 'First thought');
+    await sendInOpen(j, 'Second thought');
+    const second = message(j, 'Second thought');
+    await second.getByTestId('recall').waitFor();
+    await message(j, 'First thought').getByTestId('recall').click();
+    await j.getByTestId('recalled-marker').waitFor();
+    // One recall per conversation a day (hello's limits): the other message, unread and in
+    // its window, no longer offers a recall the server would refuse.
+    await second.getByTestId('recall').waitFor({ state: 'detached' });
+    assert.equal(await j.getByTestId('toast').filter({ hasText: 'recall' }).count(), 0);
+
+    // The throttle: more than 30 messages in a minute, here sent from another session.
+    const [lou, mae] = handles('lou', 'mae');
+    const l = await signIn(lou);
+    const m = await signIn(mae);
+    await connect(l, lou, m, mae);
+    await sendDirect(l, mae, 'Hello before the flood');
+    const hello = message(l, 'Hello before the flood');
+    await hello.getByTestId('recall').waitFor();
+    const other = await clientPage(lou);
+    await seedThread(other, mae, 31);
+    await message(l, 'Seed #31.').waitFor();
+    await hello.getByTestId('recall').waitFor({ state: 'detached' });
+    assert.equal(await l.getByTestId('messages').getByTestId('recall').count(), 0);
+    for (const p of [j, k, l, m, other]) await p.context().close();
+  });
+
+  test('a second tab is signed in without the form; signing out of one signs out of both', { timeout: TEST_TIMEOUT }, async () => {
+    const [nat] = handles('nat');
+    const first = await signIn(nat);
+    const second = await first.context().newPage();
+    second.on('pageerror', (e) => pageErrors.push(`${second.url()}: ${e.message}`));
+    await second.goto(base);
+    await second.locator('body[data-ready="true"]').waitFor();
+    assert.equal(await second.getByTestId('whoami').textContent(), nat);
+    assert.equal(await second.getByTestId('signin').isVisible(), false);
+    await second.getByTestId('status').and(second.locator('[data-status="open"]')).waitFor();
+    // Shared, not persisted: the token is nowhere in long-lived storage.
+    assert.equal(await second.evaluate(() => localStorage.length), 0);
+
+    await second.getByTestId('sign-out').click();
+    await first.getByTestId('demo-form').waitFor();
+    await second.getByTestId('demo-form').waitFor();
+    await first.context().close();
+  });
+
+  test('axe-core finds no accessibility violation in any view, at either size', { timeout: 2 * TEST_TIMEOUT }, async () => {
+    const [oda, pia] = handles('oda', 'pia');
+    // The page's CSP admits only its own scripts; the checker comes from the test.
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-GB', bypassCSP: true });
+    context.setDefaultTimeout(10_000);
+    const o = await context.newPage();
+    o.on('pageerror', (e) => pageErrors.push(`${o.url()}: ${e.message}`));
+    const audit = async (view) => {
+      if (!(await o.evaluate(() => Boolean(window.axe)))) await o.evaluate(axeSource);
+      const { passes, violations } = await o.evaluate(async () => {
+        const result = await window.axe.run(document);
+        return {
+          passes: result.passes.length,
+          violations: result.violations.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
+        };
+      });
+      assert.ok(passes > 0, `axe checked nothing in ${view}`);
+      assert.deepEqual(violations, [], `axe violations in ${view}`);
+    };
+    await o.goto(base);
+    await o.getByTestId('demo-form').waitFor();
+    await audit('sign-in');
+    await signIn(oda, o);
+    const p = await signIn(pia);
+    await connect(o, oda, p, pia);
+    await sendDirect(p, oda, 'Are the slides ready?');
+    await conversationWith(o, pia).getByTestId('unread').waitFor();
+    await audit('conversation list');
+    await conversationWith(o, pia).click();
+    await sendInOpen(o, 'Nearly: ten minutes.');
+    await audit('thread');
+    for (const [open, dialog, close] of [
+      ['open-settings', 'settings-dialog', '#settings-cancel'],
+      ['new-inmail', 'inmail-dialog', '#inmail-cancel'],
+      ['new-group', 'group-dialog', '#group-cancel'],
+    ]) {
+      await o.getByTestId(open).click();
+      await o.getByTestId(dialog).waitFor();
+      await audit(dialog);
+      await o.locator(close).click();
+    }
+    await message(o, 'slides ready').getByTestId('report-message').click();
+    await audit('report-dialog');
+    await o.locator('#report-cancel').click();
+    await o.setViewportSize({ width: 375, height: 740 });
+    await audit('thread on a phone');
+    await o.getByTestId('close-thread').click();
+    await audit('conversation list on a phone');
+    await context.close();
     await p.context().close();
   });
 
