@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 source scripts/install-missing.sh
 install_missing /usr/bin/chromium=chromium node=nodejs npm=npm
 
-if [ ! -d tests/browser/node_modules ]; then
+# Installed again when the lock file changed since (a new test dependency, say).
+if [ ! -d tests/browser/node_modules ] ||
+    [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
     (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 

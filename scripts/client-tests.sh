@@ -11,7 +11,8 @@ source scripts/install-missing.sh
 install_missing node=nodejs npm=npm
 
 cd web
-if [ ! -d node_modules ]; then
+# Installed again when the lock file changed since.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     npm ci --no-audit --no-fund
 fi
 if [ -z "${PARLEY_BIN:-}" ] && [ ! -x ../target/debug/parley ]; then
