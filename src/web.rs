@@ -60,19 +60,24 @@ pub fn check_demo_address(addr: std::net::SocketAddr) -> Result<(), String> {
 /// `on` or `off` either way, so the page learns which sign-in to offer without a failing
 /// request (which a browser reports as an error in its console).
 pub fn router(demo_secret: Option<Arc<[u8]>>) -> Router {
-    let mode = if demo_secret.is_some() { "on\n" } else { "off\n" };
-    let router = Router::new()
-        .route("/", get(|| async { file("index.html") }))
-        .route(
-            "/demo/mode",
-            get(move || async move {
-                ([(header::CACHE_CONTROL, "no-store")], mode).into_response()
-            }),
-        )
-        .route(
-            "/static/{name}",
-            get(|Path(name): Path<String>| async move { file(&name) }),
-        );
+    let mode = if demo_secret.is_some() {
+        "on\n"
+    } else {
+        "off\n"
+    };
+    let router =
+        Router::new()
+            .route("/", get(|| async { file("index.html") }))
+            .route(
+                "/demo/mode",
+                get(move || async move {
+                    ([(header::CACHE_CONTROL, "no-store")], mode).into_response()
+                }),
+            )
+            .route(
+                "/static/{name}",
+                get(|Path(name): Path<String>| async move { file(&name) }),
+            );
     match demo_secret {
         Some(secret) => router.merge(
             Router::new()
@@ -185,7 +190,9 @@ mod tests {
                 .unwrap();
             let response = router(secret).oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
-            let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 64)
+                .await
+                .unwrap();
             assert_eq!(&body[..], want.as_bytes());
         }
     }
